@@ -1,0 +1,510 @@
+//! JSON encoding and decoding of events.
+//!
+//! Encoding writes straight into a caller-owned buffer (no `serde_json::Value` in between), with
+//! the raw line first as `message`, then the fields in order. Timestamps are RFC 3339 in UTC.
+//!
+//! Decoding builds [`Fields`] directly from serde_json's streaming parser, interning keys through
+//! a [`NameCache`] so that the repeated keys of NDJSON cost a string comparison, not a lock.
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+
+use crate::event::{Event, FieldName, Fields, MESSAGE, NameCache, Str, Value};
+
+/// Appends `event` as one JSON object (no newline) to `out`.
+pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut first = true;
+    if let Some(raw) = event.raw() {
+        write_key(MESSAGE, out);
+        write_lossy_string(raw, out);
+        first = false;
+    }
+    for (name, value) in event.fields() {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_key(name.as_str(), out);
+        encode_value(value, out);
+    }
+    out.push(b'}');
+}
+
+/// Appends `value` as JSON to `out`.
+pub fn encode_value(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Int(i) => {
+            let mut buf = itoa_buf(*i);
+            out.extend_from_slice(buf.as_bytes_mut());
+        }
+        Value::Float(f) => {
+            if f.is_finite() {
+                // Ryu-style shortest representation via Display; keep a decimal point so the value
+                // reads back as a float.
+                let text = format!("{f}");
+                out.extend_from_slice(text.as_bytes());
+                if !text.contains(['.', 'e', 'E']) {
+                    out.extend_from_slice(b".0");
+                }
+            } else {
+                // JSON has no NaN or infinity.
+                out.extend_from_slice(b"null");
+            }
+        }
+        Value::String(s) => write_string(s.as_str(), out),
+        Value::Timestamp(ts) => {
+            out.push(b'"');
+            out.extend_from_slice(format_timestamp(ts).as_bytes());
+            out.push(b'"');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                encode_value(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Map(map) => {
+            out.push(b'{');
+            for (i, (name, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_key(name.as_str(), out);
+                encode_value(item, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Formats a timestamp as RFC 3339 UTC with as many fractional digits as it needs
+/// (`2024-05-01T12:00:00.123Z`).
+pub fn format_timestamp(ts: &DateTime<Utc>) -> String {
+    ts.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+struct IntBuf {
+    bytes: [u8; 20],
+    start: usize,
+}
+
+impl IntBuf {
+    fn as_bytes_mut(&mut self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+}
+
+fn itoa_buf(value: i64) -> IntBuf {
+    let mut bytes = [0u8; 20];
+    let mut pos = bytes.len();
+    let negative = value < 0;
+    let mut n = value.unsigned_abs();
+    loop {
+        pos -= 1;
+        bytes[pos] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if negative {
+        // i64::MIN has 19 digits, so there is always room for the sign.
+        pos -= 1;
+        bytes[pos] = b'-';
+    }
+    IntBuf { bytes, start: pos }
+}
+
+fn write_key(key: &str, out: &mut Vec<u8>) {
+    write_string(key, out);
+    out.push(b':');
+}
+
+fn write_lossy_string(bytes: &[u8], out: &mut Vec<u8>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => write_string(text, out),
+        Err(_) => write_string(&String::from_utf8_lossy(bytes), out),
+    }
+}
+
+/// Which bytes need escaping in a JSON string.
+static ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = true;
+        i += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
+/// Appends `text` as a quoted JSON string.
+pub fn write_string(text: &str, out: &mut Vec<u8>) {
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        if !ESCAPE[byte as usize] {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match byte {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            other => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(other >> 4) as usize]);
+                out.push(HEX[(other & 0xf) as usize]);
+            }
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Why a JSON input could not be decoded into fields.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonDecodeError {
+    /// The input is not valid JSON; `column` is 1-based.
+    #[error("invalid JSON at column {column}: {message}")]
+    Syntax {
+        /// Where the parser stopped.
+        column: usize,
+        /// What the parser expected.
+        message: String,
+    },
+    /// The input is valid JSON but not an object.
+    #[error("expected a JSON object, found {found}")]
+    NotAnObject {
+        /// The JSON type found instead.
+        found: &'static str,
+    },
+    /// Objects or arrays nested deeper than [`MAX_DEPTH`].
+    #[error("JSON nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+/// How deep objects and arrays may nest; deeper input is rejected instead of exhausting the stack.
+pub const MAX_DEPTH: usize = 64;
+
+/// Decodes JSON objects into [`Fields`], reusing interned keys between calls.
+#[derive(Default, Debug)]
+pub struct JsonDecoder {
+    names: NameCache,
+}
+
+impl JsonDecoder {
+    /// A decoder with an empty key cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes one JSON object.
+    ///
+    /// # Errors
+    /// Fails on invalid JSON, on JSON that is not an object, and on nesting deeper than
+    /// [`MAX_DEPTH`].
+    pub fn decode_object(&mut self, input: &[u8]) -> Result<Fields, JsonDecodeError> {
+        match self.decode_value(input)? {
+            Value::Map(fields) => Ok(fields),
+            other => Err(JsonDecodeError::NotAnObject {
+                found: json_kind(&other),
+            }),
+        }
+    }
+
+    /// Decodes one JSON value of any type.
+    ///
+    /// # Errors
+    /// Fails on invalid JSON and on nesting deeper than [`MAX_DEPTH`].
+    pub fn decode_value(&mut self, input: &[u8]) -> Result<Value, JsonDecodeError> {
+        let mut deserializer = serde_json::Deserializer::from_slice(input);
+        let mut too_deep = false;
+        let seed = ValueSeed {
+            names: &mut self.names,
+            depth: 0,
+            too_deep: &mut too_deep,
+        };
+        let result = seed
+            .deserialize(&mut deserializer)
+            .and_then(|value| deserializer.end().map(|()| value));
+        match result {
+            Ok(value) => Ok(value),
+            Err(_) if too_deep => Err(JsonDecodeError::TooDeep),
+            Err(error) => Err(JsonDecodeError::Syntax {
+                column: error.column(),
+                message: strip_position(&error.to_string()),
+            }),
+        }
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Int(_) | Value::Float(_) => "a number",
+        Value::String(_) | Value::Timestamp(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Map(_) => "an object",
+    }
+}
+
+/// serde_json appends " at line L column C"; the column is reported separately.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+struct ValueSeed<'a> {
+    names: &'a mut NameCache,
+    depth: usize,
+    too_deep: &'a mut bool,
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(match i64::try_from(v) {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::Float(v as f64),
+        })
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(Str::from(v)))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(Str::from(v)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        if self.depth >= MAX_DEPTH {
+            *self.too_deep = true;
+            return Err(de::Error::custom("nested too deep"));
+        }
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(item) = seq.next_element_seed(ValueSeed {
+            names: self.names,
+            depth: self.depth + 1,
+            too_deep: self.too_deep,
+        })? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        if self.depth >= MAX_DEPTH {
+            *self.too_deep = true;
+            return Err(de::Error::custom("nested too deep"));
+        }
+        let mut fields = Fields::with_capacity(map.size_hint().unwrap_or(8).min(64));
+        let mut position = 0;
+        // Nested objects use their own positions; only the top level benefits from the cache
+        // position scheme, so nested keys are offset to avoid thrashing top-level slots.
+        let base = if self.depth == 0 { 0 } else { 64 };
+        while let Some(key) = map.next_key_seed(KeySeed {
+            names: self.names,
+            position: base + position,
+        })? {
+            let value = map.next_value_seed(ValueSeed {
+                names: self.names,
+                depth: self.depth + 1,
+                too_deep: self.too_deep,
+            })?;
+            // Duplicate keys: the last one wins, as in most JSON parsers.
+            fields.insert(key, value);
+            position += 1;
+        }
+        Ok(Value::Map(fields))
+    }
+}
+
+struct KeySeed<'a> {
+    names: &'a mut NameCache,
+    position: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = FieldName;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<FieldName, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = FieldName;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<FieldName, E> {
+        Ok(self.names.get(self.position, v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventMeta;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    fn encode(event: &Event) -> String {
+        let mut out = Vec::new();
+        encode_event(event, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn raw_line_is_encoded_as_message_first() {
+        let mut event = Event::from_raw(Bytes::from_static(b"a \"quoted\"\tline"), EventMeta::default());
+        event.insert("status", 404i64);
+        event.insert("ratio", 0.5);
+        event.insert("whole", 2.0);
+        assert_eq!(
+            encode(&event),
+            r#"{"message":"a \"quoted\"\tline","status":404,"ratio":0.5,"whole":2.0}"#
+        );
+    }
+
+    #[test]
+    fn control_characters_and_invalid_utf8_are_escaped() {
+        let event = Event::from_raw(Bytes::from_static(b"\x01\xff"), EventMeta::default());
+        assert_eq!(encode(&event), "{\"message\":\"\\u0001\u{fffd}\"}");
+    }
+
+    #[test]
+    fn timestamps_encode_as_rfc3339() {
+        let ts = DateTime::parse_from_rfc3339("2024-05-01T12:00:00.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut event = Event::default();
+        event.insert("ts", ts);
+        event.insert("nan", f64::NAN);
+        assert_eq!(encode(&event), r#"{"ts":"2024-05-01T12:00:00.123Z","nan":null}"#);
+    }
+
+    #[test]
+    fn decodes_nested_objects_in_order() {
+        let mut decoder = JsonDecoder::new();
+        let fields = decoder
+            .decode_object(br#"{"b":1,"a":{"x":[true,null,"s",1.5]},"big":18446744073709551615}"#)
+            .unwrap();
+        let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["b", "a", "big"]);
+        let inner = fields.get("a").unwrap().as_map().unwrap();
+        assert_eq!(
+            inner.get("x"),
+            Some(&Value::Array(vec![
+                Value::Bool(true),
+                Value::Null,
+                Value::from("s"),
+                Value::Float(1.5)
+            ]))
+        );
+        assert_eq!(fields.get("big"), Some(&Value::Float(18446744073709551615.0)));
+    }
+
+    #[test]
+    fn decode_errors_are_descriptive() {
+        let mut decoder = JsonDecoder::new();
+        assert_eq!(
+            decoder.decode_object(b"[1]"),
+            Err(JsonDecodeError::NotAnObject { found: "an array" })
+        );
+        let err = decoder.decode_object(b"{\"a\":").unwrap_err();
+        assert!(matches!(err, JsonDecodeError::Syntax { column: 5, .. }), "{err:?}");
+        assert!(decoder.decode_object(b"{} trailing").is_err());
+        let deep = "[".repeat(MAX_DEPTH + 5) + &"]".repeat(MAX_DEPTH + 5);
+        assert_eq!(decoder.decode_value(deep.as_bytes()), Err(JsonDecodeError::TooDeep));
+    }
+
+    fn arb_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            (-1e12f64..1e12).prop_map(Value::Float),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec(("[a-z]{1,6}", inner), 0..4)
+                    .prop_map(|pairs| Value::Map(pairs.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn encode_then_decode_round_trips(pairs in prop::collection::vec(("[a-z_]{1,8}", arb_value()), 0..6)) {
+            let fields: Fields = pairs.into_iter().collect();
+            let event = Event::from_fields(fields.clone());
+            let text = encode(&event);
+            let decoded = JsonDecoder::new().decode_object(text.as_bytes()).unwrap();
+            prop_assert_eq!(decoded, fields);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(input in prop::collection::vec(any::<u8>(), 0..64)) {
+            let _ = JsonDecoder::new().decode_value(&input);
+        }
+
+        #[test]
+        fn encoding_any_string_yields_valid_json(text in ".*") {
+            let mut out = Vec::new();
+            write_string(&text, &mut out);
+            let back: String = serde_json::from_slice(&out).unwrap();
+            prop_assert_eq!(back, text);
+        }
+    }
+}

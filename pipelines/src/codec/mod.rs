@@ -1,0 +1,3 @@
+//! Codecs: turning events into bytes and bytes into events.
+
+pub mod json;
