@@ -1,1 +1,8 @@
-//! sluice agent
+//! sluice: a log-collection and streaming pipeline agent.
+//!
+//! The agent crate owns everything that runs: the command line, config loading and validation,
+//! the topology that wires sources, topics, pipelines and sinks together, the topic queue itself,
+//! and the sources. Steps live in `sluice-pipelines`, sinks in `sluice-sink`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod topic;

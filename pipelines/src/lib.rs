@@ -7,11 +7,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod codec;
+pub mod condition;
 pub mod event;
 pub mod registry;
 pub mod step;
 pub mod steps;
 
+pub use condition::{Condition, ConditionError};
 pub use event::{Batch, Event, EventMeta, FieldName, Fields, SourceId, Str, Value};
 pub use registry::ComponentKind;
 pub use step::{BuildError, DeadLetter, OnError, Step, StepContext};

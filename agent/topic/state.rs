@@ -1,0 +1,398 @@
+//! The topic's state machine: publishing, delivering, acknowledging and capacity, all
+//! synchronous and deterministic.
+//!
+//! The async handles in `mod.rs` hold this behind one mutex per topic and only add waiting. Every
+//! operation here works on whole batches, so the lock is taken once per batch, never per event.
+//! Keeping the logic free of async and clocks (time is a parameter) lets the model-based tests
+//! drive it through millions of random steps.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_pipelines::Batch;
+use tokio::time::Instant;
+
+use super::offset::{Offset, OffsetRange};
+use super::storage::Storage;
+use super::{SubscriptionSettings, TopicSettings, WhenFull};
+
+/// What happened to a published batch.
+#[derive(Debug)]
+pub(crate) enum PublishOutcome {
+    /// Stored at these offsets.
+    Stored(OffsetRange),
+    /// Discarded by the `drop_newest` policy because the topic was full.
+    DroppedNewest,
+    /// No room, and the policy is to wait: the batch is given back.
+    Full(Batch),
+}
+
+/// A batch handed to one worker of a subscription.
+#[derive(Debug, Clone)]
+pub(crate) struct DeliveryTicket {
+    pub range: OffsetRange,
+    pub batch: Arc<Batch>,
+    pub generation: u64,
+}
+
+/// The answer to a worker asking for its next batch.
+#[derive(Debug)]
+pub(crate) enum Poll {
+    /// A batch to process.
+    Ready(DeliveryTicket),
+    /// Nothing now; ask again when notified, or at `deadline` when an in-flight delivery times out.
+    Pending { deadline: Option<Instant> },
+    /// Every producer is gone and everything was delivered and acknowledged.
+    Ended,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    end: Offset,
+    generation: u64,
+    deadline: Option<Instant>,
+}
+
+/// Counters of one subscription.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SubscriptionCounters {
+    /// Batches handed to workers, redeliveries included.
+    pub delivered_batches: u64,
+    /// Events acknowledged.
+    pub acked_events: u64,
+    /// Batches handed out again after a worker dropped them or timed out.
+    pub redelivered_batches: u64,
+    /// Events this (non-blocking) subscription lost because it fell too far behind.
+    pub lost_events: u64,
+}
+
+pub(crate) struct SubState {
+    pub settings: SubscriptionSettings,
+    /// Everything before this offset is acknowledged (or was skipped).
+    pub committed: Offset,
+    /// The first offset never handed out.
+    pub next: Offset,
+    /// Batches (by first offset) to hand out again, oldest first.
+    redeliver: VecDeque<Offset>,
+    in_flight: HashMap<Offset, InFlight>,
+    /// Acknowledged batches past `committed`: first offset to end offset.
+    acked: BTreeMap<Offset, Offset>,
+    pub counters: SubscriptionCounters,
+}
+
+impl SubState {
+    fn new(settings: SubscriptionSettings, at: Offset) -> Self {
+        SubState {
+            settings,
+            committed: at,
+            next: at,
+            redeliver: VecDeque::new(),
+            in_flight: HashMap::new(),
+            acked: BTreeMap::new(),
+            counters: SubscriptionCounters::default(),
+        }
+    }
+
+    /// Moves `committed` over the acknowledged batches that now follow it.
+    fn advance_committed(&mut self) {
+        while let Some((&start, &end)) = self.acked.first_key_value() {
+            if start > self.committed {
+                break;
+            }
+            self.acked.remove(&start);
+            self.committed = self.committed.max(end);
+        }
+    }
+
+    /// Gives up the batch at `range` (evicted from the topic): counts it as lost unless it was
+    /// already acknowledged, and moves past it.
+    fn skip(&mut self, range: OffsetRange) -> u64 {
+        if self.committed > range.start {
+            return 0;
+        }
+        self.in_flight.remove(&range.start);
+        self.redeliver.retain(|start| *start != range.start);
+        let lost = if self.acked.remove(&range.start).is_some() {
+            0
+        } else {
+            range.len()
+        };
+        self.committed = range.end;
+        self.next = self.next.max(range.end);
+        self.advance_committed();
+        lost
+    }
+
+    pub fn in_flight_batches(&self) -> usize {
+        self.in_flight.len()
+    }
+}
+
+/// Counters of a topic as a whole.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct TopicCounters {
+    /// Events accepted into the topic.
+    pub published_events: u64,
+    /// Estimated bytes accepted.
+    pub published_bytes: u64,
+    /// Events refused by `drop_newest` while full.
+    pub dropped_newest: u64,
+    /// Events discarded by `drop_oldest` before every blocking subscription had them.
+    pub dropped_oldest: u64,
+    /// Events evicted to make room that no subscription was reading (a topic without
+    /// subscriptions keeps its newest events, for inspection).
+    pub evicted_unread: u64,
+}
+
+pub(crate) struct TopicState {
+    pub settings: TopicSettings,
+    pub storage: Box<dyn Storage>,
+    pub subs: Vec<SubState>,
+    pub producers: usize,
+    pub counters: TopicCounters,
+    next_generation: u64,
+}
+
+impl TopicState {
+    pub fn new(settings: TopicSettings, storage: Box<dyn Storage>) -> Self {
+        TopicState {
+            settings,
+            storage,
+            subs: Vec::new(),
+            producers: 0,
+            counters: TopicCounters::default(),
+            next_generation: 0,
+        }
+    }
+
+    /// Adds a subscription that starts at the end of the topic (it sees what is published from
+    /// now on). Returns its index.
+    pub fn subscribe(&mut self, settings: SubscriptionSettings) -> usize {
+        let at = self.storage.end();
+        self.subs.push(SubState::new(settings, at));
+        self.subs.len() - 1
+    }
+
+    /// Publishes `batch`, making room as the capacity policy says.
+    pub fn publish(&mut self, batch: Batch) -> PublishOutcome {
+        if batch.is_empty() {
+            let end = self.storage.end();
+            return PublishOutcome::Stored(OffsetRange::new(end, end));
+        }
+        let events = batch.len() as u64;
+        let bytes = batch.byte_size() as u64;
+        loop {
+            if self.fits(events, bytes) {
+                break;
+            }
+            let Some(front) = self.storage.front() else {
+                break;
+            };
+            let front_range = front.range;
+            if self.held_by_blocking(front_range.start) {
+                match self.settings.when_full {
+                    WhenFull::Block => return PublishOutcome::Full(batch),
+                    WhenFull::DropNewest => {
+                        self.counters.dropped_newest += events;
+                        return PublishOutcome::DroppedNewest;
+                    }
+                    WhenFull::DropOldest => {
+                        self.counters.dropped_oldest += front_range.len();
+                        self.evict_front();
+                    }
+                }
+            } else {
+                self.evict_front();
+            }
+        }
+        let range = self.storage.append(Arc::new(batch));
+        self.counters.published_events += events;
+        self.counters.published_bytes += bytes;
+        PublishOutcome::Stored(range)
+    }
+
+    /// Whether `events`/`bytes` more fit. An empty topic takes any batch, so one batch larger
+    /// than the capacity cannot wedge its producer.
+    fn fits(&self, events: u64, bytes: u64) -> bool {
+        let retained_events = self.storage.retained_events();
+        retained_events == 0
+            || (retained_events + events <= self.settings.max_events
+                && self.storage.retained_bytes() + bytes <= self.settings.max_bytes)
+    }
+
+    /// Whether a blocking subscription has not yet acknowledged the batch starting at `start`.
+    fn held_by_blocking(&self, start: Offset) -> bool {
+        self.subs
+            .iter()
+            .any(|sub| sub.settings.blocking && sub.committed <= start)
+    }
+
+    /// Removes the oldest batch; every subscription that still needed it loses it.
+    fn evict_front(&mut self) {
+        let Some(stored) = self.storage.pop_front() else {
+            return;
+        };
+        let mut anyone_needed_it = false;
+        for sub in &mut self.subs {
+            if sub.committed <= stored.range.start {
+                anyone_needed_it = true;
+                let lost = sub.skip(stored.range);
+                // Losses of blocking subscriptions are the topic's drop_oldest, counted there.
+                if !sub.settings.blocking {
+                    sub.counters.lost_events += lost;
+                }
+            }
+        }
+        if !anyone_needed_it {
+            self.counters.evicted_unread += stored.range.len();
+        }
+    }
+
+    /// Hands the next batch to a worker of subscription `sub`.
+    pub fn poll(&mut self, sub_index: usize, now: Instant) -> Poll {
+        let storage_end = self.storage.end();
+        let storage_start = self.storage.start();
+        let producers = self.producers;
+        let Some(sub) = self.subs.get_mut(sub_index) else {
+            return Poll::Ended;
+        };
+
+        // Deliveries past their deadline go back to the queue, oldest first.
+        let mut expired: Vec<Offset> = sub
+            .in_flight
+            .iter()
+            .filter(|(_, flight)| flight.deadline.is_some_and(|d| d <= now))
+            .map(|(start, _)| *start)
+            .collect();
+        if !expired.is_empty() {
+            expired.sort_unstable();
+            for start in expired.iter().rev() {
+                sub.in_flight.remove(start);
+                sub.redeliver.push_front(*start);
+            }
+        }
+
+        let mut start = None;
+        let mut redelivery = false;
+        while let Some(candidate) = sub.redeliver.pop_front() {
+            if candidate >= sub.committed && self.storage.get(candidate).is_some() {
+                start = Some(candidate);
+                redelivery = true;
+                break;
+            }
+        }
+        if start.is_none() && sub.next < storage_end {
+            sub.next = sub.next.max(storage_start);
+            start = Some(sub.next);
+        }
+
+        match start.and_then(|start| self.storage.get(start)) {
+            Some(stored) => {
+                let generation = self.next_generation;
+                self.next_generation += 1;
+                let deadline = sub.settings.ack_timeout.map(|timeout| now + timeout);
+                sub.in_flight.insert(
+                    stored.range.start,
+                    InFlight {
+                        end: stored.range.end,
+                        generation,
+                        deadline,
+                    },
+                );
+                sub.next = sub.next.max(stored.range.end);
+                sub.counters.delivered_batches += 1;
+                if redelivery {
+                    sub.counters.redelivered_batches += 1;
+                }
+                Poll::Ready(DeliveryTicket {
+                    range: stored.range,
+                    batch: stored.batch.clone(),
+                    generation,
+                })
+            }
+            None if producers == 0 && sub.in_flight.is_empty() && sub.redeliver.is_empty() => {
+                Poll::Ended
+            }
+            None => Poll::Pending {
+                deadline: sub.in_flight.values().filter_map(|f| f.deadline).min(),
+            },
+        }
+    }
+
+    /// Acknowledges a delivery. Returns whether producers waiting for room should look again: the
+    /// subscription's committed offset moved, so batches may be trimmed now or evictable (from
+    /// non-blocking subscriptions) on the next try. A stale ticket (the delivery timed out and
+    /// went to another worker, or was evicted) is ignored.
+    pub fn ack(&mut self, sub_index: usize, ticket: &DeliveryTicket) -> bool {
+        let Some(sub) = self.subs.get_mut(sub_index) else {
+            return false;
+        };
+        match sub.in_flight.get(&ticket.range.start) {
+            Some(flight) if flight.generation == ticket.generation => {}
+            _ => return false,
+        }
+        if let Some(flight) = sub.in_flight.remove(&ticket.range.start) {
+            sub.acked.insert(ticket.range.start, flight.end);
+        }
+        sub.counters.acked_events += ticket.range.len();
+        let before = sub.committed;
+        sub.advance_committed();
+        let moved = sub.committed != before;
+        self.trim();
+        moved
+    }
+
+    /// Gives a delivery back unprocessed: it goes to the front of the subscription's queue.
+    /// Returns whether anything changed.
+    pub fn nack(&mut self, sub_index: usize, ticket: &DeliveryTicket) -> bool {
+        let Some(sub) = self.subs.get_mut(sub_index) else {
+            return false;
+        };
+        match sub.in_flight.get(&ticket.range.start) {
+            Some(flight) if flight.generation == ticket.generation => {
+                sub.in_flight.remove(&ticket.range.start);
+                // Keep the queue ordered so the oldest batch goes out first.
+                let position = sub
+                    .redeliver
+                    .iter()
+                    .position(|start| *start > ticket.range.start)
+                    .unwrap_or(sub.redeliver.len());
+                sub.redeliver.insert(position, ticket.range.start);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops the batches every subscription is done with. A topic without subscriptions keeps
+    /// its batches until it needs room.
+    fn trim(&mut self) {
+        let Some(min_committed) = self.subs.iter().map(|sub| sub.committed).min() else {
+            return;
+        };
+        while let Some(front) = self.storage.front() {
+            if front.range.end > min_committed {
+                break;
+            }
+            self.storage.pop_front();
+        }
+    }
+
+    /// The offset before which every event is safe: durably stored, or acknowledged by every
+    /// blocking subscription. Sources checkpoint up to it.
+    pub fn safe_offset(&self) -> Offset {
+        if let Some(durable) = self.storage.durable_end() {
+            return durable;
+        }
+        self.subs
+            .iter()
+            .filter(|sub| sub.settings.blocking)
+            .map(|sub| sub.committed)
+            .min()
+            .unwrap_or_else(|| self.storage.end())
+    }
+}
+
+/// The default time a worker may hold a delivery before it is handed to another worker.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(300);

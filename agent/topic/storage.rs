@@ -1,0 +1,151 @@
+//! Where a topic keeps its batches: the [`Storage`] interface and the in-memory implementation.
+//!
+//! Storage is a log of batches with contiguous offsets: appending gives the batch the next
+//! offsets, reading looks a batch up by its first offset, and the topic trims from the front once
+//! every subscription is past a batch (or evicts when full). Subscriptions, acknowledgements and
+//! capacity policy live in the topic, not here, so a disk-backed storage only has to implement
+//! this log.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use sluice_pipelines::Batch;
+
+use super::offset::{Offset, OffsetRange};
+
+/// A batch in storage, with the offsets its events occupy.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    /// The offsets of the batch's events.
+    pub range: OffsetRange,
+    /// The events, shared with every delivery of them.
+    pub batch: Arc<Batch>,
+}
+
+/// A log of batches with contiguous offsets.
+pub trait Storage: Send + 'static {
+    /// Appends `batch` (non-empty) at the end, returning the offsets it was given.
+    fn append(&mut self, batch: Arc<Batch>) -> OffsetRange;
+
+    /// The batch whose first offset is `start`, if it is still retained.
+    fn get(&self, start: Offset) -> Option<&Stored>;
+
+    /// The oldest retained batch.
+    fn front(&self) -> Option<&Stored>;
+
+    /// Removes and returns the oldest retained batch.
+    fn pop_front(&mut self) -> Option<Stored>;
+
+    /// The first retained offset (equal to [`Storage::end`] when empty).
+    fn start(&self) -> Offset;
+
+    /// The offset the next appended event will get.
+    fn end(&self) -> Offset;
+
+    /// Events retained.
+    fn retained_events(&self) -> u64;
+
+    /// Estimated bytes retained.
+    fn retained_bytes(&self) -> u64;
+
+    /// For storage that persists: the end of what is durably stored. `None` for memory storage,
+    /// whose events are safe only once acknowledged.
+    fn durable_end(&self) -> Option<Offset> {
+        None
+    }
+}
+
+/// Batches kept in memory, in a ring of shared pointers.
+#[derive(Debug, Default)]
+pub struct MemoryStorage {
+    batches: VecDeque<Stored>,
+    start: Offset,
+    end: Offset,
+    bytes: u64,
+}
+
+impl MemoryStorage {
+    /// An empty storage whose first offset will be 0.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn append(&mut self, batch: Arc<Batch>) -> OffsetRange {
+        let range = OffsetRange::new(self.end, self.end + batch.len() as u64);
+        self.bytes += batch.byte_size() as u64;
+        self.end = range.end;
+        self.batches.push_back(Stored { range, batch });
+        range
+    }
+
+    fn get(&self, start: Offset) -> Option<&Stored> {
+        let index = self
+            .batches
+            .binary_search_by(|stored| stored.range.start.cmp(&start))
+            .ok()?;
+        self.batches.get(index)
+    }
+
+    fn front(&self) -> Option<&Stored> {
+        self.batches.front()
+    }
+
+    fn pop_front(&mut self) -> Option<Stored> {
+        let stored = self.batches.pop_front()?;
+        self.bytes -= stored.batch.byte_size() as u64;
+        self.start = stored.range.end;
+        Some(stored)
+    }
+
+    fn start(&self) -> Offset {
+        self.start
+    }
+
+    fn end(&self) -> Offset {
+        self.end
+    }
+
+    fn retained_events(&self) -> u64 {
+        self.end.0 - self.start.0
+    }
+
+    fn retained_bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use sluice_pipelines::{Event, EventMeta};
+
+    fn batch(n: usize) -> Arc<Batch> {
+        Arc::new(Batch::new(
+            (0..n)
+                .map(|_| Event::from_raw(Bytes::from_static(b"line"), EventMeta::default()))
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn offsets_are_contiguous_and_lookups_find_batches() {
+        let mut storage = MemoryStorage::new();
+        assert_eq!(storage.append(batch(3)), OffsetRange::new(Offset(0), Offset(3)));
+        assert_eq!(storage.append(batch(2)), OffsetRange::new(Offset(3), Offset(5)));
+        assert_eq!(storage.get(Offset(3)).map(|s| s.batch.len()), Some(2));
+        assert!(storage.get(Offset(1)).is_none(), "only batch starts are addressable");
+        assert_eq!(storage.retained_events(), 5);
+        let bytes = storage.retained_bytes();
+        let popped = storage.pop_front().unwrap();
+        assert_eq!(popped.range.end, Offset(3));
+        assert_eq!(storage.start(), Offset(3));
+        assert_eq!(storage.retained_events(), 2);
+        assert_eq!(storage.retained_bytes(), bytes - popped.batch.byte_size() as u64);
+        storage.pop_front();
+        assert_eq!(storage.start(), storage.end());
+        assert_eq!(storage.retained_bytes(), 0);
+    }
+}
