@@ -6,3 +6,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod topic;
+pub mod config;
+pub mod metrics;
+pub mod shutdown;
+pub mod sources;

@@ -1,0 +1,98 @@
+//! Sources: where events enter sluice. Every source kind is registered in [`SourceConfig`].
+//!
+//! A source runs as one task. It reads its input, cuts it into events, and publishes batches of
+//! about [`BATCH_EVENTS`] events to its topic through [`SourceContext::output`], which waits when
+//! the topic is full (back-pressure reaches the reader that way). A finite source (stdin at its
+//! end, a generator with a count, files with `follow = false`) returns `Ok(())` when done; every
+//! source returns soon after [`SourceContext::shutdown`] fires. Checkpointing sources map their read
+//! positions to topic offsets and persist only what [`crate::topic::Producer::safe_offset`] says is
+//! safe.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sluice_pipelines::{BuildError, SourceId, component_kinds};
+
+use crate::metrics::ComponentMetrics;
+use crate::shutdown::Shutdown;
+use crate::topic::Producer;
+
+/// How many events a source aims to put in one batch.
+pub const BATCH_EVENTS: usize = 1024;
+
+/// The future a running source is.
+pub type SourceFuture = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
+
+/// A running source.
+pub trait Source: Send {
+    /// Runs the source until its input ends or shutdown is signalled.
+    ///
+    /// # Errors
+    /// A [`SourceError`] when the source cannot go on (its input vanished for good). Transient
+    /// problems are logged, counted and retried by the source itself.
+    fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture;
+}
+
+/// Why a source stopped early.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    /// What went wrong.
+    pub message: String,
+}
+
+impl SourceError {
+    /// An error with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        SourceError {
+            message: message.into(),
+        }
+    }
+}
+
+/// What a running source gets from the topology.
+pub struct SourceContext {
+    /// The source's name in the config.
+    pub name: String,
+    /// The id stamped into the metadata of its events.
+    pub id: SourceId,
+    /// Where its events go.
+    pub output: Producer,
+    /// Fires when the agent shuts down.
+    pub shutdown: Shutdown,
+    /// The agent's data directory (checkpoints live under `<data_dir>/sources/<name>/`).
+    pub data_dir: PathBuf,
+    /// The source's counters: `events_out`, `bytes_out`, `errors`, and its own.
+    pub metrics: Arc<ComponentMetrics>,
+}
+
+component_kinds! {
+    /// The config of one source, selected by its `type`. The agent-level key every source has
+    /// (`topic`) is read by the config loader before this.
+    pub enum SourceConfig {}
+}
+
+impl SourceConfig {
+    /// Checks the config without touching anything outside the process.
+    ///
+    /// # Errors
+    /// A [`BuildError`] naming the key at fault.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        match *self {}
+    }
+
+    /// Builds the source.
+    ///
+    /// # Errors
+    /// A [`BuildError`] when the source cannot start.
+    pub fn build(&self) -> Result<Box<dyn Source>, BuildError> {
+        match *self {}
+    }
+
+    /// Whether the source ends by itself (and so a run with only finite sources exits).
+    pub fn is_finite(&self) -> bool {
+        match *self {}
+    }
+}
