@@ -10,3 +10,5 @@ pub mod config;
 pub mod metrics;
 pub mod shutdown;
 pub mod sources;
+pub mod graph;
+pub mod topology;

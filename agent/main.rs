@@ -1,1 +1,248 @@
-fn main() {}
+//! The `sluice` command line.
+//!
+//! Exit codes scripts can rely on:
+//! - `0`: success — the config is valid, or a run drained or shut down cleanly;
+//! - `1`: a run failed — a component stopped with an error, or the shutdown timed out with events
+//!   in flight;
+//! - `2`: the command line or the config is invalid (nothing was started).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sluice::config::{self, Loaded};
+use sluice::topology::{RunOutcome, Topology, status};
+use sluice_pipelines::units::HumanDuration;
+
+/// sluice: collect logs and events, queue them in topics, run pipelines, ship them to stores.
+#[derive(Parser, Debug)]
+#[command(name = "sluice", version, about, long_about = None)]
+struct Cli {
+    /// Log filter (`info`, `debug`, `sluice=trace`); overrides the SLUICE_LOG environment variable.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the pipelines of a config until every source is finished or SIGINT/SIGTERM arrives.
+    ///
+    /// Finite sources (stdin, a generator with a count, files with `follow = false`) end by
+    /// themselves; when all have, sluice drains every topic and sink and exits 0. On SIGINT or
+    /// SIGTERM it stops the sources and drains for up to `shutdown_timeout`; a second signal exits
+    /// at once. While stderr is a terminal a status line shows events/s and topic depths.
+    Run {
+        /// Config files or directories of `*.toml` files, merged in order.
+        #[arg(short, long = "config", value_name = "FILE", required = true, num_args = 1..)]
+        config: Vec<PathBuf>,
+        /// How often to log a status summary when stderr is not a terminal.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+        status_interval: HumanDuration,
+        /// No live status line or periodic summaries.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check a config and exit: 0 when valid, 2 with every error (file:line:col: key: message).
+    Validate {
+        /// Config files or directories of `*.toml` files, merged in order.
+        #[arg(short, long = "config", value_name = "FILE", required = true, num_args = 1..)]
+        config: Vec<PathBuf>,
+    },
+    /// Print the graph of sources, topics, pipelines and sinks in Graphviz DOT
+    /// (`sluice graph -c app.toml | dot -Tsvg > graph.svg`).
+    Graph {
+        /// Config files or directories of `*.toml` files, merged in order.
+        #[arg(short, long = "config", value_name = "FILE", required = true, num_args = 1..)]
+        config: Vec<PathBuf>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<HumanDuration, String> {
+    sluice_pipelines::units::parse_duration(text).map(HumanDuration)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(cli.log.as_deref());
+    match cli.command {
+        Command::Validate { config } => match load(&config) {
+            Some(loaded) => {
+                let c = &loaded.config;
+                println!(
+                    "Config OK: {} sources, {} topics, {} pipelines, {} sinks",
+                    c.sources.len(),
+                    c.topics.len(),
+                    c.pipelines.len(),
+                    c.sinks.len()
+                );
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::from(2),
+        },
+        Command::Graph { config } => match load(&config) {
+            Some(loaded) => {
+                print!("{}", sluice::graph::to_dot(&loaded.config));
+                ExitCode::SUCCESS
+            }
+            None => ExitCode::from(2),
+        },
+        Command::Run {
+            config,
+            status_interval,
+            quiet,
+        } => {
+            let Some(loaded) = load(&config) else {
+                return ExitCode::from(2);
+            };
+            match run(loaded, status_interval.get(), quiet) {
+                Ok(code) => code,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+/// Loads and validates, printing warnings and errors. `None` when invalid.
+fn load(paths: &[PathBuf]) -> Option<Loaded> {
+    match config::load(paths) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("warning: {warning}");
+            }
+            Some(loaded)
+        }
+        Err(errors) => {
+            for error in &errors.0 {
+                eprintln!("error: {error}");
+            }
+            eprintln!(
+                "{} error{} in the config; nothing was started",
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            );
+            None
+        }
+    }
+}
+
+fn init_logging(filter: Option<&str>) {
+    let filter = filter
+        .map(str::to_owned)
+        .or_else(|| std::env::var("SLUICE_LOG").ok())
+        .unwrap_or_else(|| "info".to_owned());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn run(loaded: Loaded, status_interval: Duration, quiet: bool) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice-worker")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let started = Instant::now();
+        let topology = Topology::build(&loaded.config)
+            .await
+            .context("building the topology")?;
+        let topics = topology.topics().clone();
+        let metrics = topology.metrics().clone();
+        let mut running = topology.start();
+        tracing::info!(
+            sources = loaded.config.sources.len(),
+            pipelines = loaded.config.pipelines.len(),
+            sinks = loaded.config.sinks.len(),
+            "Started"
+        );
+        let terminal = std::io::stderr().is_terminal();
+        let reporter = (!quiet).then(|| {
+            tokio::spawn(status::report(
+                metrics.clone(),
+                topics.clone(),
+                terminal,
+                status_interval,
+            ))
+        });
+        let outcome = running.wait(shutdown_signal()).await;
+        if let Some(reporter) = reporter {
+            reporter.abort();
+            if terminal {
+                status::clear_line();
+            }
+        }
+        status::log_summary(&metrics, &topics, started.elapsed());
+        let failed = !running.failures().is_empty();
+        Ok(match outcome {
+            RunOutcome::Drained | RunOutcome::ShutDown if !failed => ExitCode::SUCCESS,
+            RunOutcome::Drained | RunOutcome::ShutDown => {
+                for (component, error) in running.failures() {
+                    eprintln!("error: {component}: {error}");
+                }
+                ExitCode::from(1)
+            }
+            RunOutcome::TimedOut(pending) => {
+                eprintln!(
+                    "error: shutdown timed out with events in flight in: {}; unacknowledged \
+                     events are read again on the next start where the source keeps checkpoints",
+                    pending.join(", ")
+                );
+                ExitCode::from(1)
+            }
+        })
+    })
+}
+
+/// Completes on the first SIGINT or SIGTERM; a second one exits the process at once.
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("Second signal: exiting without draining");
+        std::process::exit(130);
+    });
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut interrupt), Ok(mut terminate)) => {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

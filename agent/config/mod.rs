@@ -1,14 +1,33 @@
 //! Configuration: the typed form of a sluice TOML config, and how it is loaded and checked.
 //!
 //! Loading goes raw TOML → validated [`Config`] → (in [`crate::topology`]) a running graph:
-//! - [`load`] reads the files (directories contribute their `*.toml` files in name order),
+//! - [`load()`] reads the files (directories contribute their `*.toml` files in name order),
 //!   interpolates `${VAR}` from the environment, checks each file strictly with positions, layers
 //!   them and `SLUICE_`-prefixed environment overrides with the `config` crate, deserializes every
 //!   component through its registry, and validates the graph. Errors are collected, not stopped at
 //!   the first, and each names the file, line, column and key.
 //! - Validation does no I/O; building (in the topology) does not re-validate.
+//!
+//! Errors and warnings render as `FILE:LINE:COL: KEY.PATH: message`, for example:
+//!
+//! ```text
+//! pipeline.toml:9:1: sinks.out.input: topic `web.reqests` is not produced by any source or pipeline (did you mean `web.requests`?)
+//! ```
+//!
+//! Modules, in the order loading uses them: `load` (files, passes, rendering), `interpolate`
+//! (`${VAR}`), `locate` (key path → line and column), `read` (a config tree → a draft, every
+//! problem collected; `tree` adapts `toml::Value` and `config::Value` to it), `path` (key
+//! paths), `validate` (draft → [`Config`]).
 
+mod interpolate;
 mod load;
+mod locate;
+mod path;
+mod read;
+#[cfg(test)]
+mod tests;
+mod tree;
+mod validate;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +41,7 @@ use crate::sources::SourceConfig;
 use crate::topic::{TopicSettings, WhenFull};
 
 pub use load::{ConfigError, ConfigErrors, Loaded, load, load_str};
+pub use locate::Position;
 
 /// The name of the topic that receives rejected events when a pipeline names no other.
 pub const DEFAULT_DEAD_LETTER_TOPIC: &str = "dead_letter";

@@ -111,6 +111,8 @@ mod tests {
 
     component_kinds! {
         /// Test kinds.
+        // The variants' configs are only matched on, never read.
+        #[allow(dead_code)]
         enum TestKinds {
             /// A.
             A(AConfig) = "a",
@@ -126,8 +128,10 @@ mod tests {
         let parsed = TestKinds::deserialize_kind("a", toml::Value::Table(table)).unwrap();
         assert_eq!(parsed.kind(), "a");
 
-        let table: toml::Table = toml::from_str("inner = [{ size = 1 }, { size = \"x\" }]").unwrap();
-        let Err(KindError::Field(error)) = TestKinds::deserialize_kind("b", toml::Value::Table(table))
+        let table: toml::Table =
+            toml::from_str("inner = [{ size = 1 }, { size = \"x\" }]").unwrap();
+        let Err(KindError::Field(error)) =
+            TestKinds::deserialize_kind("b", toml::Value::Table(table))
         else {
             panic!("expected a field error");
         };

@@ -54,12 +54,13 @@ pub struct DeadLetter {
     pub error: String,
 }
 
-/// Per-call context handed to steps: where rejected events go, and counters.
+/// Per-call context handed to steps: where rejected and routed events go, and counters.
 #[derive(Debug, Default)]
 pub struct StepContext {
     on_error: OnError,
     step: Arc<str>,
     dead_letters: Vec<DeadLetter>,
+    routed: Vec<(Arc<str>, Event)>,
     rejected: u64,
     dropped_by_policy: u64,
 }
@@ -98,6 +99,19 @@ impl StepContext {
     /// operators want to see how many events each pipeline discards).
     pub fn count_dropped(&mut self, events: u64) {
         self.dropped_by_policy += events;
+    }
+
+    /// Hands `event` to the topic `topic` instead of the pipeline's output (the `route` step).
+    /// The agent publishes routed events with the pipeline's results; they are neither rejected
+    /// nor dropped, so no counter moves.
+    pub fn route(&mut self, topic: &Arc<str>, event: Event) {
+        self.routed.push((topic.clone(), event));
+    }
+
+    /// Takes the routed events gathered so far, in the order they were routed, each with its
+    /// topic.
+    pub fn take_routed(&mut self) -> Vec<(Arc<str>, Event)> {
+        std::mem::take(&mut self.routed)
     }
 
     /// Takes the dead letters gathered so far.
@@ -169,5 +183,26 @@ mod tests {
         assert!(drop.take_dead_letters().is_empty());
         assert_eq!(drop.take_counts(), (1, 3));
         assert_eq!(drop.take_counts(), (0, 0));
+    }
+
+    #[test]
+    fn routed_events_are_taken_in_order() {
+        let errors: Arc<str> = Arc::from("web.errors");
+        let bots: Arc<str> = Arc::from("web.bots");
+        let mut ctx = StepContext::new(OnError::DeadLetter);
+        let mut first = Event::default();
+        first.insert("n", 1i64);
+        ctx.route(&errors, first.clone());
+        ctx.route(&bots, Event::default());
+        let routed = ctx.take_routed();
+        assert_eq!(routed.len(), 2);
+        assert_eq!(&*routed[0].0, "web.errors");
+        assert_eq!(routed[0].1, first);
+        assert!(
+            Arc::ptr_eq(&routed[1].0, &bots),
+            "the topic name is shared, not copied"
+        );
+        assert!(ctx.take_routed().is_empty());
+        assert_eq!(ctx.take_counts(), (0, 0));
     }
 }

@@ -1,18 +1,33 @@
 //! sluice-sink: the [`Sink`] trait, the machinery shared by all sinks, and every sink.
 //!
 //! A sink receives batches that the agent read from a topic subscription and writes them to a
-//! store. It knows nothing of topics: the agent calls [`Sink::write`] with a delivery's events and
-//! acknowledges the delivery only when `write` returned `Ok` — so a sink must return `Ok` only once
-//! the store has confirmed (the bytes are written to the file, the server answered 2xx). Failures
-//! say whether retrying can help ([`SinkError::Transient`]) or not ([`SinkError::Permanent`]); the
-//! agent retries the former with backoff and sends the latter's events to the dead-letter topic.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+//! store. It knows nothing of topics. The agent hands every delivery to a [`driver::Driver`]
+//! together with an [`driver::Acker`]; the driver batches deliveries into requests
+//! (`max_events`, `max_bytes`, `timeout`), runs up to `concurrency` of them at once through
+//! [`Sink::write_chunks`], retries transient failures with backoff and calls each acker only once
+//! the store has confirmed every event of its delivery — or permanently rejected some, which the
+//! agent then sends to the dead-letter topic. So a sink must return `Ok` only once the store has
+//! confirmed (the bytes are written to the file, the server answered 2xx), and its failures say
+//! whether retrying can help ([`SinkError::Transient`], [`SinkError::RetryAfter`]) or not
+//! ([`SinkError::Permanent`]).
+//!
+//! Modules: [`driver`] (batching, concurrency, retries, acknowledgement), [`encoding`] (NDJSON,
+//! JSON array, CSV, text; field selection; timestamp formats; gzip), [`sinks`] (every sink kind
+//! and the closed [`SinkConfig`] enum), [`units`] (sizes and durations in configs).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
+pub mod driver;
+pub mod encoding;
 pub mod sinks;
+pub mod units;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::time::Duration;
 
 use sluice_pipelines::Event;
 
@@ -23,16 +38,58 @@ pub use sluice_pipelines::BuildError;
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send + 'a>>;
 
 /// A destination for events.
+///
+/// Requests run one at a time per instance (`&mut self`); a sink that can have several requests
+/// in flight (a shared HTTP client, a connection pool) says so by returning handles from
+/// [`Sink::fork`], and the driver runs one request per handle.
 pub trait Sink: Send {
     /// Writes `events` to the store, returning only once the store has confirmed them.
     ///
     /// # Errors
-    /// [`SinkError::Transient`] when retrying the same events later may succeed (connection lost,
-    /// server busy); [`SinkError::Permanent`] when it cannot (the store rejects these events).
+    /// [`SinkError::Transient`] (or [`SinkError::RetryAfter`]) when retrying the same events later
+    /// may succeed (connection lost, server busy); [`SinkError::Permanent`] when it cannot (the
+    /// store rejects these events).
     ///
     /// # Cancel safety
     /// Not cancel safe: if the future is dropped, some of the events may have been written.
     fn write<'a>(&'a mut self, events: &'a [Event]) -> SinkFuture<'a>;
+
+    /// Writes the events of several slices, in order, as one request: what the driver calls, so
+    /// that a request made of several topic deliveries needs no copy. The default copies the
+    /// slices into one `Vec` when there is more than one and calls [`Sink::write`]; sinks that
+    /// encode event by event override it.
+    ///
+    /// # Errors
+    /// As for [`Sink::write`].
+    ///
+    /// # Cancel safety
+    /// As for [`Sink::write`].
+    fn write_chunks<'a>(&'a mut self, chunks: &'a [&'a [Event]]) -> SinkFuture<'a> {
+        match chunks {
+            [] => Box::pin(async { Ok(()) }),
+            [one] => self.write(one),
+            many => Box::pin(async move {
+                let events = many.concat();
+                self.write(&events).await
+            }),
+        }
+    }
+
+    /// Checks that the store is reachable and usable (the table exists, the credentials work).
+    /// The driver calls it once at start-up unless `healthcheck = false`; a failure is logged and
+    /// the sink starts anyway. The default succeeds.
+    ///
+    /// # Errors
+    /// What is wrong, as a [`SinkError`].
+    fn healthcheck(&mut self) -> SinkFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Another handle on the same store for a concurrent request, sharing the client or pool;
+    /// `None` (the default) when requests must run one at a time (a file, a terminal).
+    fn fork(&self) -> Option<Box<dyn Sink>> {
+        None
+    }
 
     /// Flushes and closes whatever the sink holds open. Called once, after the last `write`.
     ///
@@ -43,12 +100,29 @@ pub trait Sink: Send {
     }
 }
 
+/// Every event of `chunks`, in order.
+pub fn chunk_events<'a>(chunks: &'a [&'a [Event]]) -> impl Iterator<Item = &'a Event> + 'a {
+    chunks.iter().flat_map(|chunk| chunk.iter())
+}
+
 /// Why a write failed, and whether retrying can help.
+///
+/// Non-exhaustive: match with a wildcard, or use [`SinkError::is_transient`] and
+/// [`SinkError::retry_after`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SinkError {
     /// Retrying the same events later may succeed.
     #[error("{0} (will retry)")]
     Transient(String),
+    /// Retrying may succeed, but not before `after`: the store said so (HTTP `Retry-After`).
+    #[error("{message} (will retry in {after:?})")]
+    RetryAfter {
+        /// What the store answered.
+        message: String,
+        /// How long the store asked to wait.
+        after: Duration,
+    },
     /// The store rejects these events; retrying cannot help.
     #[error("{0}")]
     Permanent(String),
@@ -57,7 +131,24 @@ pub enum SinkError {
 impl SinkError {
     /// Whether retrying can help.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SinkError::Transient(_))
+        matches!(self, SinkError::Transient(_) | SinkError::RetryAfter { .. })
+    }
+
+    /// How long the store asked to wait before retrying, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SinkError::RetryAfter { after, .. } => Some(*after),
+            _ => None,
+        }
+    }
+
+    /// The error text without the retry note.
+    pub fn message(&self) -> &str {
+        match self {
+            SinkError::Transient(message)
+            | SinkError::Permanent(message)
+            | SinkError::RetryAfter { message, .. } => message,
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 //!
 //! Decoding builds [`Fields`] directly from serde_json's streaming parser, interning keys through
 //! a [`NameCache`] so that the repeated keys of NDJSON cost a string comparison, not a lock.
+//! [`JsonDecoder::decode_object_shared`] also shares the input's text: a string without escapes
+//! becomes a slice of the input [`Str`] instead of a copy, which saves an allocation per string.
 
 use std::fmt;
 
@@ -13,11 +15,14 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use crate::event::{Event, FieldName, Fields, MESSAGE, NameCache, Str, Value};
 
-/// Appends `event` as one JSON object (no newline) to `out`.
+/// Appends `event` as one JSON object (no newline) to `out`. A field named `message` wins over
+/// the raw line, so the key is never written twice.
 pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
     out.push(b'{');
     let mut first = true;
-    if let Some(raw) = event.raw() {
+    if let Some(raw) = event.raw()
+        && event.fields().get(MESSAGE).is_none()
+    {
         write_key(MESSAGE, out);
         write_lossy_string(raw, out);
         first = false;
@@ -231,17 +236,36 @@ impl JsonDecoder {
         }
     }
 
+    /// Decodes one JSON object whose strings without escapes are slices of `input` (sharing its
+    /// buffer) rather than copies.
+    ///
+    /// # Errors
+    /// As [`JsonDecoder::decode_object`].
+    pub fn decode_object_shared(&mut self, input: &Str) -> Result<Fields, JsonDecodeError> {
+        match self.decode(input.as_bytes(), Some(input))? {
+            Value::Map(fields) => Ok(fields),
+            other => Err(JsonDecodeError::NotAnObject {
+                found: json_kind(&other),
+            }),
+        }
+    }
+
     /// Decodes one JSON value of any type.
     ///
     /// # Errors
     /// Fails on invalid JSON and on nesting deeper than [`MAX_DEPTH`].
     pub fn decode_value(&mut self, input: &[u8]) -> Result<Value, JsonDecodeError> {
+        self.decode(input, None)
+    }
+
+    fn decode(&mut self, input: &[u8], source: Option<&Str>) -> Result<Value, JsonDecodeError> {
         let mut deserializer = serde_json::Deserializer::from_slice(input);
         let mut too_deep = false;
         let seed = ValueSeed {
             names: &mut self.names,
             depth: 0,
             too_deep: &mut too_deep,
+            source,
         };
         let result = seed
             .deserialize(&mut deserializer)
@@ -280,6 +304,23 @@ struct ValueSeed<'a> {
     names: &'a mut NameCache,
     depth: usize,
     too_deep: &'a mut bool,
+    /// The input as a string, when borrowed strings may be shared with it.
+    source: Option<&'a Str>,
+}
+
+impl ValueSeed<'_> {
+    /// `text` as a slice of the source when it lies inside it, else a copy.
+    fn string(&self, text: &str) -> Value {
+        if let Some(source) = self.source {
+            let range = source.as_bytes().as_ptr_range();
+            let inside = range.contains(&text.as_ptr())
+                && text.as_ptr() as usize + text.len() <= range.end as usize;
+            if inside || text.is_empty() {
+                return Value::String(source.slice_ref(text));
+            }
+        }
+        Value::String(Str::from(text))
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
@@ -318,6 +359,9 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(Str::from(v)))
     }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Value, E> {
+        Ok(self.string(v))
+    }
     fn visit_string<E>(self, v: String) -> Result<Value, E> {
         Ok(Value::String(Str::from(v)))
     }
@@ -332,6 +376,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
             names: self.names,
             depth: self.depth + 1,
             too_deep: self.too_deep,
+            source: self.source,
         })? {
             items.push(item);
         }
@@ -356,6 +401,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                 names: self.names,
                 depth: self.depth + 1,
                 too_deep: self.too_deep,
+                source: self.source,
             })?;
             // Duplicate keys: the last one wins, as in most JSON parsers.
             fields.insert(key, value);
@@ -405,7 +451,10 @@ mod tests {
 
     #[test]
     fn raw_line_is_encoded_as_message_first() {
-        let mut event = Event::from_raw(Bytes::from_static(b"a \"quoted\"\tline"), EventMeta::default());
+        let mut event = Event::from_raw(
+            Bytes::from_static(b"a \"quoted\"\tline"),
+            EventMeta::default(),
+        );
         event.insert("status", 404i64);
         event.insert("ratio", 0.5);
         event.insert("whole", 2.0);
@@ -413,6 +462,16 @@ mod tests {
             encode(&event),
             r#"{"message":"a \"quoted\"\tline","status":404,"ratio":0.5,"whole":2.0}"#
         );
+    }
+
+    #[test]
+    fn a_message_field_wins_over_the_raw_line() {
+        let mut event = Event::from_raw(
+            Bytes::from_static(b"{\"message\":\"hi\"}"),
+            EventMeta::default(),
+        );
+        event.insert("message", "hi");
+        assert_eq!(encode(&event), r#"{"message":"hi"}"#);
     }
 
     #[test]
@@ -429,7 +488,10 @@ mod tests {
         let mut event = Event::default();
         event.insert("ts", ts);
         event.insert("nan", f64::NAN);
-        assert_eq!(encode(&event), r#"{"ts":"2024-05-01T12:00:00.123Z","nan":null}"#);
+        assert_eq!(
+            encode(&event),
+            r#"{"ts":"2024-05-01T12:00:00.123Z","nan":null}"#
+        );
     }
 
     #[test]
@@ -450,7 +512,34 @@ mod tests {
                 Value::Float(1.5)
             ]))
         );
-        assert_eq!(fields.get("big"), Some(&Value::Float(18446744073709551615.0)));
+        assert_eq!(
+            fields.get("big"),
+            Some(&Value::Float(18446744073709551615.0))
+        );
+    }
+
+    #[test]
+    fn shared_decoding_slices_plain_strings_and_copies_escaped_ones() {
+        let input =
+            Str::from(r#"{"plain":"abc","escaped":"a\"b","nested":{"k":["x"]},"empty":""}"#);
+        let fields = JsonDecoder::new().decode_object_shared(&input).unwrap();
+        let range = input.as_bytes().as_ptr_range();
+        let inside = |value: &Value| match value {
+            Value::String(text) => range.contains(&text.as_bytes().as_ptr()),
+            other => panic!("not a string: {other:?}"),
+        };
+        assert!(inside(fields.get("plain").unwrap()));
+        assert_eq!(fields.get("escaped"), Some(&Value::from("a\"b")));
+        assert!(
+            !inside(fields.get("escaped").unwrap()),
+            "decoded escapes are a copy"
+        );
+        let nested = fields.get("nested").unwrap().as_map().unwrap();
+        let Some(Value::Array(items)) = nested.get("k") else {
+            panic!("no array");
+        };
+        assert!(inside(&items[0]));
+        assert_eq!(fields.get("empty"), Some(&Value::from("")));
     }
 
     #[test]
@@ -461,10 +550,16 @@ mod tests {
             Err(JsonDecodeError::NotAnObject { found: "an array" })
         );
         let err = decoder.decode_object(b"{\"a\":").unwrap_err();
-        assert!(matches!(err, JsonDecodeError::Syntax { column: 5, .. }), "{err:?}");
+        assert!(
+            matches!(err, JsonDecodeError::Syntax { column: 5, .. }),
+            "{err:?}"
+        );
         assert!(decoder.decode_object(b"{} trailing").is_err());
         let deep = "[".repeat(MAX_DEPTH + 5) + &"]".repeat(MAX_DEPTH + 5);
-        assert_eq!(decoder.decode_value(deep.as_bytes()), Err(JsonDecodeError::TooDeep));
+        assert_eq!(
+            decoder.decode_value(deep.as_bytes()),
+            Err(JsonDecodeError::TooDeep)
+        );
     }
 
     fn arb_value() -> impl Strategy<Value = Value> {
@@ -491,7 +586,9 @@ mod tests {
             let event = Event::from_fields(fields.clone());
             let text = encode(&event);
             let decoded = JsonDecoder::new().decode_object(text.as_bytes()).unwrap();
-            prop_assert_eq!(decoded, fields);
+            prop_assert_eq!(&decoded, &fields);
+            let shared = JsonDecoder::new().decode_object_shared(&Str::from(text)).unwrap();
+            prop_assert_eq!(shared, fields);
         }
 
         #[test]

@@ -37,7 +37,29 @@ pub(super) enum Tok {
     /// `not` or `!`
     Not,
     In,
+    Plus,
+    Minus,
+    Star,
+    Slash,
     Eof,
+}
+
+impl Tok {
+    /// Whether the token ends a value, so a `-` after it is subtraction, not a sign.
+    fn ends_value(&self) -> bool {
+        matches!(
+            self,
+            Tok::Ident
+                | Tok::Str(_)
+                | Tok::Int(_)
+                | Tok::Float(_)
+                | Tok::True
+                | Tok::False
+                | Tok::Null
+                | Tok::RParen
+                | Tok::RBracket
+        )
+    }
 }
 
 /// A token and where it is in the source.
@@ -99,7 +121,15 @@ impl Lexer<'_> {
                 self.identifier(start);
                 continue;
             }
-            if c.is_ascii_digit() || (c == '-' && self.peek_second().is_some_and(|d| d.is_ascii_digit())) {
+            let after_value = self
+                .tokens
+                .last()
+                .is_some_and(|token| token.tok.ends_value());
+            if c.is_ascii_digit()
+                || (c == '-'
+                    && !after_value
+                    && self.peek_second().is_some_and(|d| d.is_ascii_digit()))
+            {
                 self.number(start)?;
                 continue;
             }
@@ -125,11 +155,17 @@ impl Lexer<'_> {
                 ('>', _) => (Tok::Gt, 1),
                 ('~', _) => (Tok::Match, 1),
                 ('&', Some('&')) => (Tok::And, 2),
+                ('+', _) => (Tok::Plus, 1),
+                ('-', _) => (Tok::Minus, 1),
+                ('*', _) => (Tok::Star, 1),
+                ('/', _) => (Tok::Slash, 1),
                 ('|', Some('|')) => (Tok::Or, 2),
                 ('=', _) => return Err(self.error(start, "unexpected `=`: compare with `==`")),
                 ('&', _) => return Err(self.error(start, "unexpected `&`: use `and` or `&&`")),
                 ('|', _) => return Err(self.error(start, "unexpected `|`: use `or` or `||`")),
-                (other, _) => return Err(self.error(start, format!("unexpected character `{other}`"))),
+                (other, _) => {
+                    return Err(self.error(start, format!("unexpected character `{other}`")));
+                }
             };
             self.pos += len;
             self.push(tok, start);
@@ -203,10 +239,9 @@ impl Lexer<'_> {
             match text.parse::<i64>() {
                 Ok(value) => Tok::Int(value),
                 Err(_) => {
-                    return Err(self.error(
-                        start,
-                        format!("integer `{text}` does not fit in 64 bits"),
-                    ));
+                    return Err(
+                        self.error(start, format!("integer `{text}` does not fit in 64 bits"))
+                    );
                 }
             }
         };
@@ -282,7 +317,10 @@ impl Lexer<'_> {
             }
         }
         char::from_u32(code).ok_or_else(|| {
-            self.error(at, format!("invalid unicode escape: {code:#x} is not a character"))
+            self.error(
+                at,
+                format!("invalid unicode escape: {code:#x} is not a character"),
+            )
         })
     }
 }

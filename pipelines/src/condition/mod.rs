@@ -29,8 +29,12 @@
 //!   finds the pattern anywhere in the value: anchor it with `^…$` to match the whole value.
 //! - **Lists**: `value in [200, 204, "ok"]`, `value not in [...]`; items are literals.
 //! - **Functions**: `exists(path)`, `contains(value, "x")`, `starts_with(value, "x")`,
-//!   `ends_with(value, "x")`, `lower(value)`, `len(value)`. They compose:
+//!   `ends_with(value, "x")`, `lower(value)`, `upper(value)`, `len(value)`,
+//!   `concat(a, b, ...)`, `to_int(value)`, `to_float(value)`, `to_string(value)`. They compose:
 //!   `lower(agent) ~ "bot"`, `len(path) > 100`.
+//! - **Arithmetic**: `+ - * /` on numbers, binding tighter than comparisons (`*` and `/` tighter
+//!   than `+` and `-`, all left-associative): `bytes / 1024 > 10`. A `-` right after a value is
+//!   subtraction (`a-1` is `a - 1`); elsewhere, before a digit, it is a sign (`a * -1`).
 //!
 //! # Semantics
 //!
@@ -49,19 +53,38 @@
 //! - `exists(path)` holds when the path resolves to any value, `null` included.
 //! - `contains(s, x)` holds when `s` is a string containing the string `x`, or an array with an
 //!   item equal to `x`; `starts_with` and `ends_with` hold on two strings.
-//! - `lower(s)` is the lowercase of a string (it only allocates when `s` has uppercase letters);
-//!   `len(v)` is the number of characters of a string, or items of an array or map. On other
-//!   values both are missing.
+//! - `lower(s)` / `upper(s)` are the lowercase / uppercase of a string (they only allocate when
+//!   the case changes); `len(v)` is the number of characters of a string, or items of an array or
+//!   map. On other values they are missing.
+//! - `to_string(v)` is the text of a value: strings as they are, numbers and bools as JSON writes
+//!   them, timestamps in RFC 3339, arrays and maps as JSON; `null` stays `null`; missing stays
+//!   missing. `concat(a, b, ...)` joins the `to_string` of its arguments, and is missing if any
+//!   of them is missing or `null`.
+//! - `to_int(v)`: ints as they are, floats truncated toward zero (when in range), strings holding
+//!   an int or a float (surrounding spaces ignored), bools as 1/0, timestamps as Unix seconds.
+//!   `to_float(v)`: numbers, numeric strings, bools as 1.0/0.0, timestamps as Unix seconds with
+//!   a fraction. Anything else, or a string that is not a number, is missing.
+//! - Arithmetic on two ints gives an int (missing on overflow); with a float it gives a float;
+//!   `/` always gives a float (missing when dividing by zero). A non-finite result, or an operand
+//!   that is missing or not a number, makes the result missing.
 //! - Where a condition is expected (the whole expression, operands of `and`, `or`, `not`), a
 //!   field holds when it is the bool `true`.
+//!
+//! # Value expressions
+//!
+//! [`Expression`] is the same language used for a value instead of a truth: `remap`'s `set`
+//! (`concat(method, " ", path)`, `bytes / 1024`, `status >= 500`) and `aggregate`'s function
+//! arguments. Any node may be the whole expression; evaluating it gives the value, or nothing
+//! when it is missing.
 //!
 //! # Errors
 //!
 //! Everything that can be checked before seeing events is an error at parse time, reported as a
 //! [`ConditionError`] that renders the expression with a caret under the bad column: syntax
 //! errors, unknown functions, wrong arity, a `~` pattern that is not a string literal or not a
-//! valid regex, comparisons of literal types that can never compare (`len(path) == "a"`), and a
-//! value where a condition is expected (`status and 5`).
+//! valid regex, comparisons of literal types that can never compare (`len(path) == "a"`),
+//! arithmetic on literals that are not numbers (`"a" + 1`), and a value where a condition is
+//! expected (`status and 5`).
 
 mod eval;
 mod lexer;
@@ -73,7 +96,7 @@ use std::fmt;
 
 use regex::Regex;
 
-use crate::event::{Event, FieldName};
+use crate::event::{Event, FieldName, Value};
 
 /// A parsed, type-checked condition, ready to evaluate against events.
 #[derive(Clone, Debug, PartialEq)]
@@ -103,6 +126,60 @@ impl std::str::FromStr for Condition {
 
     fn from_str(expression: &str) -> Result<Self, Self::Err> {
         Condition::parse(expression)
+    }
+}
+
+/// A parsed, type-checked value expression (see the module doc), ready to evaluate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expression {
+    expr: Expr,
+}
+
+impl Expression {
+    /// Parses and type-checks `expression`, compiling its regexes.
+    ///
+    /// # Errors
+    /// A [`ConditionError`] pointing at the first problem, as for [`Condition::parse`].
+    pub fn parse(expression: &str) -> Result<Expression, ConditionError> {
+        parser::parse_value(expression).map(|expr| Expression { expr })
+    }
+
+    /// The expression's value for `event`, or `None` when it is missing (a missing field, a
+    /// failed conversion, a division by zero). Never fails otherwise. A field's value is
+    /// shared, not copied (strings are reference-counted slices).
+    pub fn evaluate(&self, event: &Event) -> Option<Value> {
+        self.expr.value(event)
+    }
+
+    /// The field path, when the expression is just a path (`user.id`).
+    pub fn field_path(&self) -> Option<&[FieldName]> {
+        match &self.expr {
+            Expr::Field(path) => Some(&path.segments),
+            _ => None,
+        }
+    }
+
+    /// The value, when the expression is just a literal (`0.95`, `"x"`).
+    pub fn literal(&self) -> Option<Value> {
+        match &self.expr {
+            Expr::Literal(literal) => Some(literal.to_value()),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Expression {
+    type Err = ConditionError;
+
+    fn from_str(expression: &str) -> Result<Self, Self::Err> {
+        Expression::parse(expression)
+    }
+}
+
+/// Prints the canonical form, which parses back to the same expression.
+impl fmt::Display for Expression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.expr, f)
     }
 }
 
@@ -190,6 +267,7 @@ enum Expr {
         negated: bool,
     },
     In(Box<Expr>, Vec<Literal>),
+    Arith(Box<Expr>, ArithOp, Box<Expr>),
     Not(Box<Expr>),
     /// Two or more operands; `a and (b and c)` keeps its nesting so it prints back the same.
     And(Vec<Expr>),
@@ -205,6 +283,46 @@ enum Literal {
     Int(i64),
     Float(f64),
     String(Box<str>),
+}
+
+impl Literal {
+    fn to_value(&self) -> Value {
+        match self {
+            Literal::Null => Value::Null,
+            Literal::Bool(b) => Value::Bool(*b),
+            Literal::Int(i) => Value::Int(*i),
+            Literal::Float(x) => Value::Float(*x),
+            Literal::String(s) => Value::from(&**s),
+        }
+    }
+}
+
+/// An arithmetic operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+impl ArithOp {
+    fn symbol(self) -> &'static str {
+        match self {
+            ArithOp::Add => "+",
+            ArithOp::Sub => "-",
+            ArithOp::Mul => "*",
+            ArithOp::Div => "/",
+        }
+    }
+
+    /// Binding strength, between comparisons (4) and operands (7).
+    fn precedence(self) -> u8 {
+        match self {
+            ArithOp::Add | ArithOp::Sub => 5,
+            ArithOp::Mul | ArithOp::Div => 6,
+        }
+    }
 }
 
 /// A path of interned names into an event's fields.
@@ -233,7 +351,12 @@ enum Func {
     StartsWith(Box<Expr>, Box<Expr>),
     EndsWith(Box<Expr>, Box<Expr>),
     Lower(Box<Expr>),
+    Upper(Box<Expr>),
     Len(Box<Expr>),
+    Concat(Vec<Expr>),
+    ToInt(Box<Expr>),
+    ToFloat(Box<Expr>),
+    ToString(Box<Expr>),
 }
 
 impl Func {
@@ -244,7 +367,12 @@ impl Func {
             Func::StartsWith(..) => "starts_with",
             Func::EndsWith(..) => "ends_with",
             Func::Lower(_) => "lower",
+            Func::Upper(_) => "upper",
             Func::Len(_) => "len",
+            Func::Concat(_) => "concat",
+            Func::ToInt(_) => "to_int",
+            Func::ToFloat(_) => "to_float",
+            Func::ToString(_) => "to_string",
         }
     }
 }
@@ -293,7 +421,8 @@ fn precedence(expr: &Expr) -> u8 {
         Expr::And(_) => 2,
         Expr::Not(_) => 3,
         Expr::Compare(..) | Expr::Match { .. } | Expr::In(..) => 4,
-        Expr::Literal(_) | Expr::Field(_) | Expr::Func(_) => 5,
+        Expr::Arith(_, op, _) => op.precedence(),
+        Expr::Literal(_) | Expr::Field(_) | Expr::Func(_) => 7,
     }
 }
 
@@ -318,7 +447,20 @@ impl fmt::Display for Expr {
                     Func::Contains(a, b) | Func::StartsWith(a, b) | Func::EndsWith(a, b) => {
                         write!(f, "{a}, {b}")?
                     }
-                    Func::Lower(a) | Func::Len(a) => write!(f, "{a}")?,
+                    Func::Lower(a)
+                    | Func::Upper(a)
+                    | Func::Len(a)
+                    | Func::ToInt(a)
+                    | Func::ToFloat(a)
+                    | Func::ToString(a) => write!(f, "{a}")?,
+                    Func::Concat(items) => {
+                        for (i, item) in items.iter().enumerate() {
+                            if i > 0 {
+                                f.write_str(", ")?;
+                            }
+                            write!(f, "{item}")?;
+                        }
+                    }
                 }
                 f.write_str(")")
             }
@@ -346,6 +488,13 @@ impl fmt::Display for Expr {
                     write!(f, "{item}")?;
                 }
                 f.write_str("]")
+            }
+            Expr::Arith(lhs, op, rhs) => {
+                let own = op.precedence();
+                // Left-associative: a right operand of the same strength keeps its parentheses.
+                write_operand(f, lhs, own)?;
+                write!(f, " {} ", op.symbol())?;
+                write_operand(f, rhs, own + 1)
             }
             Expr::Not(inner) => {
                 f.write_str("not ")?;

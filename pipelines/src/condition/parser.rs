@@ -6,7 +6,9 @@
 //! or      := and (("or" | "||") and)*
 //! and     := not (("and" | "&&") not)*
 //! not     := ("not" | "!") not | compare
-//! compare := operand [ cmp_op operand | ("~" | "!~") string | ["not"] "in" list ]
+//! compare := sum [ cmp_op sum | ("~" | "!~") string | ["not"] "in" list ]
+//! sum     := product (("+" | "-") product)*
+//! product := operand (("*" | "/") operand)*
 //! operand := literal | path | func "(" [or ("," or)*] ")" | "(" or ")"
 //! path    := ["."] segment ("." segment)*        segment := identifier | string
 //! ```
@@ -17,7 +19,7 @@
 use regex::Regex;
 
 use super::lexer::{Tok, Token, tokenize};
-use super::{CmpOp, ConditionError, Expr, FieldPath, Func, Literal, Pattern};
+use super::{ArithOp, CmpOp, ConditionError, Expr, FieldPath, Func, Literal, Pattern};
 use crate::event::FieldName;
 
 /// How deeply parentheses, `not` and function calls may nest: deep enough for any real condition,
@@ -33,6 +35,8 @@ enum Ty {
     Float,
     String,
     Null,
+    /// The result of arithmetic on a field: an int or a float.
+    Number,
     /// A field: anything, known only per event.
     Any,
 }
@@ -45,13 +49,14 @@ impl Ty {
             Ty::Float => "a float",
             Ty::String => "a string",
             Ty::Null => "null",
+            Ty::Number => "a number",
             Ty::Any => "a field",
         }
     }
 
     /// Whether values of these types can ever compare (see the module doc).
     fn comparable(self, other: Ty) -> bool {
-        let numeric = |ty| matches!(ty, Ty::Int | Ty::Float);
+        let numeric = |ty| matches!(ty, Ty::Int | Ty::Float | Ty::Number);
         self == Ty::Any
             || other == Ty::Any
             || self == Ty::Null
@@ -64,6 +69,11 @@ impl Ty {
     fn maybe_string(self) -> bool {
         matches!(self, Ty::String | Ty::Any)
     }
+
+    /// Whether a value of this type may be a number.
+    fn maybe_number(self) -> bool {
+        matches!(self, Ty::Int | Ty::Float | Ty::Number | Ty::Any)
+    }
 }
 
 /// A parsed node with its static type and where it starts, for error carets.
@@ -75,6 +85,15 @@ struct Node {
 
 /// Parses and type-checks a whole condition.
 pub(super) fn parse(src: &str) -> Result<Expr, ConditionError> {
+    parse_node(src, true)
+}
+
+/// Parses and type-checks a value expression: any node may be the whole.
+pub(super) fn parse_value(src: &str) -> Result<Expr, ConditionError> {
+    parse_node(src, false)
+}
+
+fn parse_node(src: &str, condition: bool) -> Result<Expr, ConditionError> {
     let tokens = tokenize(src)?;
     let mut parser = Parser {
         src,
@@ -83,17 +102,27 @@ pub(super) fn parse(src: &str) -> Result<Expr, ConditionError> {
         depth: 0,
     };
     let node = parser.or()?;
-    parser.expect_condition(&node)?;
+    if condition {
+        parser.expect_condition(&node)?;
+    }
     let next = parser.peek();
     if next.tok != Tok::Eof {
-        let message = if matches!(next.tok, Tok::Eq | Tok::Ne | Tok::Lt | Tok::Le | Tok::Gt | Tok::Ge) {
+        let message = if matches!(
+            next.tok,
+            Tok::Eq | Tok::Ne | Tok::Lt | Tok::Le | Tok::Gt | Tok::Ge
+        ) {
             format!(
                 "comparisons do not chain: found `{}` after a comparison; use `and` or parentheses",
                 parser.text(next)
             )
         } else {
             format!(
-                "expected `and`, `or` or the end of the condition, found {}",
+                "expected {}, found {}",
+                if condition {
+                    "`and`, `or` or the end of the condition"
+                } else {
+                    "an operator or the end of the expression"
+                },
                 parser.describe(next)
             )
         };
@@ -157,7 +186,10 @@ impl Parser<'_> {
             Ok(self.advance())
         } else {
             let next = self.peek();
-            Err(self.error(next.start, format!("expected {what}, found {}", self.describe(next))))
+            Err(self.error(
+                next.start,
+                format!("expected {what}, found {}", self.describe(next)),
+            ))
         }
     }
 
@@ -231,7 +263,7 @@ impl Parser<'_> {
     }
 
     fn compare(&mut self) -> Result<Node, ConditionError> {
-        let lhs = self.operand()?;
+        let lhs = self.sum()?;
         let op_token = self.peek().clone();
         let op = match op_token.tok {
             Tok::Eq => CmpOp::Eq,
@@ -256,7 +288,7 @@ impl Parser<'_> {
             _ => return Ok(lhs),
         };
         self.advance();
-        let rhs = self.operand()?;
+        let rhs = self.sum()?;
         if !lhs.ty.comparable(rhs.ty) {
             return Err(self.error(
                 op_token.start,
@@ -274,11 +306,76 @@ impl Parser<'_> {
         })
     }
 
+    fn sum(&mut self) -> Result<Node, ConditionError> {
+        self.arith(Self::product, |tok| match tok {
+            Tok::Plus => Some(ArithOp::Add),
+            Tok::Minus => Some(ArithOp::Sub),
+            _ => None,
+        })
+    }
+
+    fn product(&mut self) -> Result<Node, ConditionError> {
+        self.arith(Self::operand, |tok| match tok {
+            Tok::Star => Some(ArithOp::Mul),
+            Tok::Slash => Some(ArithOp::Div),
+            _ => None,
+        })
+    }
+
+    /// `operand (op operand)*`, left-associative, type-checked.
+    fn arith(
+        &mut self,
+        operand: fn(&mut Self) -> Result<Node, ConditionError>,
+        op_of: fn(&Tok) -> Option<ArithOp>,
+    ) -> Result<Node, ConditionError> {
+        let mut lhs = operand(self)?;
+        let mut terms = 1;
+        while let Some(op) = op_of(&self.peek().tok) {
+            let op_token = self.advance();
+            terms += 1;
+            if terms > MAX_DEPTH {
+                return Err(self.error(
+                    op_token.start,
+                    format!("more than {MAX_DEPTH} terms in one arithmetic chain"),
+                ));
+            }
+            let rhs = operand(self)?;
+            for side in [&lhs, &rhs] {
+                if !side.ty.maybe_number() {
+                    return Err(self.error(
+                        side.at,
+                        format!(
+                            "`{}` takes numbers, found {}",
+                            op.symbol(),
+                            side.ty.describe()
+                        ),
+                    ));
+                }
+            }
+            let ty = match (op, lhs.ty, rhs.ty) {
+                (ArithOp::Div, _, _) => Ty::Float,
+                (_, Ty::Int, Ty::Int) => Ty::Int,
+                (_, Ty::Float, Ty::Int | Ty::Float) | (_, Ty::Int, Ty::Float) => Ty::Float,
+                _ => Ty::Number,
+            };
+            lhs = Node {
+                at: lhs.at,
+                expr: Expr::Arith(Box::new(lhs.expr), op, Box::new(rhs.expr)),
+                ty,
+            };
+        }
+        Ok(lhs)
+    }
+
     fn regex_match(&mut self, value: Node, op: &Token) -> Result<Node, ConditionError> {
         if !value.ty.maybe_string() {
             return Err(self.error(
                 op.start,
-                format!("`{}` matches strings, found {}", self.text(op), value.ty.describe()),
+                format!(
+                    "`{}` matches strings, found {}",
+                    self.text(op),
+                    value.ty.describe()
+                ),
             ));
         }
         let pattern = self.operand()?;
@@ -292,8 +389,12 @@ impl Parser<'_> {
                 ),
             ));
         };
-        let regex = Regex::new(&source)
-            .map_err(|error| self.error(pattern.at, format!("invalid regex: {}", regex_reason(&error))))?;
+        let regex = Regex::new(&source).map_err(|error| {
+            self.error(
+                pattern.at,
+                format!("invalid regex: {}", regex_reason(&error)),
+            )
+        })?;
         Ok(Node {
             at: value.at,
             expr: Expr::Match {
@@ -322,7 +423,11 @@ impl Parser<'_> {
         let expr = Expr::In(Box::new(value.expr), items);
         Ok(Node {
             at: value.at,
-            expr: if negated { Expr::Not(Box::new(expr)) } else { expr },
+            expr: if negated {
+                Expr::Not(Box::new(expr))
+            } else {
+                expr
+            },
             ty: Ty::Bool,
         })
     }
@@ -381,7 +486,9 @@ impl Parser<'_> {
             let token = self.peek().clone();
             let segment = match &token.tok {
                 Tok::Ident => FieldName::new(self.text(&token)),
-                Tok::Str(text) if leading_dot || !segments.is_empty() || *self.peek_at(1) == Tok::Dot => {
+                Tok::Str(text)
+                    if leading_dot || !segments.is_empty() || *self.peek_at(1) == Tok::Dot =>
+                {
                     FieldName::new(text)
                 }
                 _ => {
@@ -469,33 +576,59 @@ impl Parser<'_> {
                 };
                 (func, Ty::Bool)
             }
-            "lower" | "len" => {
+            "lower" | "upper" | "len" | "to_int" | "to_float" | "to_string" => {
                 arity(1)?;
                 let Some(arg) = args.into_iter().next() else {
                     return Err(self.error(close.start, format!("`{name}` takes 1 argument")));
                 };
-                if name == "lower" {
-                    self.expect_string(&name, &arg)?;
-                    (Func::Lower(Box::new(arg.expr)), Ty::String)
-                } else {
-                    if !arg.ty.maybe_string() {
-                        return Err(self.error(
-                            arg.at,
-                            format!(
-                                "`len` takes a string, array or map, found {}",
-                                arg.ty.describe()
-                            ),
-                        ));
+                let inner = Box::new(arg.expr);
+                match name.as_str() {
+                    "lower" | "upper" => {
+                        if !arg.ty.maybe_string() {
+                            return Err(self.error(
+                                arg.at,
+                                format!("`{name}` takes strings, found {}", arg.ty.describe()),
+                            ));
+                        }
+                        if name == "lower" {
+                            (Func::Lower(inner), Ty::String)
+                        } else {
+                            (Func::Upper(inner), Ty::String)
+                        }
                     }
-                    (Func::Len(Box::new(arg.expr)), Ty::Int)
+                    "to_int" => (Func::ToInt(inner), Ty::Int),
+                    "to_float" => (Func::ToFloat(inner), Ty::Float),
+                    "to_string" => (Func::ToString(inner), Ty::String),
+                    _ => {
+                        if !arg.ty.maybe_string() {
+                            return Err(self.error(
+                                arg.at,
+                                format!(
+                                    "`len` takes a string, array or map, found {}",
+                                    arg.ty.describe()
+                                ),
+                            ));
+                        }
+                        (Func::Len(inner), Ty::Int)
+                    }
                 }
+            }
+            "concat" => {
+                if args.is_empty() {
+                    return Err(self.error(at, "`concat` takes at least 1 argument, found 0"));
+                }
+                (
+                    Func::Concat(args.into_iter().map(|arg| arg.expr).collect()),
+                    Ty::String,
+                )
             }
             _ => {
                 return Err(self.error(
                     at,
                     format!(
                         "unknown function `{name}`; expected one of exists, contains, \
-                         starts_with, ends_with, lower, len"
+                         starts_with, ends_with, lower, upper, len, concat, to_int, to_float, \
+                         to_string"
                     ),
                 ));
             }

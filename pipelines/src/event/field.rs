@@ -1,11 +1,17 @@
 //! Interned field names.
 //!
 //! Events carry few, repeated field names (`ip`, `status`, `path`, …). Interning them means every
-//! event shares one allocation per name, clones are a reference-count bump, and comparing two
-//! interned names is usually a pointer comparison. Names come from configs (interned once at build
-//! time) and from decoded input (JSON keys); the latter is user-controlled, so the interner is
-//! bounded: past [`MAX_INTERNED`] distinct names, new names are allocated without being interned,
-//! which keeps memory bounded under garbage input and only costs speed.
+//! event shares one copy of each name, and comparing two interned names is a pointer comparison.
+//! Interned names live for the rest of the process (they are leaked into `&'static str`), so
+//! cloning and dropping one is a plain copy: no reference count is touched, which matters on the
+//! hot path, where a parser clones a dozen names per event and an atomic increment costs more
+//! than the rest of the copy.
+//!
+//! Names come from configs (interned once at build time) and from decoded input (JSON keys); the
+//! latter is user-controlled, so the interner is bounded: it keeps at most [`MAX_INTERNED`] names
+//! of at most [`MAX_INTERNED_LEN`] bytes (8 MiB in all). Other names are reference-counted
+//! allocations owned by the events that carry them, which keeps memory bounded under garbage
+//! input and only costs speed.
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
@@ -16,47 +22,73 @@ use std::sync::{Arc, LazyLock, RwLock};
 /// How many distinct names the global interner keeps before it stops growing.
 pub const MAX_INTERNED: usize = 64 * 1024;
 
-static INTERNER: LazyLock<RwLock<HashSet<Arc<str>>>> =
+/// Longest name the interner keeps, in bytes; longer names are allocated per use.
+pub const MAX_INTERNED_LEN: usize = 128;
+
+static INTERNER: LazyLock<RwLock<HashSet<&'static str>>> =
     LazyLock::new(|| RwLock::new(HashSet::with_capacity(256)));
 
 /// The name of an event field: cheap to clone and compare.
 #[derive(Clone)]
-pub struct FieldName(Arc<str>);
+pub struct FieldName(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// One copy per process: copied, never counted or freed.
+    Interned(&'static str),
+    /// Past the interner's bounds.
+    Owned(Arc<str>),
+}
 
 impl FieldName {
     /// Interns `name`, returning the shared name.
     pub fn new(name: &str) -> Self {
+        if name.len() > MAX_INTERNED_LEN {
+            return FieldName(Repr::Owned(Arc::from(name)));
+        }
         if let Ok(set) = INTERNER.read()
             && let Some(existing) = set.get(name)
         {
-            return FieldName(existing.clone());
+            return FieldName(Repr::Interned(existing));
         }
         let Ok(mut set) = INTERNER.write() else {
             // A poisoned interner only means another thread panicked while inserting; a fresh
             // allocation is still a correct name.
-            return FieldName(Arc::from(name));
+            return FieldName(Repr::Owned(Arc::from(name)));
         };
         if let Some(existing) = set.get(name) {
-            return FieldName(existing.clone());
+            return FieldName(Repr::Interned(existing));
         }
-        let arc: Arc<str> = Arc::from(name);
-        if set.len() < MAX_INTERNED {
-            set.insert(arc.clone());
+        if set.len() >= MAX_INTERNED {
+            return FieldName(Repr::Owned(Arc::from(name)));
         }
-        FieldName(arc)
+        // Bounded by MAX_INTERNED × MAX_INTERNED_LEN, and the interner would keep it forever
+        // anyway: leaking makes clones free.
+        let leaked: &'static str = Box::leak(Box::<str>::from(name));
+        set.insert(leaked);
+        FieldName(Repr::Interned(leaked))
     }
 
     /// The name as a string slice.
     #[inline]
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            Repr::Interned(name) => name,
+            Repr::Owned(name) => name,
+        }
     }
 }
 
 impl PartialEq for FieldName {
     #[inline]
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+        match (&self.0, &other.0) {
+            // The interner holds one copy per text: same text, same pointer.
+            (Repr::Interned(a), Repr::Interned(b)) => {
+                a.len() == b.len() && std::ptr::eq(a.as_ptr(), b.as_ptr())
+            }
+            _ => self.as_str() == other.as_str(),
+        }
     }
 }
 
@@ -65,20 +97,20 @@ impl Eq for FieldName {}
 impl PartialEq<str> for FieldName {
     #[inline]
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for FieldName {
     #[inline]
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        self.as_str() == *other
     }
 }
 
 impl Hash for FieldName {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state)
+        self.as_str().hash(state)
     }
 }
 
@@ -90,19 +122,19 @@ impl PartialOrd for FieldName {
 
 impl Ord for FieldName {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.cmp(&other.0)
+        self.as_str().cmp(other.as_str())
     }
 }
 
 impl Borrow<str> for FieldName {
     fn borrow(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for FieldName {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
@@ -120,19 +152,19 @@ impl From<String> for FieldName {
 
 impl fmt::Display for FieldName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for FieldName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl serde::Serialize for FieldName {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -181,9 +213,28 @@ mod tests {
     fn interned_names_share_one_allocation() {
         let a = FieldName::new("status");
         let b = FieldName::new(&String::from("status"));
-        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert!(std::ptr::eq(a.as_str().as_ptr(), b.as_str().as_ptr()));
+        assert!(matches!(a.0, Repr::Interned(_)));
         assert_eq!(a, b);
         assert_eq!(a, "status");
+    }
+
+    #[test]
+    fn long_names_are_not_interned_but_compare_equal() {
+        let long = "x".repeat(MAX_INTERNED_LEN + 1);
+        let a = FieldName::new(&long);
+        let b = FieldName::new(&long);
+        assert!(matches!(a.0, Repr::Owned(_)));
+        assert_eq!(a, b);
+        assert_ne!(a, FieldName::new("x"));
+        assert_eq!(a.as_str(), long);
+        let owned = FieldName(Repr::Owned(Arc::from("status")));
+        assert_eq!(
+            owned,
+            FieldName::new("status"),
+            "owned and interned compare by text"
+        );
+        assert_eq!(FieldName::new("status"), owned);
     }
 
     #[test]
@@ -197,7 +248,10 @@ mod tests {
         let mut cache = NameCache::default();
         let first = cache.get(0, "ts");
         let again = cache.get(0, "ts");
-        assert!(Arc::ptr_eq(&first.0, &again.0));
+        assert!(std::ptr::eq(
+            first.as_str().as_ptr(),
+            again.as_str().as_ptr()
+        ));
         let other = cache.get(0, "event");
         assert_eq!(other, "event");
         assert_eq!(cache.get(5, "deep"), "deep");

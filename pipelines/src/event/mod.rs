@@ -225,7 +225,10 @@ mod tests {
         assert_eq!(event.get_path(&["user", "id", "deeper"]), None);
         // A scalar in the way is replaced by a map.
         event.insert("plain", 1i64);
-        event.insert_path(&[FieldName::new("plain"), FieldName::new("x")], Value::Bool(true));
+        event.insert_path(
+            &[FieldName::new("plain"), FieldName::new("x")],
+            Value::Bool(true),
+        );
         assert_eq!(event.get_path(&["plain", "x"]), Some(&Value::Bool(true)));
     }
 

@@ -343,8 +343,62 @@ impl Fields {
 
     /// Removes `name`, returning its value.
     pub fn remove(&mut self, name: &str) -> Option<Value> {
-        let position = self.entries.iter().position(|(key, _)| key.as_str() == name)?;
+        let position = self
+            .entries
+            .iter()
+            .position(|(key, _)| key.as_str() == name)?;
         Some(self.entries.remove(position).1)
+    }
+
+    /// The value at a path of interned names into nested maps (`[user, id]` for `user.id`).
+    /// An empty path finds nothing.
+    #[inline]
+    pub fn get_path(&self, path: &[FieldName]) -> Option<&Value> {
+        let (first, rest) = path.split_first()?;
+        let mut value = self.get_name(first)?;
+        for segment in rest {
+            value = match value {
+                Value::Map(map) => map.get_name(segment)?,
+                _ => return None,
+            };
+        }
+        Some(value)
+    }
+
+    /// A mutable reference to the value at a path, if present.
+    pub fn get_path_mut(&mut self, path: &[FieldName]) -> Option<&mut Value> {
+        let (last, parents) = path.split_last()?;
+        let mut map = self;
+        for segment in parents {
+            map = match map.get_name_mut(segment)? {
+                Value::Map(inner) => inner,
+                _ => return None,
+            };
+        }
+        map.get_name_mut(last)
+    }
+
+    /// Removes the value at a path, returning it. Parent maps stay, even when left empty.
+    pub fn remove_path(&mut self, path: &[FieldName]) -> Option<Value> {
+        let (last, parents) = path.split_last()?;
+        let mut map = self;
+        for segment in parents {
+            map = match map.get_name_mut(segment)? {
+                Value::Map(inner) => inner,
+                _ => return None,
+            };
+        }
+        let position = map.entries.iter().position(|(key, _)| key == last)?;
+        Some(map.entries.remove(position).1)
+    }
+
+    /// A mutable reference to the value of the interned `name`, if present.
+    #[inline]
+    pub fn get_name_mut(&mut self, name: &FieldName) -> Option<&mut Value> {
+        self.entries
+            .iter_mut()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
     }
 
     /// Keeps only the fields for which `keep` returns true.
@@ -437,7 +491,10 @@ mod tests {
         let mut fields = Fields::new();
         fields.insert("b".into(), Value::Int(1));
         fields.insert("a".into(), Value::Int(2));
-        assert_eq!(fields.insert("b".into(), Value::Int(3)), Some(Value::Int(1)));
+        assert_eq!(
+            fields.insert("b".into(), Value::Int(3)),
+            Some(Value::Int(1))
+        );
         let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(names, ["b", "a"]);
         assert_eq!(fields.get("b"), Some(&Value::Int(3)));

@@ -1,14 +1,49 @@
 //! Every pipeline step kind, registered in one closed enum.
 //!
-//! A step kind is a file in this folder with its config struct (serde, `deny_unknown_fields`)
-//! and its runtime beside it, plus one line in [`StepConfig`].
+//! A step kind is a file (or a folder, when it grows) in this folder with its config struct
+//! (serde, `deny_unknown_fields`) and its runtime beside it, plus one line in [`StepConfig`].
+//! [`common`] holds config pieces several steps share; `types` the field conversions of
+//! `parse`'s `types` and `remap`'s `coerce`.
+
+pub mod aggregate;
+pub mod common;
+pub mod dedupe;
+pub mod filter;
+pub mod parse;
+pub mod remap;
+pub mod route;
+pub mod sample;
+pub(crate) mod types;
+
+pub use aggregate::{Aggregate, AggregateConfig};
+pub use dedupe::{Dedupe, DedupeConfig};
+pub use filter::{Filter, FilterConfig};
+pub use parse::{Parse, ParseConfig, ParseFormat};
+pub use remap::{Remap, RemapConfig};
+pub use route::{Route, RouteConfig};
+pub use sample::{Sample, SampleConfig};
 
 use crate::component_kinds;
 use crate::step::{BuildError, Step};
 
 component_kinds! {
     /// The config of one pipeline step, selected by its `type`.
-    pub enum StepConfig {}
+    pub enum StepConfig {
+        /// Parse raw lines (or a string field): JSON, regex, logfmt, CSV, access log presets.
+        Parse(ParseConfig) = "parse",
+        /// Keep the events that match a condition.
+        Filter(FilterConfig) = "filter",
+        /// Set, rename, remove, keep and convert fields; add the host or ingest time.
+        Remap(RemapConfig) = "remap",
+        /// Send events to other topics by condition.
+        Route(RouteConfig) = "route",
+        /// Keep one event in N, optionally whole sessions.
+        Sample(SampleConfig) = "sample",
+        /// Drop events whose key was seen recently.
+        Dedupe(DedupeConfig) = "dedupe",
+        /// Summarize events per window and group.
+        Aggregate(AggregateConfig) = "aggregate",
+    }
 }
 
 impl StepConfig {
@@ -18,6 +53,387 @@ impl StepConfig {
     /// A [`BuildError`] naming the key at fault when the config is invalid (a regex that does not
     /// compile, a type name that does not exist).
     pub fn build(&self) -> Result<Box<dyn Step>, BuildError> {
-        match *self {}
+        Ok(match self {
+            StepConfig::Parse(config) => Box::new(config.build()?),
+            StepConfig::Filter(config) => Box::new(config.build()?),
+            StepConfig::Remap(config) => Box::new(config.build()?),
+            StepConfig::Route(config) => Box::new(config.build()?),
+            StepConfig::Sample(config) => Box::new(config.build()?),
+            StepConfig::Dedupe(config) => Box::new(config.build()?),
+            StepConfig::Aggregate(config) => Box::new(config.build()?),
+        })
+    }
+
+    /// The topics this step sends events to besides the pipeline's output: `route`'s topics
+    /// (distinct, in order), empty for every other step. The agent creates and wires them.
+    pub fn output_topics(&self) -> Vec<String> {
+        match self {
+            StepConfig::Route(config) => config.topics(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the step keeps state that must see every event of the pipeline (`dedupe`,
+    /// `aggregate`), so the pipeline must run a single worker: with competing workers each
+    /// would see only part of the stream.
+    pub fn requires_single_worker(&self) -> bool {
+        matches!(self, StepConfig::Dedupe(_) | StepConfig::Aggregate(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, EventMeta, Value};
+    use crate::registry::{ComponentKind, KindError};
+    use crate::step::{OnError, StepContext};
+    use bytes::Bytes;
+
+    fn steps(toml_text: &str) -> Vec<Box<dyn Step>> {
+        #[derive(serde::Deserialize)]
+        struct Pipeline {
+            steps: Vec<StepConfig>,
+        }
+        let pipeline: Pipeline = toml::from_str(toml_text).unwrap();
+        pipeline
+            .steps
+            .iter()
+            .map(|config| config.build().unwrap())
+            .collect()
+    }
+
+    fn nginx_pipeline() -> String {
+        format!(
+            "steps = [\n  {{ type = \"parse\", format = \"regex\", pattern = '{}', \
+             types = {{ status = \"int\", bytes = \"int\", request_time = \"float\" }} }},\n  \
+             {{ type = \"filter\", condition = 'status >= 400 or agent ~ \"(?i)bot\"' }},\n]",
+            parse::tests::NGINX
+        )
+    }
+
+    #[test]
+    fn kinds_are_registered() {
+        assert_eq!(
+            StepConfig::KINDS,
+            [
+                "parse",
+                "filter",
+                "remap",
+                "route",
+                "sample",
+                "dedupe",
+                "aggregate"
+            ]
+        );
+        let table: toml::Table = toml::from_str("condition = 'true'").unwrap();
+        let config = StepConfig::deserialize_kind("filter", toml::Value::Table(table)).unwrap();
+        assert_eq!(config.kind(), "filter");
+        let table: toml::Table = toml::from_str("format = \"regex\"\npattern = 1").unwrap();
+        let Err(KindError::Field(error)) =
+            StepConfig::deserialize_kind("parse", toml::Value::Table(table))
+        else {
+            panic!("expected a field error");
+        };
+        assert_eq!(error.path().to_string(), "pattern");
+        let config: StepConfig =
+            toml::from_str("type = \"filter\"\ncondition = 'status ='").unwrap();
+        let Err(error) = config.build() else {
+            panic!("a bad condition must not build");
+        };
+        assert_eq!(error.key.as_deref(), Some("condition"));
+    }
+
+    /// The S2 benchmark's pipeline on real lines: the filter keeps exactly the errors and bots.
+    #[test]
+    fn parse_then_filter_keeps_errors_and_bots() {
+        let mut steps = steps(&nginx_pipeline());
+        let mut events: Vec<Event> = parse::tests::LINES
+            .iter()
+            .chain(&["not a log line"])
+            .map(|line| Event::from_raw(Bytes::from_static(line.as_bytes()), EventMeta::default()))
+            .collect();
+        let mut ctx = StepContext::new(OnError::DeadLetter);
+        for step in &mut steps {
+            step.process(&mut events, &mut ctx);
+        }
+        let ids: Vec<&str> = events
+            .iter()
+            .map(|e| e.get("request_id").and_then(Value::as_str).unwrap())
+            .collect();
+        // LINES[1] is bingbot, LINES[4] a 503; the others are 2xx/3xx browsers.
+        assert_eq!(ids, ["req-0000000041", "req-0000000072"]);
+        assert_eq!(ctx.take_counts(), (1, 4));
+    }
+
+    /// The issue's end-to-end check: generated nginx lines through parse (preset) → filter →
+    /// aggregate (1-minute tumbling windows by path and status) give exactly what an independent
+    /// computation over the same lines gives — counts and distinct visitors exactly, p95 within
+    /// the sketch's 1%.
+    #[test]
+    fn nginx_lines_through_parse_filter_aggregate_match_an_independent_count() {
+        use std::collections::{BTreeMap, BTreeSet};
+
+        let lines = crate::testing::sample::nginx_lines_spaced(2026, 20_000, 100);
+        let steps: Vec<StepConfig> = {
+            #[derive(serde::Deserialize)]
+            struct Pipeline {
+                steps: Vec<StepConfig>,
+            }
+            toml::from_str::<Pipeline>(
+                "steps = [\n\
+                 { type = \"parse\", format = \"nginx_combined_timed\" },\n\
+                 { type = \"filter\", condition = 'not (agent ~ \"(?i)bot\")' },\n\
+                 { type = \"aggregate\", group_by = [\"path\", \"status\"], window = { type = \"tumbling\", size = \"1m\" },\n\
+                   fields = { hits = \"count()\", p95_ms = \"p95(request_time)\", visitors = \"count_distinct(ip)\" } },\n]",
+            )
+            .unwrap()
+            .steps
+        };
+        let batches: Vec<Vec<Event>> = lines
+            .chunks(1000)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .map(|line| {
+                        Event::from_raw(Bytes::from(format!("{line}\n")), EventMeta::default())
+                    })
+                    .collect()
+            })
+            .collect();
+        let outcome = crate::testing::run_batches(&steps, batches, OnError::DeadLetter).unwrap();
+        assert!(
+            outcome.dead_letters.is_empty(),
+            "{:?}",
+            outcome.dead_letters.first()
+        );
+
+        // Independently: split the lines by hand, minute buckets from the text of the time.
+        type Key = (String, String, i64);
+        let mut expected: BTreeMap<Key, (i64, Vec<f64>, BTreeSet<String>)> = BTreeMap::new();
+        let mut bots = 0;
+        for line in &lines {
+            let (head, rest) = line.split_once(" [").unwrap();
+            let ip = head.split(' ').next().unwrap().to_owned();
+            let (time, rest) = rest.split_once("] \"").unwrap();
+            let minute = time[..17].to_owned(); // 01/Jan/2026:00:07
+            let (request, rest) = rest.split_once("\" ").unwrap();
+            let path = request.split(' ').nth(1).unwrap().to_owned();
+            let status: i64 = rest.split(' ').next().unwrap().parse().unwrap();
+            let quoted: Vec<&str> = rest.split('"').collect();
+            let agent = quoted[3];
+            if agent.to_lowercase().contains("bot") {
+                bots += 1;
+                continue;
+            }
+            let request_time: f64 = quoted[4]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let entry = expected.entry((minute, path, status)).or_default();
+            entry.0 += 1;
+            entry.1.push(request_time);
+            entry.2.insert(ip);
+        }
+        assert!(bots > 0, "the filter has work to do");
+
+        let mut actual: BTreeMap<Key, (i64, f64, i64)> = BTreeMap::new();
+        for event in &outcome.outputs {
+            let Some(Value::Timestamp(start)) = event.get("window_start") else {
+                panic!("no window_start in {event:?}");
+            };
+            let minute = start.format("%d/%b/%Y:%H:%M").to_string();
+            let key = (
+                minute,
+                event
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .unwrap()
+                    .to_owned(),
+                event.get("status").and_then(Value::as_int).unwrap(),
+            );
+            let value = (
+                event.get("hits").and_then(Value::as_int).unwrap(),
+                event.get("p95_ms").and_then(Value::as_f64).unwrap(),
+                event.get("visitors").and_then(Value::as_int).unwrap(),
+            );
+            assert!(
+                actual.insert(key, value).is_none(),
+                "one event per window and group"
+            );
+        }
+        assert!(
+            actual.keys().map(|k| &k.0).collect::<BTreeSet<_>>().len() >= 15,
+            "many minutes"
+        );
+        assert_eq!(
+            actual.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>()
+        );
+        for (key, (hits, mut times, ips)) in expected {
+            let (got_hits, got_p95, got_visitors) = actual[&key];
+            assert_eq!(got_hits, hits, "{key:?}");
+            assert_eq!(got_visitors, ips.len() as i64, "{key:?}");
+            times.sort_by(f64::total_cmp);
+            let p95 = times[(0.95 * (times.len() - 1) as f64).floor() as usize];
+            assert!(
+                (got_p95 - p95).abs() <= 0.01 * p95 * 1.000_001,
+                "{key:?}: {got_p95} vs {p95}"
+            );
+        }
+    }
+
+    /// CPU time this thread has run, in nanoseconds (immune to other processes on the machine,
+    /// unlike wall time).
+    fn thread_cpu_nanos() -> u64 {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|text| text.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Per-step cost in CPU time, for comparing changes on a busy machine: `cargo test -p
+    /// sluice-pipelines --release -- --ignored --nocapture measure_steps` (`MEASURE=name` runs
+    /// one scenario).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn measure_steps() {
+        const ROUNDS: usize = 15;
+        let nginx: Vec<String> = crate::testing::sample::nginx_lines(7, 20_000);
+        let json: Vec<String> = crate::testing::sample::json_events(7, 20_000);
+        let regex = format!(
+            "{{ type = \"parse\", format = \"regex\", pattern = '{}', types = {{ status = \"int\", bytes = \"int\", request_time = \"float\", timestamp = \"timestamp|%d/%b/%Y:%H:%M:%S %z\" }} }}",
+            parse::tests::NGINX
+        );
+        let filter = r#"{ type = "filter", condition = 'status >= 400 or agent ~ "(?i)bot"' }"#;
+        let preset = r#"{ type = "parse", format = "nginx_combined_timed" }"#;
+        let json_parse = r#"{ type = "parse", format = "json" }"#;
+        let aggregate_json = r#"{ type = "aggregate", group_by = ["event", "page"], time_field = "ts", window = "1m", fields = { n = "count()" } }"#;
+        let aggregate_nginx = r#"{ type = "aggregate", group_by = ["path", "status"], window = "1m", fields = { hits = "count()", p95 = "p95(request_time)", visitors = "count_distinct(ip)" } }"#;
+        let remap = r#"{ type = "remap", set = { route = 'concat(method, " ", path)', kb = 'bytes / 1024' }, rename = { agent = "user_agent" }, remove = ["referer", "protocol"], coerce = { status = "string" } }"#;
+        let scenarios: Vec<(&str, &Vec<String>, Vec<&str>, Vec<&str>)> = vec![
+            ("parse_json", &json, vec![], vec![json_parse]),
+            ("parse_regex", &nginx, vec![], vec![&regex]),
+            ("parse_preset", &nginx, vec![], vec![preset]),
+            ("S2_regex", &nginx, vec![], vec![&regex, filter]),
+            ("S2_preset", &nginx, vec![], vec![preset, filter]),
+            ("filter", &nginx, vec![preset], vec![filter]),
+            ("remap", &nginx, vec![preset], vec![remap]),
+            ("aggregate_nginx", &nginx, vec![preset], vec![aggregate_nginx]),
+            ("S3_json_aggregate", &json, vec![], vec![json_parse, aggregate_json]),
+        ];
+        let only = std::env::var("MEASURE").ok();
+        let pipeline = |parts: &[&str]| steps(&format!("steps = [{}]", parts.join(", ")));
+        for (name, lines, prepare, measured) in scenarios {
+            if only.as_deref().is_some_and(|only| only != name) {
+                continue;
+            }
+            let mut buffer = Vec::new();
+            let mut ranges = Vec::new();
+            for line in lines {
+                let start = buffer.len();
+                buffer.extend_from_slice(line.as_bytes());
+                buffer.push(b'\n');
+                ranges.push(start..buffer.len());
+            }
+            let buffer = Bytes::from(buffer);
+            let mut spent = 0u64;
+            for _ in 0..ROUNDS {
+                let mut ctx = StepContext::new(OnError::Drop);
+                let mut events: Vec<Event> = ranges
+                    .iter()
+                    .map(|range| Event::from_raw(buffer.slice(range.clone()), EventMeta::default()))
+                    .collect();
+                for step in &mut pipeline(&prepare) {
+                    step.process(&mut events, &mut ctx);
+                }
+                let batches: Vec<Vec<Event>> = events.chunks(1000).map(<[Event]>::to_vec).collect();
+                drop(events);
+                let mut steps = pipeline(&measured);
+                let started = thread_cpu_nanos();
+                for mut batch in batches {
+                    for step in &mut steps {
+                        step.process(&mut batch, &mut ctx);
+                    }
+                    drop(batch);
+                }
+                let mut out = Vec::new();
+                for step in &mut steps {
+                    step.flush(&mut out, &mut ctx);
+                }
+                drop(out);
+                spent += thread_cpu_nanos() - started;
+            }
+            let events = (lines.len() * ROUNDS) as f64;
+            let mib = (buffer.len() * ROUNDS) as f64 / (1024.0 * 1024.0);
+            let seconds = spent as f64 / 1e9;
+            println!(
+                "{name:>18}: {:>5.0} ns/event  {:>6.1} MiB/s  {:>5.2} M events/s (CPU time)",
+                spent as f64 / events,
+                mib / seconds,
+                events / seconds / 1e6
+            );
+        }
+    }
+
+    /// A criterion-free measurement of the S2 hot path, step by step: `cargo test -p
+    /// sluice-pipelines --release -- --ignored --nocapture measure_parse_and_filter`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn measure_parse_and_filter() {
+        const BATCH: usize = 1000;
+        const ROUNDS: usize = 200;
+        let lines = parse::tests::LINES;
+        let mut buffer = Vec::new();
+        for i in 0..BATCH {
+            buffer.extend_from_slice(lines[i % lines.len()].as_bytes());
+            buffer.push(b'\n');
+        }
+        let buffer = Bytes::from(buffer);
+        let mut line_ranges = Vec::with_capacity(BATCH);
+        let mut start = 0;
+        for (i, byte) in buffer.iter().enumerate() {
+            if *byte == b'\n' {
+                line_ranges.push(start..i);
+                start = i + 1;
+            }
+        }
+        let untyped = format!(
+            "steps = [{{ type = \"parse\", format = \"regex\", pattern = '{}' }}]",
+            parse::tests::NGINX
+        );
+        for (name, pipeline) in [
+            ("untyped parse", untyped),
+            ("S2 parse + filter", nginx_pipeline()),
+        ] {
+            let mut steps = steps(&pipeline);
+            let mut ctx = StepContext::new(OnError::Drop);
+            let mut per_step = vec![std::time::Duration::ZERO; steps.len()];
+            for _ in 0..ROUNDS {
+                let mut events: Vec<Event> = line_ranges
+                    .iter()
+                    .map(|range| Event::from_raw(buffer.slice(range.clone()), EventMeta::default()))
+                    .collect();
+                for (step, spent) in steps.iter_mut().zip(&mut per_step) {
+                    let started = std::time::Instant::now();
+                    step.process(&mut events, &mut ctx);
+                    *spent += started.elapsed();
+                }
+            }
+            let events = (BATCH * ROUNDS) as f64;
+            let mib = (buffer.len() * ROUNDS) as f64 / (1024.0 * 1024.0);
+            let total: f64 = per_step.iter().map(std::time::Duration::as_secs_f64).sum();
+            let steps: Vec<String> = per_step
+                .iter()
+                .map(|spent| format!("{:.0} ns/event", spent.as_secs_f64() * 1e9 / events))
+                .collect();
+            println!(
+                "{name}: {:.0} events/s, {:.1} MiB/s (steps: {})",
+                events / total,
+                mib / total,
+                steps.join(", ")
+            );
+        }
     }
 }

@@ -1,0 +1,369 @@
+//! The topology: the running graph of sources, topics, pipelines and sinks.
+//!
+//! [`Topology::build`] turns a validated [`Config`] into live parts in an order that loses
+//! nothing: topics first, then every subscription (so no consumer misses the first events), then
+//! every producer (so no topic looks finished before its writers exist), then the sink and step
+//! instances. [`Topology::start`] spawns one task per source, per pipeline worker and per sink
+//! worker, and [`RunningTopology::wait`] runs the graph until it drains by itself (every source
+//! finite and finished) or a shutdown signal arrives.
+//!
+//! Shutdown drains: sources stop reading and drop their producers; each topic, once its producers
+//! are gone and its subscriptions have acknowledged everything, ends its subscriptions; pipelines
+//! flush and drop their own producers; and so on down to the sinks, which close. If that takes
+//! longer than `shutdown_timeout` (a store that stays down), the remaining tasks are aborted and
+//! their unacknowledged events stay unacknowledged — sources with checkpoints read them again on
+//! the next start.
+
+mod pipeline;
+mod sink;
+pub mod status;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use sluice_pipelines::{BuildError, SourceId};
+use sluice_sink::SinkContext;
+use tokio::task::JoinSet;
+
+use crate::config::{Config, DEFAULT_DEAD_LETTER_TOPIC, SubscriptionDef};
+use crate::metrics::{Metrics, Role};
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use crate::sources::{Source, SourceContext};
+use crate::topic::{Subscription, SubscriptionSettings, Topic};
+
+pub use pipeline::{NamedStep, PipelineWorker, dead_letter_event, run_steps};
+pub use sink::SinkWorker;
+
+/// Why a topology could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("{component}: {source}")]
+pub struct TopologyError {
+    /// `sources.x`, `pipelines.y.steps[0]`, `sinks.z`.
+    pub component: String,
+    /// What went wrong.
+    #[source]
+    pub source: BuildError,
+}
+
+/// A built, not yet started, graph.
+pub struct Topology {
+    topics: IndexMap<String, Topic>,
+    metrics: Arc<Metrics>,
+    trigger: ShutdownTrigger,
+    shutdown: Shutdown,
+    shutdown_timeout: Duration,
+    sources: Vec<(String, Box<dyn Source>, SourceContext)>,
+    pipelines: Vec<(String, PipelineWorker)>,
+    sinks: Vec<(String, SinkWorker)>,
+}
+
+impl Topology {
+    /// Builds every part of the graph.
+    ///
+    /// # Errors
+    /// A [`TopologyError`] naming the component that cannot be built (a file sink whose directory
+    /// cannot be created, a step config that does not build).
+    pub async fn build(config: &Config) -> Result<Self, TopologyError> {
+        let metrics = Arc::new(Metrics::new());
+        let (trigger, shutdown) = shutdown::channel();
+
+        let mut topics: IndexMap<String, Topic> = config
+            .topics
+            .iter()
+            .map(|(name, def)| (name.clone(), Topic::in_memory(name.clone(), def.settings())))
+            .collect();
+        // Sinks send permanently rejected batches to the default dead-letter topic.
+        if !config.sinks.is_empty() {
+            topics
+                .entry(DEFAULT_DEAD_LETTER_TOPIC.to_owned())
+                .or_insert_with(|| Topic::in_memory(DEFAULT_DEAD_LETTER_TOPIC, Default::default()));
+        }
+        let topics = topics;
+        let topic = |name: &str| -> Result<&Topic, TopologyError> {
+            topics.get(name).ok_or_else(|| TopologyError {
+                component: format!("topics.{name}"),
+                source: BuildError::new("topic is not defined (the config was not validated)"),
+            })
+        };
+
+        // Subscriptions before producers: nobody misses the first events.
+        let subscribe = |name: &str, def: &SubscriptionDef| -> Result<Subscription, TopologyError> {
+            Ok(topic(&def.input)?.subscribe(SubscriptionSettings {
+                name: name.to_owned(),
+                blocking: def.blocking,
+                ack_timeout: Some(def.ack_timeout),
+            }))
+        };
+        let mut pipeline_subs = HashMap::new();
+        for (name, def) in &config.pipelines {
+            pipeline_subs.insert(name.clone(), subscribe(name, &def.subscription)?);
+        }
+        let mut sink_subs = HashMap::new();
+        for (name, def) in &config.sinks {
+            sink_subs.insert(name.clone(), subscribe(name, &def.subscription)?);
+        }
+
+        // Producers next: no topic looks finished before its writers exist.
+        let mut sources = Vec::new();
+        for (index, (name, def)) in config.sources.iter().enumerate() {
+            let source = def.config.build().map_err(|source| TopologyError {
+                component: format!("sources.{name}"),
+                source,
+            })?;
+            let ctx = SourceContext {
+                name: name.clone(),
+                id: SourceId(index as u32),
+                output: topic(&def.topic)?.producer(),
+                shutdown: shutdown.clone(),
+                data_dir: config.data_dir.clone(),
+                metrics: metrics.register(name, Role::Source),
+            };
+            sources.push((name.clone(), source, ctx));
+        }
+
+        let mut pipelines = Vec::new();
+        for (name, def) in &config.pipelines {
+            let output = topic(&def.output)?.producer();
+            let dead_letter = topic(&def.dead_letter)?.producer();
+            let component_metrics = metrics.register(name, Role::Pipeline);
+            let shared_name: Arc<str> = Arc::from(name.as_str());
+            for _ in 0..def.subscription.workers.max(1) {
+                let mut steps = Vec::with_capacity(def.steps.len());
+                for (index, step) in def.steps.iter().enumerate() {
+                    let built = step.build().map_err(|source| TopologyError {
+                        component: format!("pipelines.{name}.steps[{index}]"),
+                        source,
+                    })?;
+                    steps.push(NamedStep {
+                        name: Arc::from(format!(
+                            "steps[{index}] ({})",
+                            sluice_pipelines::ComponentKind::kind(step)
+                        )),
+                        step: built,
+                    });
+                }
+                let input = pipeline_subs
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| TopologyError {
+                        component: format!("pipelines.{name}"),
+                        source: BuildError::new("missing subscription"),
+                    })?;
+                pipelines.push((
+                    name.clone(),
+                    PipelineWorker {
+                        name: shared_name.clone(),
+                        input,
+                        steps,
+                        output: output.clone(),
+                        dead_letter: dead_letter.clone(),
+                        on_error: def.on_error,
+                        flush_on_shutdown: def.flush_on_shutdown,
+                        metrics: component_metrics.clone(),
+                        shutdown: shutdown.clone(),
+                    },
+                ));
+            }
+        }
+
+        let mut sinks = Vec::new();
+        for (name, def) in &config.sinks {
+            let component_metrics = metrics.register(name, Role::Sink);
+            let context = SinkContext {
+                name: name.clone(),
+                data_dir: config.data_dir.clone(),
+            };
+            let dead_letter = if def.subscription.input == DEFAULT_DEAD_LETTER_TOPIC {
+                None
+            } else {
+                Some(topic(DEFAULT_DEAD_LETTER_TOPIC)?.producer())
+            };
+            for _ in 0..def.subscription.workers.max(1) {
+                let built = def.config.build(&context).await.map_err(|source| TopologyError {
+                    component: format!("sinks.{name}"),
+                    source,
+                })?;
+                let input = sink_subs.get(name).cloned().ok_or_else(|| TopologyError {
+                    component: format!("sinks.{name}"),
+                    source: BuildError::new("missing subscription"),
+                })?;
+                sinks.push((
+                    name.clone(),
+                    SinkWorker {
+                        name: Arc::from(name.as_str()),
+                        input,
+                        sink: built,
+                        dead_letter: dead_letter.clone(),
+                        metrics: component_metrics.clone(),
+                    },
+                ));
+            }
+        }
+
+        Ok(Topology {
+            topics,
+            metrics,
+            trigger,
+            shutdown,
+            shutdown_timeout: config.shutdown_timeout,
+            sources,
+            pipelines,
+            sinks,
+        })
+    }
+
+    /// The topics, by name.
+    pub fn topics(&self) -> &IndexMap<String, Topic> {
+        &self.topics
+    }
+
+    /// Every component's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Spawns every task. Must be called inside a tokio runtime.
+    pub fn start(self) -> RunningTopology {
+        let mut tasks = JoinSet::new();
+        let mut names = HashMap::new();
+        for (name, worker) in self.sinks {
+            let id = tasks.spawn(async move {
+                worker.run().await;
+                Ok(())
+            });
+            names.insert(id.id(), format!("sinks.{name}"));
+        }
+        for (name, worker) in self.pipelines {
+            let id = tasks.spawn(async move {
+                worker.run().await;
+                Ok(())
+            });
+            names.insert(id.id(), format!("pipelines.{name}"));
+        }
+        for (name, source, ctx) in self.sources {
+            let id = tasks.spawn(async move { source.run(ctx).await.map_err(|e| e.message) });
+            names.insert(id.id(), format!("sources.{name}"));
+        }
+        RunningTopology {
+            tasks,
+            names,
+            topics: self.topics,
+            metrics: self.metrics,
+            trigger: self.trigger,
+            shutdown: self.shutdown,
+            shutdown_timeout: self.shutdown_timeout,
+            failures: Vec::new(),
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Everything drained: every source finished and every event was passed on.
+    Drained,
+    /// A shutdown signal arrived and the graph drained within the timeout.
+    ShutDown,
+    /// The shutdown timeout elapsed; these components were aborted with events in flight.
+    TimedOut(Vec<String>),
+}
+
+/// A started graph.
+pub struct RunningTopology {
+    tasks: JoinSet<Result<(), String>>,
+    names: HashMap<tokio::task::Id, String>,
+    topics: IndexMap<String, Topic>,
+    metrics: Arc<Metrics>,
+    trigger: ShutdownTrigger,
+    shutdown: Shutdown,
+    shutdown_timeout: Duration,
+    failures: Vec<(String, String)>,
+}
+
+impl RunningTopology {
+    /// The topics, by name.
+    pub fn topics(&self) -> &IndexMap<String, Topic> {
+        &self.topics
+    }
+
+    /// Every component's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// A signal that fires when shutdown starts.
+    pub fn shutdown_signal(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Components that failed, with their errors.
+    pub fn failures(&self) -> &[(String, String)] {
+        &self.failures
+    }
+
+    /// Runs until the graph drains by itself or `signal` completes; then drains within the
+    /// shutdown timeout.
+    pub async fn wait(&mut self, signal: impl Future<Output = ()>) -> RunOutcome {
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                joined = self.tasks.join_next_with_id() => match joined {
+                    Some(result) => self.record(result),
+                    None => return RunOutcome::Drained,
+                },
+                () = &mut signal => break,
+            }
+        }
+        tracing::info!(timeout = ?self.shutdown_timeout, "Shutting down: draining in-flight events");
+        self.trigger.trigger();
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
+                Ok(Some(result)) => self.record(result),
+                Ok(None) => return RunOutcome::ShutDown,
+                Err(_) => break,
+            }
+        }
+        // Finished tasks were removed from `names`; what is left is still running.
+        let mut pending: Vec<String> = self.names.values().cloned().collect();
+        pending.sort();
+        pending.dedup();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        RunOutcome::TimedOut(pending)
+    }
+
+    /// Signals shutdown without waiting.
+    pub fn trigger_shutdown(&self) {
+        self.trigger.trigger();
+    }
+
+    fn record(
+        &mut self,
+        result: Result<(tokio::task::Id, Result<(), String>), tokio::task::JoinError>,
+    ) {
+        match result {
+            Ok((id, Ok(()))) => {
+                self.names.remove(&id);
+            }
+            Ok((id, Err(error))) => {
+                let name = self.names.remove(&id).unwrap_or_default();
+                tracing::error!(component = %name, %error, "Component failed");
+                self.failures.push((name, error));
+            }
+            Err(error) => {
+                let name = self.names.remove(&error.id()).unwrap_or_default();
+                let message = if error.is_panic() {
+                    "panicked (a bug: please report it)".to_owned()
+                } else {
+                    error.to_string()
+                };
+                tracing::error!(component = %name, error = %message, "Component stopped");
+                self.failures.push((name, message));
+            }
+        }
+    }
+}

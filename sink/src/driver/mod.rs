@@ -1,0 +1,819 @@
+//! The sink driver: batching, concurrency, retries and acknowledgement, shared by every sink.
+//!
+//! The driver knows nothing of topics. The agent spawns one [`Driver`] per sink and feeds it
+//! *inputs* — an `Arc<Batch>` (a topic delivery's events, not copied) and an [`Acker`] the agent
+//! built around that delivery — through the bounded [`DriverInput`].
+//!
+//! # Batching
+//! Inputs are gathered into a request until it holds `batch.max_events` events or
+//! `batch.max_bytes` bytes (as [`Event::estimated_size`] counts them), or until `batch.timeout`
+//! has passed since its first event arrived. An input larger than the room left is split across
+//! requests; a request is a list of slices of inputs, handed to [`Sink::write_chunks`] without
+//! copying events.
+//!
+//! # Concurrency and back-pressure
+//! Up to `concurrency` requests are in flight, each on its own sink handle ([`Sink::fork`]; a sink
+//! that cannot fork runs one request at a time). With `concurrency = "adaptive"` the limit follows
+//! latency and errors ([`concurrency`]). While every slot is busy and a full request waits, the
+//! driver stops reading its input channel, so [`DriverInput::send`] waits and the agent stops
+//! taking deliveries from the topic: the topic fills and pushes back on its producers. The events
+//! the driver holds are bounded by the channel ([`INPUT_CAPACITY`] inputs), one request being
+//! gathered, one waiting, and the requests in flight.
+//!
+//! # Retries
+//! A [`SinkError::Transient`] failure is retried with the same events after an exponential
+//! backoff (`retry.initial` doubling up to `retry.max`) with jitter (each delay is drawn between
+//! half and all of it); a [`SinkError::RetryAfter`] is retried after the delay the store asked
+//! for (at least `retry.initial`, at most [`MAX_RETRY_AFTER`]). Retries go on forever — a store
+//! that is down leaves the events in the topic — unless `retry.max_attempts` is set, after which
+//! the events are rejected with the last error. A [`SinkError::Permanent`] failure is never
+//! retried as is: when the request held slices of several inputs, each slice is sent again
+//! alone, once, so that one bad delivery does not take the others to the dead-letter topic; a
+//! slice rejected alone is rejected for good.
+//!
+//! # Acknowledgement
+//! An input's [`Acker`] is called exactly once, after every event of it was confirmed by the store
+//! ([`Outcome::Delivered`]) or some were rejected for good ([`Outcome::Rejected`], with the event
+//! ranges and the store's error — the agent sends those events to the dead-letter topic and acks
+//! the delivery). Acks are not ordered. An acker that is dropped without being called — the
+//! driver task was aborted at the shutdown deadline, or a sink panicked — means neither: the
+//! agent's delivery is then released unacknowledged and the topic delivers it again.
+//!
+//! # Shutdown
+//! When every [`DriverInput`] is dropped, the driver sends what it has gathered at once, waits
+//! for the requests in flight (retrying as usual), closes the sink and returns from
+//! [`Driver::run`].
+//!
+//! # Healthcheck
+//! With `healthcheck = true` (the default) [`Driver::run`] first calls [`Sink::healthcheck`]
+//! (bounded by [`HEALTHCHECK_TIMEOUT`]); a failure is logged as an error and the driver starts
+//! anyway: its writes retry until the store is usable.
+//!
+//! # Example
+//! ```
+//! use std::sync::Arc;
+//! use sluice_pipelines::{Batch, Event};
+//! use sluice_sink::driver::{Acker, Driver, DriverConfig, Outcome};
+//! use sluice_sink::sinks::BlackholeConfig;
+//! use sluice_sink::SinkContext;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let config = BlackholeConfig::default();
+//! let sink = Box::new(config.build(&SinkContext::default()));
+//! let (input, driver) = Driver::new("null", sink, DriverConfig::default());
+//! let task = tokio::spawn(driver.run());
+//!
+//! let (tx, rx) = tokio::sync::oneshot::channel();
+//! let batch = Arc::new(Batch::new(vec![Event::default(); 3]));
+//! input
+//!     .send(batch, Acker::new(move |outcome| { let _ = tx.send(outcome); }))
+//!     .await
+//!     .expect("the driver runs");
+//! drop(input); // no more inputs: flush, close, return
+//! task.await.unwrap();
+//! assert_eq!(rx.await.unwrap(), Outcome::Delivered);
+//! assert_eq!(config.counter().events(), 3);
+//! # });
+//! ```
+//!
+//! [`Event::estimated_size`]: sluice_pipelines::Event::estimated_size
+
+pub mod concurrency;
+pub mod config;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use sluice_pipelines::{Batch, Event};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::{Sink, SinkError};
+
+pub use concurrency::{Controller, Signal};
+pub use config::{BatchConfig, Concurrency, DriverConfig, RetryConfig};
+
+/// How many inputs wait in a driver's channel.
+pub const INPUT_CAPACITY: usize = 4;
+/// The longest `Retry-After` the driver honours; longer ones are cut to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// How long the start-up healthcheck may take.
+pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What became of an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The store confirmed every event.
+    Delivered,
+    /// The store rejected some events for good; the others were delivered.
+    Rejected {
+        /// The rejected ranges of the input's events, each with the store's error.
+        rejections: Vec<Rejection>,
+    },
+}
+
+/// Events of an input that the store rejected for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Their indices in the input batch.
+    pub events: Range<usize>,
+    /// What the store said (a [`SinkError::Permanent`], or the last transient error once
+    /// `retry.max_attempts` ran out).
+    pub error: SinkError,
+}
+
+/// Called once with the [`Outcome`] of an input; built by the agent around its topic delivery.
+pub struct Acker(Box<dyn FnOnce(Outcome) + Send>);
+
+impl Acker {
+    /// An acker that calls `ack`.
+    pub fn new(ack: impl FnOnce(Outcome) + Send + 'static) -> Self {
+        Acker(Box::new(ack))
+    }
+
+    /// Reports the outcome.
+    pub fn ack(self, outcome: Outcome) {
+        (self.0)(outcome);
+    }
+}
+
+impl fmt::Debug for Acker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Acker")
+    }
+}
+
+/// The driver has stopped; the input is given back.
+#[derive(Debug, thiserror::Error)]
+#[error("the sink driver has stopped")]
+pub struct InputClosed(pub Arc<Batch>, pub Acker);
+
+/// The sending side of a driver: cloneable, bounded.
+#[derive(Debug, Clone)]
+pub struct DriverInput {
+    tx: mpsc::Sender<Input>,
+}
+
+impl DriverInput {
+    /// Hands an input to the driver, waiting while the driver is full (back-pressure).
+    ///
+    /// # Errors
+    /// [`InputClosed`], with the input, when the driver has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if the future is dropped before completing, the input was not taken (and its
+    /// acker is dropped with it).
+    pub async fn send(&self, batch: Arc<Batch>, acker: Acker) -> Result<(), InputClosed> {
+        self.tx
+            .send(Input { batch, acker })
+            .await
+            .map_err(|mpsc::error::SendError(input)| InputClosed(input.batch, input.acker))
+    }
+}
+
+#[derive(Debug)]
+struct Input {
+    batch: Arc<Batch>,
+    acker: Acker,
+}
+
+/// Counters of a running driver, readable from anywhere.
+#[derive(Debug, Clone, Default)]
+pub struct DriverStats(Arc<StatsInner>);
+
+#[derive(Debug, Default)]
+struct StatsInner {
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    delivered: AtomicU64,
+    rejected: AtomicU64,
+    limit: AtomicUsize,
+    in_flight: AtomicUsize,
+}
+
+impl DriverStats {
+    /// Requests sent to the store, retries included.
+    pub fn attempts(&self) -> u64 {
+        self.0.attempts.load(Ordering::Relaxed)
+    }
+    /// Retries after transient failures.
+    pub fn retries(&self) -> u64 {
+        self.0.retries.load(Ordering::Relaxed)
+    }
+    /// Events the store confirmed.
+    pub fn delivered(&self) -> u64 {
+        self.0.delivered.load(Ordering::Relaxed)
+    }
+    /// Events the store rejected for good.
+    pub fn rejected(&self) -> u64 {
+        self.0.rejected.load(Ordering::Relaxed)
+    }
+    /// The current concurrency limit.
+    pub fn limit(&self) -> usize {
+        self.0.limit.load(Ordering::Relaxed)
+    }
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.0.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs one sink: see the [module docs](self).
+pub struct Driver {
+    name: Arc<str>,
+    sink: Box<dyn Sink>,
+    config: DriverConfig,
+    rx: mpsc::Receiver<Input>,
+    stats: DriverStats,
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    /// A driver for `sink` (named `name` in logs) and the input that feeds it. Nothing runs until
+    /// [`Driver::run`] is polled (spawn it).
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        sink: Box<dyn Sink>,
+        config: DriverConfig,
+    ) -> (DriverInput, Driver) {
+        let (tx, rx) = mpsc::channel(INPUT_CAPACITY);
+        let driver = Driver {
+            name: name.into(),
+            sink,
+            config,
+            rx,
+            stats: DriverStats::default(),
+        };
+        (DriverInput { tx }, driver)
+    }
+
+    /// The driver's counters.
+    pub fn stats(&self) -> DriverStats {
+        self.stats.clone()
+    }
+
+    /// Runs until every [`DriverInput`] is dropped and everything received is acknowledged, then
+    /// closes the sink.
+    ///
+    /// # Cancel safety
+    /// Dropping the future (aborting its task) drops the ackers of unfinished inputs without
+    /// calling them: their deliveries go back to the topic.
+    pub async fn run(self) {
+        let Driver {
+            name,
+            mut sink,
+            config,
+            rx,
+            stats,
+        } = self;
+        if config.healthcheck {
+            match tokio::time::timeout(HEALTHCHECK_TIMEOUT, sink.healthcheck()).await {
+                Ok(Ok(())) => tracing::debug!(sink = %name, "Healthcheck passed."),
+                Ok(Err(error)) => tracing::error!(
+                    sink = %name,
+                    %error,
+                    "Healthcheck failed; starting anyway, writes will retry."
+                ),
+                Err(_) => tracing::error!(
+                    sink = %name,
+                    timeout = ?HEALTHCHECK_TIMEOUT,
+                    "Healthcheck timed out; starting anyway, writes will retry."
+                ),
+            }
+        }
+        let handles = Handles::new(sink);
+        let controller = Arc::new(Mutex::new(Controller::new(
+            config.concurrency,
+            Instant::now(),
+        )));
+        let mut state = State {
+            shared: Arc::new(Shared {
+                name,
+                retry: config.retry.clone(),
+                controller,
+                stats,
+            }),
+            batcher: Batcher::new(&config.batch),
+            ready: VecDeque::new(),
+            inputs: HashMap::new(),
+            next_id: 0,
+            handles,
+            in_flight: JoinSet::new(),
+            running: HashMap::new(),
+        };
+        state.run(rx).await;
+        state.handles.close(&state.shared.name).await;
+    }
+}
+
+/// What request tasks share with the driver.
+struct Shared {
+    name: Arc<str>,
+    retry: RetryConfig,
+    controller: Arc<Mutex<Controller>>,
+    stats: DriverStats,
+}
+
+impl Shared {
+    fn controller(&self) -> std::sync::MutexGuard<'_, Controller> {
+        // A panic while holding this lock cannot leave the counts torn in a harmful way.
+        self.controller
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish_limits(&self) {
+        let controller = self.controller();
+        let stats = &self.stats.0;
+        stats.limit.store(controller.limit(), Ordering::Relaxed);
+        stats
+            .in_flight
+            .store(controller.in_flight(), Ordering::Relaxed);
+    }
+}
+
+/// The driver's loop state.
+struct State {
+    shared: Arc<Shared>,
+    batcher: Batcher,
+    /// Requests ready to send, waiting for a slot.
+    ready: VecDeque<Request>,
+    /// Inputs not yet acknowledged, by id.
+    inputs: HashMap<u64, Tracked>,
+    next_id: u64,
+    handles: Handles,
+    in_flight: JoinSet<Finished>,
+    /// The inputs each running task holds parts of, to release them if the task panics.
+    running: HashMap<tokio::task::Id, Vec<u64>>,
+}
+
+/// An input being delivered.
+struct Tracked {
+    acker: Acker,
+    /// Parts of it not yet finished.
+    parts_left: usize,
+    rejections: Vec<Rejection>,
+}
+
+/// A slice of one input.
+#[derive(Debug, Clone)]
+struct Part {
+    input: u64,
+    batch: Arc<Batch>,
+    range: Range<usize>,
+}
+
+impl Part {
+    fn events(&self) -> &[Event] {
+        self.batch
+            .events()
+            .get(self.range.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// What one request carries.
+#[derive(Debug)]
+struct Request {
+    parts: Vec<Part>,
+    /// Whether this is a part sent alone after its request was rejected; not split again.
+    isolated: bool,
+}
+
+/// A request task's result.
+struct Finished {
+    handle: Box<dyn Sink>,
+    request: Request,
+    result: Result<(), SinkError>,
+}
+
+impl State {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Input>) {
+        let mut closed = false;
+        loop {
+            self.dispatch();
+            if closed && self.ready.is_empty() && self.in_flight.is_empty() {
+                break;
+            }
+            if self.in_flight.is_empty() && !self.handles.can_take() {
+                // A panicking request took the only handle of a sink that cannot fork.
+                tracing::error!(
+                    sink = %self.shared.name,
+                    "The sink has no usable handle left; stopping. Unacknowledged inputs go back to the topic."
+                );
+                return;
+            }
+            // Read inputs only while no full request waits for a slot: that is back-pressure.
+            let accepting = !closed && self.ready.is_empty();
+            let deadline = self.batcher.deadline;
+            tokio::select! {
+                biased;
+                Some(joined) = self.in_flight.join_next_with_id() => self.finished(joined),
+                input = rx.recv(), if accepting => match input {
+                    Some(input) => self.accept(input),
+                    None => {
+                        closed = true;
+                        self.batcher.flush(&mut self.ready);
+                    }
+                },
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    self.batcher.flush(&mut self.ready);
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, input: Input) {
+        if input.batch.is_empty() {
+            input.acker.ack(Outcome::Delivered);
+            return;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let parts = self.batcher.push(id, &input.batch, &mut self.ready);
+        self.inputs.insert(
+            id,
+            Tracked {
+                acker: input.acker,
+                parts_left: parts,
+                rejections: Vec::new(),
+            },
+        );
+    }
+
+    /// Starts ready requests while there are slots and handles.
+    fn dispatch(&mut self) {
+        while !self.ready.is_empty() && self.shared.controller().has_room() {
+            let Some(handle) = self.handles.take() else {
+                break;
+            };
+            let Some(request) = self.ready.pop_front() else {
+                self.handles.put(handle);
+                break;
+            };
+            self.shared.controller().started();
+            self.shared.publish_limits();
+            let inputs = request.parts.iter().map(|part| part.input).collect();
+            let shared = Arc::clone(&self.shared);
+            let task = self.in_flight.spawn(execute(shared, handle, request));
+            self.running.insert(task.id(), inputs);
+        }
+    }
+
+    fn finished(&mut self, joined: Result<(tokio::task::Id, Finished), tokio::task::JoinError>) {
+        self.shared.controller().finished();
+        self.shared.publish_limits();
+        let finished = match joined {
+            Ok((id, finished)) => {
+                self.running.remove(&id);
+                finished
+            }
+            Err(error) => {
+                // The handle and request died with the task. Dropping the ackers of its inputs
+                // hands those deliveries back to the topic (their other parts may still be
+                // written: at-least-once).
+                tracing::error!(sink = %self.shared.name, %error, "A sink request task failed.");
+                for input in self.running.remove(&error.id()).unwrap_or_default() {
+                    self.inputs.remove(&input);
+                }
+                return;
+            }
+        };
+        self.handles.put(finished.handle);
+        let request = finished.request;
+        match finished.result {
+            Ok(()) => {
+                for part in request.parts {
+                    self.shared
+                        .stats
+                        .0
+                        .delivered
+                        .fetch_add(part.range.len() as u64, Ordering::Relaxed);
+                    self.part_done(&part, None);
+                }
+            }
+            Err(error) if !error.is_transient() && !request.isolated && request.parts.len() > 1 => {
+                tracing::warn!(
+                    sink = %self.shared.name,
+                    %error,
+                    parts = request.parts.len(),
+                    "Store rejected a request; sending its inputs one by one to isolate the bad one."
+                );
+                for part in request.parts.into_iter().rev() {
+                    self.ready.push_front(Request {
+                        parts: vec![part],
+                        isolated: true,
+                    });
+                }
+            }
+            Err(error) => {
+                let events: usize = request.parts.iter().map(|p| p.range.len()).sum();
+                tracing::error!(
+                    sink = %self.shared.name,
+                    %error,
+                    events,
+                    "Store rejected events; they go to the dead-letter topic."
+                );
+                for part in request.parts {
+                    self.shared
+                        .stats
+                        .0
+                        .rejected
+                        .fetch_add(part.range.len() as u64, Ordering::Relaxed);
+                    self.part_done(&part, Some(error.clone()));
+                }
+            }
+        }
+    }
+
+    fn part_done(&mut self, part: &Part, error: Option<SinkError>) {
+        let Some(tracked) = self.inputs.get_mut(&part.input) else {
+            return;
+        };
+        if let Some(error) = error {
+            tracked.rejections.push(Rejection {
+                events: part.range.clone(),
+                error,
+            });
+        }
+        tracked.parts_left = tracked.parts_left.saturating_sub(1);
+        if tracked.parts_left == 0
+            && let Some(tracked) = self.inputs.remove(&part.input)
+        {
+            let outcome = if tracked.rejections.is_empty() {
+                Outcome::Delivered
+            } else {
+                let mut rejections = tracked.rejections;
+                rejections.sort_by_key(|r| r.events.start);
+                Outcome::Rejected { rejections }
+            };
+            tracked.acker.ack(outcome);
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One request, with its retries.
+async fn execute(shared: Arc<Shared>, mut handle: Box<dyn Sink>, request: Request) -> Finished {
+    let result = attempt_until_done(&shared, handle.as_mut(), &request).await;
+    Finished {
+        handle,
+        request,
+        result,
+    }
+}
+
+async fn attempt_until_done(
+    shared: &Shared,
+    handle: &mut dyn Sink,
+    request: &Request,
+) -> Result<(), SinkError> {
+    let chunks: Vec<&[Event]> = request.parts.iter().map(Part::events).collect();
+    let mut rng = Jitter::new();
+    let mut retries: u32 = 0;
+    loop {
+        let started = Instant::now();
+        shared.stats.0.attempts.fetch_add(1, Ordering::Relaxed);
+        let result = handle.write_chunks(&chunks).await;
+        let now = Instant::now();
+        let signal = match &result {
+            Err(error) if error.is_transient() => Signal::BackPressure,
+            _ => Signal::Answered,
+        };
+        shared
+            .controller()
+            .observe(now, now.duration_since(started), signal);
+        let error = match result {
+            Ok(()) => {
+                if retries > 0 {
+                    tracing::info!(
+                        sink = %shared.name,
+                        attempts = retries + 1,
+                        "Store accepted the request after retrying."
+                    );
+                }
+                return Ok(());
+            }
+            Err(error) if error.is_transient() => error,
+            Err(error) => return Err(error),
+        };
+        retries += 1;
+        if let Some(max) = shared.retry.max_attempts
+            && retries >= max
+        {
+            return Err(SinkError::Permanent(format!(
+                "gave up after {retries} attempts: {}",
+                error.message()
+            )));
+        }
+        shared.stats.0.retries.fetch_add(1, Ordering::Relaxed);
+        let delay = match error.retry_after() {
+            Some(after) => after.clamp(shared.retry.initial.get(), MAX_RETRY_AFTER),
+            None => shared.retry.backoff(retries).mul_f64(rng.factor()),
+        };
+        // The first failure and then every tenth, so a long outage stays readable.
+        if retries == 1 || retries % 10 == 0 {
+            tracing::warn!(
+                sink = %shared.name,
+                %error,
+                attempt = retries,
+                retry_in = ?delay,
+                "Request failed; retrying."
+            );
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// A small xorshift generator for jitter, seeded per request from the clock and a counter.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Self {
+        static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.subsec_nanos());
+        let seed = u64::from(nanos)
+            ^ SEQUENCE
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Jitter(seed | 1)
+    }
+
+    /// A factor in `[0.5, 1.0)`.
+    fn factor(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        0.5 + (x >> 11) as f64 / (1u64 << 53) as f64 / 2.0
+    }
+}
+
+/// Gathers parts into requests.
+struct Batcher {
+    max_events: usize,
+    max_bytes: usize,
+    timeout: Duration,
+    parts: Vec<Part>,
+    events: usize,
+    bytes: usize,
+    /// When the request being gathered must be sent; set by its first event.
+    deadline: Option<Instant>,
+}
+
+impl Batcher {
+    fn new(config: &BatchConfig) -> Self {
+        Batcher {
+            max_events: config.max_events.max(1),
+            max_bytes: usize::try_from(config.max_bytes.bytes())
+                .unwrap_or(usize::MAX)
+                .max(1),
+            timeout: config.timeout.get(),
+            parts: Vec::new(),
+            events: 0,
+            bytes: 0,
+            deadline: None,
+        }
+    }
+
+    /// Adds the events of input `id`, moving every full request to `ready`. Returns how many
+    /// parts the input was cut into.
+    fn push(&mut self, id: u64, batch: &Arc<Batch>, ready: &mut VecDeque<Request>) -> usize {
+        let events = batch.events();
+        let mut start = 0;
+        let mut parts = 0;
+        while start < events.len() {
+            let room = self.max_events - self.events;
+            let (end, bytes) = if start == 0
+                && events.len() <= room
+                && self.bytes + batch.byte_size() <= self.max_bytes
+            {
+                (events.len(), batch.byte_size())
+            } else {
+                let mut end = start;
+                let mut bytes = 0;
+                for event in &events[start..] {
+                    if end - start == room {
+                        break;
+                    }
+                    let size = event.estimated_size();
+                    // An event that does not fit waits for the next request, unless it would be
+                    // alone there too.
+                    if self.bytes + bytes + size > self.max_bytes && self.events + end > start {
+                        break;
+                    }
+                    if self.bytes + bytes + size > self.max_bytes {
+                        end += 1;
+                        bytes += size;
+                        break;
+                    }
+                    end += 1;
+                    bytes += size;
+                }
+                (end, bytes)
+            };
+            if end > start {
+                if self.deadline.is_none() {
+                    self.deadline = Some(Instant::now() + self.timeout);
+                }
+                self.parts.push(Part {
+                    input: id,
+                    batch: Arc::clone(batch),
+                    range: start..end,
+                });
+                parts += 1;
+                self.events += end - start;
+                self.bytes += bytes;
+                start = end;
+            }
+            if self.events >= self.max_events
+                || self.bytes >= self.max_bytes
+                || start < events.len()
+            {
+                self.flush(ready);
+            }
+        }
+        parts
+    }
+
+    /// Moves the request being gathered, if any, to `ready`.
+    fn flush(&mut self, ready: &mut VecDeque<Request>) {
+        self.deadline = None;
+        self.events = 0;
+        self.bytes = 0;
+        if !self.parts.is_empty() {
+            ready.push_back(Request {
+                parts: std::mem::take(&mut self.parts),
+                isolated: false,
+            });
+        }
+    }
+}
+
+/// The sink handles: idle ones, and the sink that forks new ones.
+struct Handles {
+    idle: Vec<Box<dyn Sink>>,
+    /// The original sink when it can fork; never written to.
+    template: Option<Box<dyn Sink>>,
+}
+
+impl Handles {
+    fn new(sink: Box<dyn Sink>) -> Self {
+        match sink.fork() {
+            Some(first) => Handles {
+                idle: vec![first],
+                template: Some(sink),
+            },
+            None => Handles {
+                idle: vec![sink],
+                template: None,
+            },
+        }
+    }
+
+    fn take(&mut self) -> Option<Box<dyn Sink>> {
+        self.idle
+            .pop()
+            .or_else(|| self.template.as_ref().and_then(|sink| sink.fork()))
+    }
+
+    fn can_take(&self) -> bool {
+        !self.idle.is_empty() || self.template.is_some()
+    }
+
+    fn put(&mut self, handle: Box<dyn Sink>) {
+        self.idle.push(handle);
+    }
+
+    async fn close(self, name: &str) {
+        for mut handle in self.idle.into_iter().chain(self.template) {
+            if let Err(error) = handle.close().await {
+                tracing::error!(sink = %name, %error, "Closing the sink failed.");
+            }
+        }
+    }
+}

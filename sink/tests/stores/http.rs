@@ -1,0 +1,174 @@
+//! The http sink against a real local axum server that answers 500, 429 with Retry-After, 400
+//! and slowly.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use sluice_sink::Sink;
+use sluice_sink::driver::{DriverConfig, Outcome};
+use sluice_sink::encoding::{Compression, Encoding};
+use sluice_sink::sinks::HttpConfig;
+use sluice_sink::sinks::http::Auth;
+
+use crate::requests;
+use crate::support::{Run, fast_retry};
+
+#[derive(Default)]
+struct Seen {
+    /// (route, headers, body) of every request.
+    requests: Vec<(String, HeaderMap, Vec<u8>)>,
+}
+
+type Shared = Arc<Mutex<Seen>>;
+
+async fn handle(
+    State(seen): State<Shared>,
+    Path(route): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let attempt = {
+        let mut seen = seen.lock().unwrap();
+        seen.requests.push((route.clone(), headers, body.to_vec()));
+        seen.requests.iter().filter(|(r, _, _)| *r == route).count()
+    };
+    match (route.as_str(), attempt) {
+        ("ok", _) => StatusCode::OK.into_response(),
+        ("flaky", 1 | 2) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "database is warming up").into_response()
+        }
+        ("throttle", 1) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            "slow down",
+        )
+            .into_response(),
+        ("bad", _) => (
+            StatusCode::BAD_REQUEST,
+            format!("invalid payload: {}", "x".repeat(1000)),
+        )
+            .into_response(),
+        ("slow", 1) => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            StatusCode::OK.into_response()
+        }
+        _ => StatusCode::OK.into_response(),
+    }
+}
+
+async fn serve() -> (String, Shared) {
+    let seen = Shared::default();
+    let app = Router::new()
+        .route("/{route}", post(handle))
+        .with_state(Arc::clone(&seen));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), seen)
+}
+
+fn bodies(seen: &Shared, route: &str) -> Vec<Vec<u8>> {
+    seen.lock()
+        .unwrap()
+        .requests
+        .iter()
+        .filter(|(r, _, _)| r == route)
+        .map(|(_, _, b)| b.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sends_encoded_gzipped_authenticated_batches() {
+    let (base, seen) = serve().await;
+    let mut config = HttpConfig::new(format!("{base}/ok"));
+    config.compression = Compression::Gzip;
+    config.encoding = Encoding::JsonArray.into();
+    config.auth = Some(Auth::Bearer {
+        token: "s3cret".into(),
+    });
+    config.headers.insert("X-Source".into(), "sluice".into());
+    let mut sink = config.build().unwrap();
+    sink.write(&requests(0..3)).await.unwrap();
+    let seen_now = seen.lock().unwrap();
+    let (_, headers, body) = &seen_now.requests[0];
+    assert_eq!(headers["authorization"], "Bearer s3cret");
+    assert_eq!(headers["x-source"], "sluice");
+    assert_eq!(headers["content-encoding"], "gzip");
+    assert_eq!(headers["content-type"], "application/json");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(parsed.as_array().unwrap().len(), 3);
+    assert_eq!(parsed[2]["request_id"], "req-00000002");
+    assert_eq!(parsed[0]["timestamp"], "2024-05-01T12:00:00.250Z");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_status_codes_map_to_retries_and_rejections() {
+    let (base, seen) = serve().await;
+    // 500 twice, then accepted: retried.
+    let sink = HttpConfig::new(format!("{base}/flaky")).build().unwrap();
+    let mut run = Run::start(Box::new(sink), fast_retry(DriverConfig::default()));
+    run.send(requests(0..5)).await;
+    assert_eq!(run.finish().await, [Outcome::Delivered]);
+    assert_eq!(bodies(&seen, "flaky").len(), 3);
+
+    // 429 with Retry-After: 1 is honoured (the driver's own backoff would be 50 ms).
+    let sink = HttpConfig::new(format!("{base}/throttle")).build().unwrap();
+    let started = Instant::now();
+    let mut run = Run::start(Box::new(sink), fast_retry(DriverConfig::default()));
+    run.send(requests(0..5)).await;
+    assert_eq!(run.finish().await, [Outcome::Delivered]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(bodies(&seen, "throttle").len(), 2);
+
+    // 400: permanent, never retried, with the start of the body.
+    let sink = HttpConfig::new(format!("{base}/bad")).build().unwrap();
+    let mut run = Run::start(Box::new(sink), fast_retry(DriverConfig::default()));
+    run.send(requests(0..5)).await;
+    let outcomes = run.finish().await;
+    let Outcome::Rejected { rejections } = &outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    let message = rejections[0].error.to_string();
+    assert!(
+        message.starts_with("400 Bad Request: invalid payload: xxx"),
+        "{message}"
+    );
+    assert!(
+        message.len() < 600,
+        "body cut to 500 bytes: {}",
+        message.len()
+    );
+    assert_eq!(bodies(&seen, "bad").len(), 1);
+
+    // Slower than the request timeout: a transient timeout, retried.
+    let mut config = HttpConfig::new(format!("{base}/slow"));
+    config.request_timeout = sluice_sink::units::HumanDuration(Duration::from_millis(500));
+    let mut sink = config.build().unwrap();
+    let error = sink.write(&requests(0..1)).await.unwrap_err();
+    assert!(error.is_transient(), "{error}");
+    sink.write(&requests(0..1)).await.unwrap();
+
+    // Nothing listening: transient.
+    let port = crate::support::free_port();
+    let mut sink = HttpConfig::new(format!("http://127.0.0.1:{port}/x"))
+        .build()
+        .unwrap();
+    assert!(
+        sink.write(&requests(0..1))
+            .await
+            .unwrap_err()
+            .is_transient()
+    );
+}

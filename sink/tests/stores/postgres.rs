@@ -1,0 +1,274 @@
+//! The postgres sink against a real PostgreSQL 15 started from its binaries.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sluice_pipelines::{Event, Value};
+use sluice_sink::Sink;
+use sluice_sink::driver::Outcome;
+use sluice_sink::sinks::PostgresConfig;
+use sluice_sink::sinks::postgres::OnConflict;
+
+use crate::support::{Postgres, Run, fast_retry};
+use crate::{request, requests};
+
+const TABLE: &str = "CREATE TABLE requests (
+    id bigserial PRIMARY KEY,
+    request_id text NOT NULL UNIQUE,
+    timestamp timestamptz,
+    path varchar(100),
+    status int2,
+    bytes int8,
+    request_time float8,
+    ratio float4,
+    bot bool,
+    day date,
+    small int4 CHECK (small < 1000),
+    referer text,
+    inserted_at timestamptz DEFAULT now()
+)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rows_land_value_by_value() {
+    let server = Postgres::start();
+    let client = server.client().await;
+    client.batch_execute(TABLE).await.unwrap();
+    client
+        .batch_execute("CREATE TABLE mapped (ts timestamptz, url text, doc jsonb, tags jsonb, raw json, line text)")
+        .await
+        .unwrap();
+
+    // Columns matched by name; defaults (id, inserted_at) left to the server.
+    let mut sink = PostgresConfig::new(server.url(), "requests")
+        .build()
+        .await
+        .unwrap();
+    sink.healthcheck().await.unwrap();
+    let mut run = Run::start(
+        Box::new(sink),
+        fast_retry(PostgresConfig::new("", "").driver()),
+    );
+    for n in 0..4 {
+        let mut batch = requests(n * 250..n * 250 + 250);
+        for event in &mut batch {
+            let i = event.get("bytes").unwrap().as_int().unwrap() / 1000;
+            event.insert("ratio", i as f64 / 4.0);
+            event.insert("day", "2024-05-01");
+            event.insert("small", i % 1000);
+            event.insert("unknown_field", "ignored");
+        }
+        run.send(batch).await;
+    }
+    let outcomes = run.finish().await;
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Delivered),
+        "{outcomes:?}"
+    );
+    let rows = client
+        .query(
+            "SELECT request_id, timestamp, path, status, bytes, request_time, ratio, bot, day::text, small, referer, \
+             inserted_at IS NOT NULL FROM requests ORDER BY request_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1000);
+    for (n, row) in rows.iter().enumerate() {
+        let n = n as i64;
+        let expected_ts = DateTime::<Utc>::from_timestamp(1_714_564_800 + n, 250_000_000).unwrap();
+        assert_eq!(row.get::<_, String>(0), format!("req-{n:08}"));
+        assert_eq!(
+            row.get::<_, std::time::SystemTime>(1),
+            std::time::SystemTime::from(expected_ts)
+        );
+        assert_eq!(row.get::<_, String>(2), format!("/page/{}", n % 7));
+        assert_eq!(row.get::<_, i16>(3), (200 + (n % 5) * 100) as i16);
+        assert_eq!(row.get::<_, i64>(4), n * 1000);
+        assert_eq!(row.get::<_, f64>(5), n as f64 / 8.0);
+        assert_eq!(row.get::<_, f32>(6), n as f32 / 4.0);
+        assert_eq!(row.get::<_, bool>(7), n % 3 == 0);
+        assert_eq!(row.get::<_, String>(8), "2024-05-01");
+        assert_eq!(row.get::<_, i32>(9), (n % 1000) as i32);
+        assert_eq!(row.get::<_, Option<String>>(10), None);
+        assert!(row.get::<_, bool>(11));
+    }
+
+    // An explicit mapping: whole event as jsonb, a nested value as jsonb, the raw line.
+    let mut columns = BTreeMap::new();
+    for (column, field) in [
+        ("ts", "timestamp"),
+        ("url", "path"),
+        ("doc", "."),
+        ("tags", "meta.tags"),
+        ("raw", "meta"),
+        ("line", "message"),
+    ] {
+        columns.insert(column.to_owned(), field.to_owned());
+    }
+    let mut config = PostgresConfig::new(server.url(), "public.mapped");
+    config.columns = Some(columns);
+    let mut sink = config.build().await.unwrap();
+    let mut event = Event::from_raw(bytes::Bytes::from_static(b"GET / 200"), Default::default());
+    event.insert("timestamp", "2024-05-01T14:00:00+02:00");
+    event.insert("path", "/");
+    let mut meta = sluice_pipelines::Fields::new();
+    meta.insert(
+        "tags".into(),
+        Value::Array(vec![Value::from("a"), Value::Int(1)]),
+    );
+    event.insert("meta", Value::Map(meta));
+    sink.write(&[event]).await.unwrap();
+    let row = client
+        .query_one("SELECT extract(epoch from ts)::int8, url, doc::text, tags::text, raw::text, line FROM mapped", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1_714_564_800);
+    assert_eq!(row.get::<_, String>(1), "/");
+    assert_eq!(
+        row.get::<_, String>(2),
+        r#"{"meta": {"tags": ["a", 1]}, "path": "/", "message": "GET / 200", "timestamp": "2024-05-01T14:00:00+02:00"}"#
+    );
+    assert_eq!(row.get::<_, String>(3), r#"["a", 1]"#);
+    assert_eq!(row.get::<_, String>(4), r#"{"tags":["a",1]}"#);
+    assert_eq!(row.get::<_, String>(5), "GET / 200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rejects_bad_rows_with_the_server_message() {
+    let server = Postgres::start();
+    let client = server.client().await;
+    client.batch_execute(TABLE).await.unwrap();
+    let sink = PostgresConfig::new(server.url(), "requests")
+        .build()
+        .await
+        .unwrap();
+    let mut run = Run::start(
+        Box::new(sink),
+        fast_retry(PostgresConfig::new("", "").driver()),
+    );
+    run.send(requests(0..10)).await;
+    let mut bad = request(10);
+    bad.insert("small", 5000i64);
+    run.send(vec![request(11), bad]).await;
+    let mut wrong_type = request(12);
+    wrong_type.insert("status", "two hundred");
+    run.send(vec![wrong_type]).await;
+    run.send(requests(20..25)).await;
+    let outcomes = run.finish().await;
+    assert_eq!(outcomes[0], Outcome::Delivered);
+    assert_eq!(outcomes[3], Outcome::Delivered);
+    let Outcome::Rejected { rejections } = &outcomes[1] else {
+        panic!("{outcomes:?}")
+    };
+    let message = rejections[0].error.to_string();
+    assert!(
+        message.contains("violates check constraint") && message.contains("23514"),
+        "{message}"
+    );
+    assert_eq!(rejections[0].events, 0..2);
+    let Outcome::Rejected { rejections } = &outcomes[2] else {
+        panic!("{outcomes:?}")
+    };
+    assert!(
+        rejections[0].error.to_string().contains("\"status\""),
+        "{:?}",
+        rejections[0].error
+    );
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM requests", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 15);
+}
+
+/// Down at start, killed mid-stream, restarted: with `on_conflict` every event is stored exactly
+/// once; without it at least once (duplicates counted and printed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_survives_being_down_and_killed() {
+    let mut server = Postgres::start();
+    let client = server.client().await;
+    client.batch_execute(TABLE).await.unwrap();
+    client
+        .batch_execute("CREATE TABLE loose (request_id text, status int4)")
+        .await
+        .unwrap();
+    drop(client);
+    server.kill();
+
+    let mut idempotent = PostgresConfig::new(server.url(), "requests");
+    idempotent.on_conflict = Some(OnConflict {
+        columns: vec!["request_id".into()],
+        action: Default::default(),
+    });
+    idempotent.batch.max_events = 100;
+    let loose = PostgresConfig::new(server.url(), "loose");
+    let mut a = Run::start(
+        Box::new(idempotent.build().await.unwrap()),
+        fast_retry(idempotent.driver()),
+    );
+    let mut b = Run::start(
+        Box::new(loose.build().await.unwrap()),
+        fast_retry(loose.driver()),
+    );
+    let total: i64 = 5000;
+    let mut sent = 0;
+    while sent < total {
+        if sent == 500 {
+            server.restart();
+        }
+        if sent == 2500 {
+            server.kill();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            server.restart();
+        }
+        let events = requests(sent..sent + 100);
+        if sent < 500 {
+            // Down at start: the driver must hold these until the server is up.
+            let _ = tokio::time::timeout(Duration::from_millis(100), a.send(events.clone())).await;
+        } else {
+            a.send(events.clone()).await;
+        }
+        b.send(events).await;
+        sent += 100;
+    }
+    // Resend whatever timed out while the server was down: idempotent anyway.
+    a.send(requests(0..500)).await;
+    let outcomes = a.finish().await;
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Delivered),
+        "{outcomes:?}"
+    );
+    let outcomes = b.finish().await;
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Delivered),
+        "{outcomes:?}"
+    );
+    let client = server.client().await;
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT request_id) FROM requests",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (total, total),
+        "exactly once with on_conflict"
+    );
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT request_id) FROM loose",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (count, distinct): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(distinct, total, "at least once without on_conflict");
+    println!(
+        "postgres fault test: {total} events; on_conflict: 0 duplicates; plain: {} duplicates",
+        count - total
+    );
+}

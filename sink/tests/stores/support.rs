@@ -1,0 +1,401 @@
+//! Real servers for the store tests: PostgreSQL and ClickHouse started from their installed
+//! binaries on free ports in temp dirs, killed and restarted at will. A missing binary fails the
+//! test loudly with the command that installs it.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_pipelines::{Batch, Event};
+use sluice_sink::Sink;
+use sluice_sink::driver::{Acker, Driver, DriverConfig, DriverInput, Outcome};
+use tokio::sync::mpsc;
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub const CLICKHOUSE: &str = "/usr/sbin/clickhouse-server";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn require(path: &str, install: &str) {
+    assert!(
+        Path::new(path).exists(),
+        "{path} is missing: these tests need a real server. Install it with `{install}`."
+    );
+}
+
+/// Runs `command` as the `postgres` user when we are root (initdb and postgres refuse root).
+fn as_postgres(program: &str) -> Command {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if root {
+        let mut command = Command::new("setpriv");
+        command.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+            program,
+        ]);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A PostgreSQL server of its own.
+pub struct Postgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        require(
+            &format!("{PG_BIN}/initdb"),
+            "apt-get install -y postgresql-15",
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-pg")
+            .tempdir()
+            .unwrap();
+        let uid = Command::new("id")
+            .args(["-u", "postgres"])
+            .output()
+            .unwrap();
+        if uid.status.success() {
+            let uid: u32 = String::from_utf8_lossy(&uid.stdout).trim().parse().unwrap();
+            let gid = Command::new("id")
+                .args(["-g", "postgres"])
+                .output()
+                .unwrap();
+            let gid: u32 = String::from_utf8_lossy(&gid.stdout).trim().parse().unwrap();
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        let output = as_postgres(&format!("{PG_BIN}/initdb"))
+            .args(["-D"])
+            .arg(dir.path().join("data"))
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut server = Postgres {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server (again), retrying while a killed one still holds its resources.
+    pub fn restart(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut child = as_postgres(&format!("{PG_BIN}/postgres"))
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args(["-p", &self.port.to_string(), "-k"])
+                .arg(self.dir.path())
+                .args([
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "max_connections=50",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            if wait_for_port(self.port, Duration::from_secs(20)) {
+                self.child = Some(child);
+                // Accepting connections once the port is open may still say "starting up".
+                std::thread::sleep(Duration::from_millis(300));
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(Instant::now() < deadline, "PostgreSQL did not start");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// SIGKILLs the postmaster and waits for its backends to go.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A ClickHouse server of its own.
+pub struct Clickhouse {
+    pub http_port: u16,
+    tcp_port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Clickhouse {
+    pub fn start() -> Clickhouse {
+        let mut server = Clickhouse::prepare();
+        server.restart();
+        server
+    }
+
+    /// Writes the config but starts nothing.
+    pub fn prepare() -> Clickhouse {
+        require(
+            CLICKHOUSE,
+            "apt-get install -y clickhouse-server clickhouse-client",
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-ch")
+            .tempdir()
+            .unwrap();
+        let server = Clickhouse {
+            http_port: free_port(),
+            tcp_port: free_port(),
+            dir,
+            child: None,
+        };
+        let d = server.dir.path().display();
+        let config = format!(
+            r#"<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/server.err.log</errorlog><size>10M</size><count>1</count></logger>
+  <http_port>{}</http_port>
+  <tcp_port>{}</tcp_port>
+  <listen_host>127.0.0.1</listen_host>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>/etc/clickhouse-server/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>536870912</mark_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+"#,
+            server.http_port, server.tcp_port
+        );
+        std::fs::write(server.config_path(), config).unwrap();
+        server
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.xml")
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new(CLICKHOUSE)
+            .arg(format!("--config-file={}", self.config_path().display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if wait_for_port(self.http_port, Duration::from_secs(1)) {
+                if let Ok(answer) = ureq_get(self.http_port, "/ping") {
+                    if answer.contains("Ok.") {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ClickHouse did not start; see {}",
+                self.dir.path().display()
+            );
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs a query, panicking on an error answer.
+    pub async fn query(&self, sql: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(self.endpoint())
+            .body(sql.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "{sql}: {status} {text}");
+        text
+    }
+}
+
+impl Drop for Clickhouse {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal blocking HTTP GET, for readiness checks outside a runtime.
+fn ureq_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    Ok(text)
+}
+
+/// A driver fed by the test, with every outcome collected by input number.
+pub struct Run {
+    pub input: DriverInput,
+    pub task: tokio::task::JoinHandle<()>,
+    tx: mpsc::UnboundedSender<(usize, Outcome)>,
+    rx: mpsc::UnboundedReceiver<(usize, Outcome)>,
+    sent: usize,
+}
+
+impl Run {
+    pub fn start(sink: Box<dyn Sink>, config: DriverConfig) -> Run {
+        let (input, driver) = Driver::new("test", sink, config);
+        let task = tokio::spawn(driver.run());
+        let (tx, rx) = mpsc::unbounded_channel();
+        Run {
+            input,
+            task,
+            tx,
+            rx,
+            sent: 0,
+        }
+    }
+
+    pub async fn send(&mut self, events: Vec<Event>) {
+        let n = self.sent;
+        let tx = self.tx.clone();
+        self.input
+            .send(
+                Arc::new(Batch::new(events)),
+                Acker::new(move |outcome| {
+                    let _ = tx.send((n, outcome));
+                }),
+            )
+            .await
+            .unwrap();
+        // Counted only once taken: a cancelled send took nothing.
+        self.sent += 1;
+    }
+
+    /// Closes the input, waits for the driver, returns every outcome by input number.
+    pub async fn finish(self) -> Vec<Outcome> {
+        let Run {
+            input,
+            task,
+            tx,
+            mut rx,
+            sent,
+        } = self;
+        drop(input);
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(300), task)
+            .await
+            .expect("driver finished")
+            .unwrap();
+        let mut all = Vec::new();
+        while let Some(outcome) = rx.recv().await {
+            all.push(outcome);
+        }
+        all.sort_by_key(|(n, _)| *n);
+        let numbers: Vec<usize> = all.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            numbers,
+            (0..sent).collect::<Vec<_>>(),
+            "every input acked exactly once"
+        );
+        all.into_iter().map(|(_, outcome)| outcome).collect()
+    }
+}
+
+pub fn fast_retry(mut config: DriverConfig) -> DriverConfig {
+    config.retry.initial = sluice_sink::units::HumanDuration(Duration::from_millis(50));
+    config.retry.max = sluice_sink::units::HumanDuration(Duration::from_millis(500));
+    config.batch.timeout = sluice_sink::units::HumanDuration(Duration::from_millis(50));
+    config
+}

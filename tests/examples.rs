@@ -1,0 +1,49 @@
+//! The bundled examples run as documented.
+
+use std::time::Duration;
+
+use regex::Regex;
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::support::{NGINX_PATTERN, read_lines, repo_root, run_with_timeout, sluice};
+
+#[test]
+fn quickstart_writes_errors_and_bots_to_console_and_file() {
+    // Run from a copy of the repository's examples so `./data` lands in a temp dir.
+    let dir = TempDir::new().unwrap();
+    let examples = dir.path().join("examples");
+    std::fs::create_dir_all(examples.join("data")).unwrap();
+    for file in ["quickstart.toml", "data/access.log"] {
+        std::fs::copy(repo_root().join("examples").join(file), examples.join(file)).unwrap();
+    }
+    let mut command = sluice(dir.path());
+    command.args(["run", "-c", "examples/quickstart.toml"]);
+    let output = run_with_timeout(command, Duration::from_secs(60));
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let log = std::fs::read_to_string(examples.join("data/access.log")).unwrap();
+    let pattern = Regex::new(NGINX_PATTERN).unwrap();
+    let bot = Regex::new("(?i)bot").unwrap();
+    let expected: Vec<String> = log
+        .lines()
+        .filter_map(|line| pattern.captures(line))
+        .filter(|caps| caps["status"].parse::<i64>().unwrap() >= 400 || bot.is_match(&caps["agent"]))
+        .map(|caps| caps["request_id"].to_owned())
+        .collect();
+    assert!(!expected.is_empty());
+
+    let ids = |lines: Vec<String>| -> Vec<String> {
+        lines
+            .iter()
+            .map(|line| {
+                let event: Value = serde_json::from_str(line).unwrap();
+                event["request_id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    let console = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(ids(console.lines().map(str::to_owned).collect()), expected);
+    let archived = read_lines(&dir.path().join("data/quickstart/interesting.ndjson"));
+    assert_eq!(ids(archived), expected);
+}

@@ -1,0 +1,261 @@
+//! `sluice run` end to end: the real binary on real files, pipes and signals, checking output
+//! lines exactly against an independent computation in the test.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use regex::Regex;
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::support::{
+    NGINX_PATTERN, read_lines, run_with_timeout, sluice, wait_until, wait_with_timeout, write_file,
+};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// The pipeline of the tests: parse nginx lines, keep errors and bots.
+fn parse_and_filter_steps() -> String {
+    format!(
+        "steps = [\n  {{ type = \"parse\", format = \"regex\", drop_raw = true, pattern = '{NGINX_PATTERN}', \
+         types = {{ status = \"int\", bytes = \"int\", request_time = \"float\" }} }},\n  \
+         {{ type = \"filter\", condition = 'status >= 400 or agent ~ \"(?i)bot\"' }},\n]\n"
+    )
+}
+
+/// What the pipeline above must keep from `lines`, computed independently with the regex crate:
+/// (request ids kept, lines that do not parse).
+fn expected_from(lines: &[String]) -> (Vec<String>, Vec<String>) {
+    let pattern = Regex::new(NGINX_PATTERN).unwrap();
+    let bot = Regex::new("(?i)bot").unwrap();
+    let mut kept = Vec::new();
+    let mut unparsed = Vec::new();
+    for line in lines {
+        match pattern.captures(line) {
+            Some(caps) => {
+                let status: i64 = caps["status"].parse().unwrap();
+                if status >= 400 || bot.is_match(&caps["agent"]) {
+                    kept.push(caps["request_id"].to_owned());
+                }
+            }
+            None => unparsed.push(line.clone()),
+        }
+    }
+    (kept, unparsed)
+}
+
+fn sample_lines() -> Vec<String> {
+    let text = std::fs::read_to_string(crate::support::repo_root().join("examples/data/access.log"))
+        .unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    // Garbage a real log can contain: it must end in the dead-letter topic, not vanish.
+    lines.insert(7, "this is not an access log line".to_owned());
+    lines.insert(150, "\u{1}\u{2} binary junk ]]]".to_owned());
+    lines
+}
+
+#[test]
+fn a_file_is_parsed_filtered_and_written_exactly() {
+    let dir = TempDir::new().unwrap();
+    let lines = sample_lines();
+    write_file(dir.path(), "access.log", &(lines.join("\n") + "\n"));
+    let config = format!(
+        r#"data_dir = "state"
+[sources.access]
+type = "file"
+include = ["access.log"]
+follow = false
+topic = "raw"
+
+[pipelines.interesting]
+input = "raw"
+output = "kept"
+dead_letter = "bad"
+{steps}
+[sinks.out]
+type = "file"
+input = "kept"
+path = "out/kept.ndjson"
+
+[sinks.rejects]
+type = "file"
+input = "bad"
+path = "out/bad.ndjson"
+"#,
+        steps = parse_and_filter_steps()
+    );
+    write_file(dir.path(), "run.toml", &config);
+    let mut command = sluice(dir.path());
+    command.args(["run", "-c", "run.toml"]);
+    let output = run_with_timeout(command, MINUTE);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let (expected_ids, expected_unparsed) = expected_from(&lines);
+    assert!(expected_ids.len() > 20, "the sample must exercise the filter");
+    let kept: Vec<Value> = read_lines(&dir.path().join("out/kept.ndjson"))
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let ids: Vec<String> = kept
+        .iter()
+        .map(|event| event["request_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, expected_ids, "exactly the matching lines, in order");
+    for event in &kept {
+        assert!(event["status"].is_i64(), "status typed as int: {event}");
+        assert!(event["request_time"].is_f64(), "request_time typed as float: {event}");
+        assert!(event.get("message").is_none(), "drop_raw removes the raw line");
+    }
+    let bad: Vec<Value> = read_lines(&dir.path().join("out/bad.ndjson"))
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let bad_lines: Vec<&str> = bad.iter().map(|e| e["message"].as_str().unwrap()).collect();
+    assert_eq!(bad_lines, expected_unparsed);
+    for event in &bad {
+        assert_eq!(event["dead_letter"]["pipeline"], "interesting");
+        assert_eq!(event["dead_letter"]["step"], "steps[0] (parse)");
+        assert!(event["dead_letter"]["error"].as_str().unwrap().len() > 5);
+    }
+}
+
+#[test]
+fn stdin_events_reach_the_console_exactly() {
+    let dir = TempDir::new().unwrap();
+    write_file(
+        dir.path(),
+        "stdin.toml",
+        r#"
+[sources.in]
+type = "stdin"
+topic = "lines"
+
+[pipelines.json]
+input = "lines"
+output = "events"
+steps = [{ type = "parse", format = "json", drop_raw = true }, { type = "filter", condition = 'n >= 100' }]
+
+[sinks.screen]
+type = "console"
+input = "events"
+encoding = "json"
+"#,
+    );
+    let mut child = sluice(dir.path())
+        .args(["run", "-c", "stdin.toml"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for n in 0..500 {
+            writeln!(stdin, "{{\"n\":{n},\"text\":\"line \\\"{n}\\\"\"}}").unwrap();
+        }
+    }
+    let output = wait_with_timeout(child, MINUTE);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let expected: String = (100..500)
+        .map(|n| format!("{{\"n\":{n},\"text\":\"line \\\"{n}\\\"\"}}\n"))
+        .collect();
+    assert_eq!(stdout, expected);
+}
+
+#[test]
+fn a_generator_with_a_count_fills_two_subscriptions_and_exits() {
+    let dir = TempDir::new().unwrap();
+    write_file(
+        dir.path(),
+        "gen.toml",
+        r#"
+[sources.gen]
+type = "generator"
+format = "nginx"
+count = 25000
+seed = 7
+topic = "raw"
+
+[sinks.a]
+type = "file"
+input = "raw"
+path = "out/a.log"
+encoding = "text"
+
+[sinks.b]
+type = "file"
+input = "raw"
+path = "out/b.log"
+encoding = "text"
+"#,
+    );
+    let mut command = sluice(dir.path());
+    command.args(["run", "-c", "gen.toml"]);
+    let output = run_with_timeout(command, MINUTE);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let a = read_lines(&dir.path().join("out/a.log"));
+    let b = read_lines(&dir.path().join("out/b.log"));
+    assert_eq!(a.len(), 25000);
+    assert_eq!(a, b, "publish/subscribe: both sinks get every event, in order");
+    let pattern = Regex::new(NGINX_PATTERN).unwrap();
+    assert!(a.iter().all(|line| pattern.is_match(line)));
+    let ids: BTreeSet<&str> = a.iter().map(|l| l.rsplit(' ').next().unwrap()).collect();
+    assert_eq!(ids.len(), 25000, "request ids are unique");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_a_following_run_after_draining() {
+    let dir = TempDir::new().unwrap();
+    let log = dir.path().join("live.log");
+    std::fs::write(&log, "").unwrap();
+    write_file(
+        dir.path(),
+        "follow.toml",
+        r#"
+data_dir = "state"
+[sources.live]
+type = "file"
+include = ["live.log"]
+follow = true
+poll_interval = "50ms"
+topic = "raw"
+
+[sinks.out]
+type = "file"
+input = "raw"
+path = "out/copy.log"
+encoding = "text"
+"#,
+    );
+    let child = sluice(dir.path())
+        .args(["run", "-c", "follow.toml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let copy = dir.path().join("out/copy.log");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let mut written = Vec::new();
+    for round in 0..5 {
+        for i in 0..200 {
+            let line = format!("round {round} line {i}");
+            writeln!(file, "{line}").unwrap();
+            written.push(line);
+        }
+        let expected = written.len();
+        assert!(
+            wait_until(Duration::from_secs(20), || read_lines(&copy).len() == expected),
+            "appended lines must arrive while following"
+        );
+    }
+    let pid = child.id() as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let output = wait_with_timeout(child, MINUTE);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(read_lines(&copy), written);
+}
