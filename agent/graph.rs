@@ -11,7 +11,8 @@ use crate::config::Config;
 
 /// Renders `config` as a DOT digraph.
 pub fn to_dot(config: &Config) -> String {
-    let mut dot = String::from("digraph sluice {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
+    let mut dot =
+        String::from("digraph sluice {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
     for (name, topic) in &config.topics {
         let storage = format!("{:?}", topic.storage).to_lowercase();
         let _ = writeln!(
@@ -30,7 +31,12 @@ pub fn to_dot(config: &Config) -> String {
             escape(name),
             source.config.kind()
         );
-        let _ = writeln!(dot, "  {} -> {};", id("source", name), id("topic", &source.topic));
+        let _ = writeln!(
+            dot,
+            "  {} -> {};",
+            id("source", name),
+            id("topic", &source.topic)
+        );
     }
     for (name, pipeline) in &config.pipelines {
         let steps: Vec<&str> = pipeline.steps.iter().map(ComponentKind::kind).collect();
@@ -41,7 +47,11 @@ pub fn to_dot(config: &Config) -> String {
             id("pipeline", name),
             escape(name),
             steps.join(" → "),
-            if workers > 1 { format!("\\n×{workers} workers") } else { String::new() }
+            if workers > 1 {
+                format!("\\n×{workers} workers")
+            } else {
+                String::new()
+            }
         );
         let _ = writeln!(
             dot,
@@ -49,7 +59,12 @@ pub fn to_dot(config: &Config) -> String {
             id("topic", &pipeline.subscription.input),
             id("pipeline", name)
         );
-        let _ = writeln!(dot, "  {} -> {};", id("pipeline", name), id("topic", &pipeline.output));
+        let _ = writeln!(
+            dot,
+            "  {} -> {};",
+            id("pipeline", name),
+            id("topic", &pipeline.output)
+        );
         let _ = writeln!(
             dot,
             "  {} -> {} [style=dashed, label=\"rejected\"];",
@@ -65,7 +80,11 @@ pub fn to_dot(config: &Config) -> String {
             escape(name),
             sink.config.kind()
         );
-        let style = if sink.subscription.blocking { "" } else { " [style=dotted, label=\"non-blocking\"]" };
+        let style = if sink.subscription.blocking {
+            ""
+        } else {
+            " [style=dotted, label=\"non-blocking\"]"
+        };
         let _ = writeln!(
             dot,
             "  {} -> {}{};",

@@ -3,12 +3,15 @@
 //! The agent crate owns everything that runs: the command line, config loading and validation,
 //! the topology that wires sources, topics, pipelines and sinks together, the topic queue itself,
 //! and the sources. Steps live in `sluice-pipelines`, sinks in `sluice-sink`.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
-pub mod topic;
 pub mod config;
+pub mod graph;
 pub mod metrics;
 pub mod shutdown;
 pub mod sources;
-pub mod graph;
+pub mod topic;
 pub mod topology;

@@ -4,7 +4,7 @@
 //! Run with `cargo bench --bench topic`. Each iteration moves `EVENTS` small events (a 40-byte raw
 //! line each, in batches of `BATCH`) from one producer to every subscription worker, which
 //! acknowledges each batch.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 

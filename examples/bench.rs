@@ -45,7 +45,9 @@ fn parse_args() -> Result<Options, String> {
         match arg.as_str() {
             "--mb" => options.mb = value("--mb")?.parse().map_err(|e| format!("--mb: {e}"))?,
             "--runs" => {
-                options.runs = value("--runs")?.parse().map_err(|e| format!("--runs: {e}"))?
+                options.runs = value("--runs")?
+                    .parse()
+                    .map_err(|e| format!("--runs: {e}"))?
             }
             "--data" => options.data = PathBuf::from(value("--data")?),
             "--gen" => options.generator = PathBuf::from(value("--gen")?),
@@ -152,9 +154,20 @@ fn input(options: &Options, format: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// Counts lines with a small buffer: reading the whole input into this process would show up
+/// in the child's peak RSS, which Linux carries over a fork.
 fn count_lines(path: &Path) -> Result<u64, String> {
-    let bytes = fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(bytes.iter().filter(|&&b| b == b'\n').count() as u64)
+    use std::io::Read;
+    let mut file = fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut lines = 0u64;
+    loop {
+        let read = file.read(&mut buffer).map_err(|e| e.to_string())?;
+        if read == 0 {
+            return Ok(lines);
+        }
+        lines += buffer[..read].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
 }
 
 /// What a scenario runs: its config, and the input whose size and lines are reported.
@@ -232,7 +245,11 @@ path = "{out}/interesting.ndjson"
     Ok(Some(config))
 }
 
-fn run_scenario(scenario: &str, options: &Options, binary: &Path) -> Result<Option<String>, String> {
+fn run_scenario(
+    scenario: &str,
+    options: &Options,
+    binary: &Path,
+) -> Result<Option<String>, String> {
     let Some((config, input, label)) = scenario_config(scenario, options)? else {
         return Ok(None);
     };

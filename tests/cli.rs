@@ -55,12 +55,16 @@ fn validate_reports_a_toml_syntax_error_with_its_position() {
 #[test]
 fn validate_names_an_unknown_key_with_its_line() {
     let dir = TempDir::new().unwrap();
-    let text = format!("{VALID}\n[sinks.other]\ntype = \"console\"\ninput = \"raw\"\ncolour = \"red\"\n");
+    let text =
+        format!("{VALID}\n[sinks.other]\ntype = \"console\"\ninput = \"raw\"\ncolour = \"red\"\n");
     let (code, _, stderr) = validate(&dir, "unknown.toml", &text);
     assert_eq!(code, 2);
     let line = line_of(&text, "colour");
-    assert!(stderr.contains(&format!("unknown.toml:{line}:1: sinks.other.colour")), "{stderr}");
-    assert!(stderr.contains("unknown field `colour`"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("unknown.toml:{line}:1: sinks.other.colour")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown key `colour`"), "{stderr}");
 }
 
 #[test]
@@ -69,19 +73,23 @@ fn validate_names_a_wrong_type_with_its_line() {
     let text = VALID.replace("input = \"raw\"", "input = \"raw\"\nworkers = \"two\"");
     let (code, _, stderr) = validate(&dir, "type.toml", &text);
     assert_eq!(code, 2);
-    assert!(stderr.contains(&format!("type.toml:{}:", line_of(&text, "workers"))), "{stderr}");
+    assert!(
+        stderr.contains(&format!("type.toml:{}:", line_of(&text, "workers"))),
+        "{stderr}"
+    );
     assert!(stderr.contains("sinks.out.workers"), "{stderr}");
 }
 
 #[test]
 fn validate_rejects_a_pipeline_reading_a_topic_nothing_writes() {
     let dir = TempDir::new().unwrap();
-    let text = format!(
-        "{VALID}\n[pipelines.p]\ninput = \"rwa\"\noutput = \"clean\"\nsteps = []\n"
-    );
+    let text = format!("{VALID}\n[pipelines.p]\ninput = \"rwa\"\noutput = \"clean\"\nsteps = []\n");
     let (code, _, stderr) = validate(&dir, "orphan.toml", &text);
     assert_eq!(code, 2);
-    assert!(stderr.contains(&format!("orphan.toml:{}:", line_of(&text, "rwa"))), "{stderr}");
+    assert!(
+        stderr.contains(&format!("orphan.toml:{}:", line_of(&text, "rwa"))),
+        "{stderr}"
+    );
     assert!(stderr.contains("pipelines.p.input"), "{stderr}");
     assert!(stderr.contains("did you mean `raw`"), "{stderr}");
 }
@@ -96,7 +104,10 @@ fn validate_rejects_a_cycle() {
     let (code, _, stderr) = validate(&dir, "cycle.toml", &text);
     assert_eq!(code, 2);
     assert!(stderr.contains("cycle"), "{stderr}");
-    assert!(stderr.contains("a -> b -> a") || stderr.contains("b -> a -> b"), "{stderr}");
+    assert!(
+        stderr.contains("a -> b -> a") || stderr.contains("b -> a -> b"),
+        "{stderr}"
+    );
     assert!(stderr.contains("cycle.toml:"), "{stderr}");
 }
 
@@ -109,7 +120,10 @@ fn validate_rejects_an_invalid_regex_at_its_key() {
     );
     let (code, _, stderr) = validate(&dir, "regex.toml", &text);
     assert_eq!(code, 2);
-    assert!(stderr.contains(&format!("regex.toml:{}:", line_of(&text, "pattern"))), "{stderr}");
+    assert!(
+        stderr.contains(&format!("regex.toml:{}:", line_of(&text, "pattern"))),
+        "{stderr}"
+    );
     assert!(stderr.contains("pipelines.p.steps[0].pattern"), "{stderr}");
 }
 
@@ -153,7 +167,9 @@ fn validate_accepts_every_bundled_example() {
 #[test]
 fn graph_prints_every_component_in_dot() {
     let dir = TempDir::new().unwrap();
-    let text = format!("{VALID}\n[pipelines.p]\ninput = \"raw\"\noutput = \"kept\"\nsteps = [{{ type = \"filter\", condition = 'status >= 400' }}]\n");
+    let text = format!(
+        "{VALID}\n[pipelines.p]\ninput = \"raw\"\noutput = \"kept\"\nsteps = [{{ type = \"filter\", condition = 'status >= 400' }}]\n"
+    );
     write_file(dir.path(), "g.toml", &text);
     let mut command = sluice(dir.path());
     command.args(["graph", "-c", "g.toml"]);
@@ -191,7 +207,12 @@ fn help_explains_each_command_and_bad_usage_exits_2() {
 
     let mut command = sluice(dir.path());
     command.arg("frobnicate");
-    assert_eq!(run_with_timeout(command, Duration::from_secs(30)).status.code(), Some(2));
+    assert_eq!(
+        run_with_timeout(command, Duration::from_secs(30))
+            .status
+            .code(),
+        Some(2)
+    );
     let mut command = sluice(dir.path());
     command.args(["validate", "-c", "missing.toml"]);
     let output = run_with_timeout(command, Duration::from_secs(30));

@@ -20,7 +20,11 @@ fn quickstart_writes_errors_and_bots_to_console_and_file() {
     let mut command = sluice(dir.path());
     command.args(["run", "-c", "examples/quickstart.toml"]);
     let output = run_with_timeout(command, Duration::from_secs(60));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let log = std::fs::read_to_string(examples.join("data/access.log")).unwrap();
     let pattern = Regex::new(NGINX_PATTERN).unwrap();
@@ -28,7 +32,9 @@ fn quickstart_writes_errors_and_bots_to_console_and_file() {
     let expected: Vec<String> = log
         .lines()
         .filter_map(|line| pattern.captures(line))
-        .filter(|caps| caps["status"].parse::<i64>().unwrap() >= 400 || bot.is_match(&caps["agent"]))
+        .filter(|caps| {
+            caps["status"].parse::<i64>().unwrap() >= 400 || bot.is_match(&caps["agent"])
+        })
         .map(|caps| caps["request_id"].to_owned())
         .collect();
     assert!(!expected.is_empty());

@@ -47,8 +47,9 @@ fn expected_from(lines: &[String]) -> (Vec<String>, Vec<String>) {
 }
 
 fn sample_lines() -> Vec<String> {
-    let text = std::fs::read_to_string(crate::support::repo_root().join("examples/data/access.log"))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(crate::support::repo_root().join("examples/data/access.log"))
+            .unwrap();
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     // Garbage a real log can contain: it must end in the dead-letter topic, not vanish.
     lines.insert(7, "this is not an access log line".to_owned());
@@ -90,10 +91,17 @@ path = "out/bad.ndjson"
     let mut command = sluice(dir.path());
     command.args(["run", "-c", "run.toml"]);
     let output = run_with_timeout(command, MINUTE);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let (expected_ids, expected_unparsed) = expected_from(&lines);
-    assert!(expected_ids.len() > 20, "the sample must exercise the filter");
+    assert!(
+        expected_ids.len() > 20,
+        "the sample must exercise the filter"
+    );
     let kept: Vec<Value> = read_lines(&dir.path().join("out/kept.ndjson"))
         .iter()
         .map(|line| serde_json::from_str(line).unwrap())
@@ -105,8 +113,14 @@ path = "out/bad.ndjson"
     assert_eq!(ids, expected_ids, "exactly the matching lines, in order");
     for event in &kept {
         assert!(event["status"].is_i64(), "status typed as int: {event}");
-        assert!(event["request_time"].is_f64(), "request_time typed as float: {event}");
-        assert!(event.get("message").is_none(), "drop_raw removes the raw line");
+        assert!(
+            event["request_time"].is_f64(),
+            "request_time typed as float: {event}"
+        );
+        assert!(
+            event.get("message").is_none(),
+            "drop_raw removes the raw line"
+        );
     }
     let bad: Vec<Value> = read_lines(&dir.path().join("out/bad.ndjson"))
         .iter()
@@ -157,7 +171,11 @@ encoding = "json"
         }
     }
     let output = wait_with_timeout(child, MINUTE);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8(output.stdout).unwrap();
     let expected: String = (100..500)
         .map(|n| format!("{{\"n\":{n},\"text\":\"line \\\"{n}\\\"\"}}\n"))
@@ -195,11 +213,18 @@ encoding = "text"
     let mut command = sluice(dir.path());
     command.args(["run", "-c", "gen.toml"]);
     let output = run_with_timeout(command, MINUTE);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let a = read_lines(&dir.path().join("out/a.log"));
     let b = read_lines(&dir.path().join("out/b.log"));
     assert_eq!(a.len(), 25000);
-    assert_eq!(a, b, "publish/subscribe: both sinks get every event, in order");
+    assert_eq!(
+        a, b,
+        "publish/subscribe: both sinks get every event, in order"
+    );
     let pattern = Regex::new(NGINX_PATTERN).unwrap();
     assert!(a.iter().all(|line| pattern.is_match(line)));
     let ids: BTreeSet<&str> = a.iter().map(|l| l.rsplit(' ').next().unwrap()).collect();
@@ -248,7 +273,8 @@ encoding = "text"
         }
         let expected = written.len();
         assert!(
-            wait_until(Duration::from_secs(20), || read_lines(&copy).len() == expected),
+            wait_until(Duration::from_secs(20), || read_lines(&copy).len()
+                == expected),
             "appended lines must arrive while following"
         );
     }
@@ -256,6 +282,10 @@ encoding = "text"
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
     let output = wait_with_timeout(child, MINUTE);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(read_lines(&copy), written);
 }

@@ -1,6 +1,6 @@
 //! End-to-end tests: the real `sluice` binary and the real topology against real files, pipes and
 //! sockets. One test binary (modules below) keeps linking time down.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -57,10 +57,17 @@ encoding = "text"
     assert_eq!(outcome, RunOutcome::Drained);
     let lines = read_lines(&out);
     assert_eq!(lines.len(), 50_000);
-    let mut ids: Vec<&str> = lines.iter().map(|l| l.rsplit(' ').next().unwrap()).collect();
+    let mut ids: Vec<&str> = lines
+        .iter()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), 50_000, "each event exactly once across 4 workers");
+    assert_eq!(
+        ids.len(),
+        50_000,
+        "each event exactly once across 4 workers"
+    );
     let pipeline = metrics.get("copy", Role::Pipeline).unwrap();
     assert_eq!(pipeline.events_in.get(), 50_000);
     assert_eq!(pipeline.events_out.get(), 50_000);
@@ -97,6 +104,9 @@ encoding = "text"
     let produced = metrics.get("gen", Role::Source).unwrap().events_out.get();
     let written = metrics.get("out", Role::Sink).unwrap().events_out.get();
     assert!(produced > 1000, "the generator ran: {produced}");
-    assert_eq!(written, produced, "everything produced was written before exiting");
+    assert_eq!(
+        written, produced,
+        "everything produced was written before exiting"
+    );
     assert_eq!(read_lines(&out).len() as u64, produced);
 }

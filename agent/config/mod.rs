@@ -151,8 +151,9 @@ pub struct SubscriptionDef {
     /// Whether the subscription holds producers back when the topic is full (`blocking`,
     /// default true); a non-blocking one loses its oldest unread events instead.
     pub blocking: bool,
-    /// How long a worker may hold a batch before it goes to another (`ack_timeout`, default 5m).
-    pub ack_timeout: Duration,
+    /// How long a worker may hold a batch before it goes to another (`ack_timeout`; default 5m
+    /// for pipelines, none for sinks, whose driver retries a failing store itself).
+    pub ack_timeout: Option<Duration>,
 }
 
 /// A pipeline: an input topic, fused steps, an output topic.

@@ -762,7 +762,7 @@ fn defaults_are_filled_and_implied_topics_added() {
             input: "raw".to_owned(),
             workers: 1,
             blocking: true,
-            ack_timeout: Duration::from_secs(300),
+            ack_timeout: Some(Duration::from_secs(300)),
         }
     );
     assert_eq!(app.output, "parsed");
@@ -790,7 +790,7 @@ fn pipeline_keys_are_read() {
     let app = &config.pipelines["app"];
     assert_eq!(app.subscription.workers, 2);
     assert!(!app.subscription.blocking);
-    assert_eq!(app.subscription.ack_timeout, Duration::from_secs(60));
+    assert_eq!(app.subscription.ack_timeout, Some(Duration::from_secs(60)));
     assert_eq!(app.dead_letter, "app.bad");
     assert_eq!(app.on_error, OnError::Drop);
     assert!(!app.flush_on_shutdown);

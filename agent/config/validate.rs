@@ -586,7 +586,7 @@ fn build(draft: Draft, usage: &Usage) -> Option<Config> {
         pipelines.insert(
             name,
             PipelineDef {
-                subscription: subscription(pipeline.subscription)?,
+                subscription: subscription(pipeline.subscription, Some(DEFAULT_ACK_TIMEOUT))?,
                 output: pipeline.output?,
                 dead_letter,
                 on_error: pipeline.on_error.unwrap_or_default(),
@@ -600,7 +600,7 @@ fn build(draft: Draft, usage: &Usage) -> Option<Config> {
         sinks.insert(
             name,
             SinkDef {
-                subscription: subscription(sink.subscription)?,
+                subscription: subscription(sink.subscription, None)?,
                 config: sink.config?,
             },
         );
@@ -629,7 +629,13 @@ fn build(draft: Draft, usage: &Usage) -> Option<Config> {
     })
 }
 
-fn subscription(draft: SubscriptionDraft) -> Option<SubscriptionDef> {
+/// The final subscription; `default_ack_timeout` applies when the config sets none (pipelines
+/// hand stuck batches to another worker after 5 minutes; sinks retry inside their driver, so a
+/// redelivery would only duplicate what the driver is still retrying).
+fn subscription(
+    draft: SubscriptionDraft,
+    default_ack_timeout: Option<Duration>,
+) -> Option<SubscriptionDef> {
     Some(SubscriptionDef {
         input: draft.input?,
         workers: match draft.workers {
@@ -637,6 +643,6 @@ fn subscription(draft: SubscriptionDraft) -> Option<SubscriptionDef> {
             None => DEFAULT_WORKERS,
         },
         blocking: draft.blocking.unwrap_or(true),
-        ack_timeout: draft.ack_timeout.unwrap_or(DEFAULT_ACK_TIMEOUT),
+        ack_timeout: draft.ack_timeout.or(default_ack_timeout),
     })
 }

@@ -8,9 +8,9 @@
 //! positions to topic offsets and persist only what [`crate::topic::Producer::safe_offset`] says is
 //! safe.
 //!
-//! Kinds: [`file`] (tails files), [`stdin`] (reads standard input), [`generator`] (synthetic
-//! nginx and clickstream lines). The line-oriented ones share [`lines`]: zero-copy line splitting
-//! and batching.
+//! Kinds: [`file`](mod@file) (tails files), [`stdin`] (reads standard input), [`generator`]
+//! (synthetic nginx and clickstream lines). The line-oriented ones share [`lines`]: zero-copy line
+//! splitting and batching.
 
 pub mod file;
 pub mod generator;

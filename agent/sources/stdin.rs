@@ -11,7 +11,7 @@
 //! Reading happens on a plain thread of its own, not on tokio's blocking pool: a read from a
 //! terminal or an idle pipe can block forever, and a blocking-pool task would then hold up the
 //! runtime's shutdown. The thread reads chunks straight into a
-//! [`LineSplitter`](super::lines::LineSplitter) and hands finished batches to the source task
+//! [`LineSplitter`] and hands finished batches to the source task
 //! over a small channel; every read's lines are passed on at once, so interactive input is not
 //! held back waiting for a full batch. At end of input the last line (even without a delimiter)
 //! is sent and the source returns `Ok(())`. On shutdown the source returns at once; the thread

@@ -180,7 +180,9 @@ pub struct Topic {
 
 impl std::fmt::Debug for Topic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Topic").field("name", &self.shared.name).finish()
+        f.debug_struct("Topic")
+            .field("name", &self.shared.name)
+            .finish()
     }
 }
 
@@ -329,7 +331,11 @@ pub struct SendTimeoutError(pub Batch);
 
 impl std::fmt::Display for SendTimeoutError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "topic full: {} events not accepted in time", self.0.len())
+        write!(
+            f,
+            "topic full: {} events not accepted in time",
+            self.0.len()
+        )
     }
 }
 
@@ -494,6 +500,26 @@ impl Subscription {
                 }
                 Poll::Pending { deadline: None } => notified.await,
             }
+        }
+    }
+}
+
+impl Subscription {
+    /// Waits until every producer is gone and every batch was handed out, even if some are still
+    /// being processed. A worker that gathers deliveries before acknowledging them (a sink
+    /// batching for its store) uses this to flush at once instead of waiting for a timer.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.handle.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.shared.state.lock().drained(self.index) {
+                return;
+            }
+            notified.await;
         }
     }
 }

@@ -320,6 +320,14 @@ impl TopicState {
         }
     }
 
+    /// Whether subscription `sub_index` has nothing left to hand out: every producer is gone and
+    /// every batch was delivered (some may still be in flight, and come back if released).
+    pub fn drained(&self, sub_index: usize) -> bool {
+        self.subs.get(sub_index).is_none_or(|sub| {
+            self.producers == 0 && sub.next >= self.storage.end() && sub.redeliver.is_empty()
+        })
+    }
+
     /// Acknowledges a delivery. Returns whether producers waiting for room should look again: the
     /// subscription's committed offset moved, so batches may be trimmed now or evictable (from
     /// non-blocking subscriptions) on the next try. A stale ticket (the delivery timed out and

@@ -133,17 +133,29 @@ mod tests {
     #[test]
     fn offsets_are_contiguous_and_lookups_find_batches() {
         let mut storage = MemoryStorage::new();
-        assert_eq!(storage.append(batch(3)), OffsetRange::new(Offset(0), Offset(3)));
-        assert_eq!(storage.append(batch(2)), OffsetRange::new(Offset(3), Offset(5)));
+        assert_eq!(
+            storage.append(batch(3)),
+            OffsetRange::new(Offset(0), Offset(3))
+        );
+        assert_eq!(
+            storage.append(batch(2)),
+            OffsetRange::new(Offset(3), Offset(5))
+        );
         assert_eq!(storage.get(Offset(3)).map(|s| s.batch.len()), Some(2));
-        assert!(storage.get(Offset(1)).is_none(), "only batch starts are addressable");
+        assert!(
+            storage.get(Offset(1)).is_none(),
+            "only batch starts are addressable"
+        );
         assert_eq!(storage.retained_events(), 5);
         let bytes = storage.retained_bytes();
         let popped = storage.pop_front().unwrap();
         assert_eq!(popped.range.end, Offset(3));
         assert_eq!(storage.start(), Offset(3));
         assert_eq!(storage.retained_events(), 2);
-        assert_eq!(storage.retained_bytes(), bytes - popped.batch.byte_size() as u64);
+        assert_eq!(
+            storage.retained_bytes(),
+            bytes - popped.batch.byte_size() as u64
+        );
         storage.pop_front();
         assert_eq!(storage.start(), storage.end());
         assert_eq!(storage.retained_bytes(), 0);

@@ -119,7 +119,11 @@ async fn dropped_delivery_is_redelivered() {
     assert_eq!(numbers(first.events()), [0, 1, 2]);
     drop(first); // a worker failing mid-batch
     let again = sub.next().await.unwrap();
-    assert_eq!(numbers(again.events()), [0, 1, 2], "the oldest batch comes back first");
+    assert_eq!(
+        numbers(again.events()),
+        [0, 1, 2],
+        "the oldest batch comes back first"
+    );
     again.ack();
     assert_eq!(drain(&sub).await, [3, 4, 5]);
     let stats = topic.stats();
@@ -213,9 +217,15 @@ async fn drop_newest_drops_and_counts_incoming_batches() {
     let topic = Topic::in_memory("t", settings(10, u64::MAX, WhenFull::DropNewest));
     let sub = topic.subscribe(SubscriptionSettings::new("s"));
     let producer = topic.producer();
-    assert!(matches!(producer.send(numbered(0, 6)).await, Published::Stored(_)));
+    assert!(matches!(
+        producer.send(numbered(0, 6)).await,
+        Published::Stored(_)
+    ));
     assert_eq!(producer.send(numbered(6, 6)).await, Published::Dropped);
-    assert!(matches!(producer.send(numbered(12, 4)).await, Published::Stored(_)));
+    assert!(matches!(
+        producer.send(numbered(12, 4)).await,
+        Published::Stored(_)
+    ));
     drop(producer);
     assert_eq!(drain(&sub).await, [0, 1, 2, 3, 4, 5, 12, 13, 14, 15]);
     assert_eq!(topic.stats().counters.dropped_newest, 6);
@@ -279,7 +289,11 @@ async fn safe_offset_follows_blocking_subscriptions_only() {
     producer.send(numbered(0, 5)).await;
     assert_eq!(*safe.borrow(), Offset(0));
     blocking.next().await.unwrap().ack();
-    assert_eq!(*safe.borrow(), Offset(5), "the non-blocking subscription does not hold it");
+    assert_eq!(
+        *safe.borrow(),
+        Offset(5),
+        "the non-blocking subscription does not hold it"
+    );
 }
 
 #[tokio::test]
@@ -305,7 +319,10 @@ async fn an_oversized_batch_is_accepted_into_an_empty_topic() {
     tokio::time::timeout(Duration::from_secs(1), producer.send(numbered(0, 50)))
         .await
         .expect("an empty topic takes any batch");
-    assert!(producer.try_send(numbered(50, 1)).is_err(), "then it is full");
+    assert!(
+        producer.try_send(numbered(50, 1)).is_err(),
+        "then it is full"
+    );
     sub.next().await.unwrap().ack();
     assert!(producer.try_send(numbered(50, 1)).is_ok());
 }
@@ -340,9 +357,34 @@ async fn subscription_ends_only_after_in_flight_deliveries_settle() {
         })
     });
     tokio::task::yield_now().await;
-    assert!(!waiter.is_finished(), "must wait: the held batch may come back");
+    assert!(
+        !waiter.is_finished(),
+        "must wait: the held batch may come back"
+    );
     drop(held); // the holder fails: the batch goes to the waiting worker
     assert_eq!(waiter.await.unwrap(), Some(vec![0]));
+    assert!(sub.next().await.is_none());
+}
+
+#[tokio::test]
+async fn drained_fires_once_everything_is_handed_out_even_if_unacknowledged() {
+    let topic = Topic::in_memory("t", TopicSettings::default());
+    let sub = topic.subscribe(SubscriptionSettings::new("s"));
+    let producer = topic.producer();
+    producer.send(numbered(0, 2)).await;
+    let held = sub.next().await.unwrap();
+    let waiter = {
+        let sub = sub.clone();
+        tokio::spawn(async move { sub.drained().await })
+    };
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "a producer still exists");
+    drop(producer);
+    tokio::time::timeout(Duration::from_secs(1), waiter)
+        .await
+        .expect("drained once the producer is gone")
+        .unwrap();
+    held.ack();
     assert!(sub.next().await.is_none());
 }
 
@@ -421,24 +463,27 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
     let mut acked: Vec<Vec<u64>> = vec![Vec::new(); 3];
     let mut committed = vec![Offset(0); 3];
 
-    let check_invariants = |state: &TopicState, committed: &mut Vec<Offset>|
-     -> Result<(), TestCaseError> {
-        let retained = state.storage.retained_events();
-        let single_batch = state
-            .storage
-            .front()
-            .is_some_and(|front| front.range.end == state.storage.end());
-        prop_assert!(
-            retained <= scenario.max_events || single_batch,
-            "retained {retained} over capacity {}",
-            scenario.max_events
-        );
-        for (i, sub) in state.subs.iter().enumerate() {
-            prop_assert!(sub.committed >= committed[i], "committed offsets never go back");
-            committed[i] = sub.committed;
-        }
-        Ok(())
-    };
+    let check_invariants =
+        |state: &TopicState, committed: &mut Vec<Offset>| -> Result<(), TestCaseError> {
+            let retained = state.storage.retained_events();
+            let single_batch = state
+                .storage
+                .front()
+                .is_some_and(|front| front.range.end == state.storage.end());
+            prop_assert!(
+                retained <= scenario.max_events || single_batch,
+                "retained {retained} over capacity {}",
+                scenario.max_events
+            );
+            for (i, sub) in state.subs.iter().enumerate() {
+                prop_assert!(
+                    sub.committed >= committed[i],
+                    "committed offsets never go back"
+                );
+                committed[i] = sub.committed;
+            }
+            Ok(())
+        };
 
     for op in scenario.ops {
         match op {
@@ -516,7 +561,12 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
         let mut distinct = acked[i].clone();
         distinct.sort_unstable();
         distinct.dedup();
-        prop_assert_eq!(distinct.len(), acked[i].len(), "sub {} acked a batch twice", i);
+        prop_assert_eq!(
+            distinct.len(),
+            acked[i].len(),
+            "sub {} acked a batch twice",
+            i
+        );
         let acked_events: u64 = acked[i].iter().map(|first| stored[first]).sum();
         prop_assert_eq!(acked_events, sub.counters.acked_events);
         let missing = stored_events - acked_events;
@@ -525,7 +575,13 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
             prop_assert_eq!(sub.counters.lost_events, 0);
             prop_assert!(missing <= counters.dropped_oldest);
             if scenario.when_full != WhenFull::DropOldest {
-                prop_assert_eq!(missing, 0, "sub {} lost events under {:?}", i, scenario.when_full);
+                prop_assert_eq!(
+                    missing,
+                    0,
+                    "sub {} lost events under {:?}",
+                    i,
+                    scenario.when_full
+                );
             }
         } else {
             prop_assert!(
@@ -541,7 +597,11 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
     if state.subs.iter().all(|sub| sub.settings.blocking) && scenario.when_full == WhenFull::Block {
         prop_assert_eq!(counters.dropped_oldest, 0);
     }
-    prop_assert_eq!(state.storage.retained_events(), 0, "all acknowledged: nothing retained");
+    prop_assert_eq!(
+        state.storage.retained_events(),
+        0,
+        "all acknowledged: nothing retained"
+    );
     Ok(())
 }
 
@@ -560,9 +620,13 @@ fn deliveries_share_the_stored_batch() {
     let a = state.subscribe(SubscriptionSettings::new("a"));
     let b = state.subscribe(SubscriptionSettings::new("b"));
     state.publish(numbered(0, 3));
-    let (Poll::Ready(ta), Poll::Ready(tb)) = (state.poll(a, Instant::now()), state.poll(b, Instant::now()))
+    let (Poll::Ready(ta), Poll::Ready(tb)) =
+        (state.poll(a, Instant::now()), state.poll(b, Instant::now()))
     else {
         panic!("both subscriptions get the batch");
     };
-    assert!(Arc::ptr_eq(&ta.batch, &tb.batch), "one copy shared by subscribers");
+    assert!(
+        Arc::ptr_eq(&ta.batch, &tb.batch),
+        "one copy shared by subscribers"
+    );
 }

@@ -26,6 +26,7 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use sluice_pipelines::{BuildError, SourceId};
 use sluice_sink::SinkContext;
+use sluice_sink::driver::Driver;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, DEFAULT_DEAD_LETTER_TOPIC, SubscriptionDef};
@@ -35,7 +36,7 @@ use crate::sources::{Source, SourceContext};
 use crate::topic::{Subscription, SubscriptionSettings, Topic};
 
 pub use pipeline::{NamedStep, PipelineWorker, dead_letter_event, run_steps};
-pub use sink::SinkWorker;
+pub use sink::SinkRunner;
 
 /// Why a topology could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +58,7 @@ pub struct Topology {
     shutdown_timeout: Duration,
     sources: Vec<(String, Box<dyn Source>, SourceContext)>,
     pipelines: Vec<(String, PipelineWorker)>,
-    sinks: Vec<(String, SinkWorker)>,
+    sinks: Vec<(String, SinkRunner)>,
 }
 
 impl Topology {
@@ -90,13 +91,14 @@ impl Topology {
         };
 
         // Subscriptions before producers: nobody misses the first events.
-        let subscribe = |name: &str, def: &SubscriptionDef| -> Result<Subscription, TopologyError> {
-            Ok(topic(&def.input)?.subscribe(SubscriptionSettings {
-                name: name.to_owned(),
-                blocking: def.blocking,
-                ack_timeout: Some(def.ack_timeout),
-            }))
-        };
+        let subscribe =
+            |name: &str, def: &SubscriptionDef| -> Result<Subscription, TopologyError> {
+                Ok(topic(&def.input)?.subscribe(SubscriptionSettings {
+                    name: name.to_owned(),
+                    blocking: def.blocking,
+                    ack_timeout: def.ack_timeout,
+                }))
+            };
         let mut pipeline_subs = HashMap::new();
         for (name, def) in &config.pipelines {
             pipeline_subs.insert(name.clone(), subscribe(name, &def.subscription)?);
@@ -181,26 +183,31 @@ impl Topology {
             } else {
                 Some(topic(DEFAULT_DEAD_LETTER_TOPIC)?.producer())
             };
-            for _ in 0..def.subscription.workers.max(1) {
-                let built = def.config.build(&context).await.map_err(|source| TopologyError {
+            let built = def
+                .config
+                .build(&context)
+                .await
+                .map_err(|source| TopologyError {
                     component: format!("sinks.{name}"),
                     source,
                 })?;
-                let input = sink_subs.get(name).cloned().ok_or_else(|| TopologyError {
-                    component: format!("sinks.{name}"),
-                    source: BuildError::new("missing subscription"),
-                })?;
-                sinks.push((
-                    name.clone(),
-                    SinkWorker {
-                        name: Arc::from(name.as_str()),
-                        input,
-                        sink: built,
-                        dead_letter: dead_letter.clone(),
-                        metrics: component_metrics.clone(),
-                    },
-                ));
-            }
+            let (driver_input, driver) = Driver::new(name.as_str(), built, def.config.driver());
+            let input = sink_subs.get(name).cloned().ok_or_else(|| TopologyError {
+                component: format!("sinks.{name}"),
+                source: BuildError::new("missing subscription"),
+            })?;
+            sinks.push((
+                name.clone(),
+                SinkRunner {
+                    name: Arc::from(name.as_str()),
+                    input,
+                    workers: def.subscription.workers,
+                    driver,
+                    driver_input,
+                    dead_letter,
+                    metrics: component_metrics,
+                },
+            ));
         }
 
         Ok(Topology {

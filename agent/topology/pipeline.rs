@@ -120,7 +120,12 @@ impl PipelineWorker {
 }
 
 /// Runs `events` through `steps[from..]`.
-pub fn run_steps(steps: &mut [NamedStep], from: usize, events: &mut Vec<Event>, ctx: &mut StepContext) {
+pub fn run_steps(
+    steps: &mut [NamedStep],
+    from: usize,
+    events: &mut Vec<Event>,
+    ctx: &mut StepContext,
+) {
     for step in steps.iter_mut().skip(from) {
         if events.is_empty() {
             break;
@@ -133,7 +138,11 @@ pub fn run_steps(steps: &mut [NamedStep], from: usize, events: &mut Vec<Event>, 
 /// The event kept in the dead-letter topic: the rejected event with a `dead_letter` map saying
 /// which pipeline and step rejected it, why, and when.
 pub fn dead_letter_event(pipeline: &str, letter: DeadLetter) -> Event {
-    let DeadLetter { mut event, step, error } = letter;
+    let DeadLetter {
+        mut event,
+        step,
+        error,
+    } = letter;
     let mut info = Fields::with_capacity(4);
     info.insert("pipeline".into(), Value::from(pipeline));
     info.insert("step".into(), Value::from(&*step));
@@ -160,15 +169,18 @@ mod tests {
         let kept = dead_letter_event("app", letter);
         assert_eq!(kept.raw().map(|raw| &raw[..]), Some(&b"garbage"[..]));
         assert_eq!(
-            kept.get_path(&["dead_letter", "error"]).and_then(Value::as_str),
+            kept.get_path(&["dead_letter", "error"])
+                .and_then(Value::as_str),
             Some("no match")
         );
         assert_eq!(
-            kept.get_path(&["dead_letter", "step"]).and_then(Value::as_str),
+            kept.get_path(&["dead_letter", "step"])
+                .and_then(Value::as_str),
             Some("steps[0] (parse)")
         );
         assert_eq!(
-            kept.get_path(&["dead_letter", "pipeline"]).and_then(Value::as_str),
+            kept.get_path(&["dead_letter", "pipeline"])
+                .and_then(Value::as_str),
             Some("app")
         );
     }

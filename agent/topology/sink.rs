@@ -1,35 +1,36 @@
-//! A sink worker: one subscription worker driving one sink instance.
+//! A sink in the topology: its subscription feeding the shared sink driver.
 //!
-//! Each delivery is written with [`Sink::write`] and acknowledged only when the write returned
-//! `Ok`. Transient failures are retried with exponential backoff and jitter, forever — while a
-//! store is down, events wait in the topic and back-pressure reaches the sources, nothing is
-//! dropped — until the agent's shutdown deadline aborts the worker (the unacknowledged batch is
-//! then read again after a restart, where the source checkpoints). Permanent failures send the
-//! batch to the dead-letter topic with the store's error, then acknowledge it.
+//! The driver (`sluice_sink::driver`) batches, retries and limits concurrency; this module only
+//! connects it to the topic. Each delivery goes to the driver as its `Arc<Batch>` (no copy) with
+//! an acker that acknowledges the delivery once the store confirmed every event — or, for events
+//! the store rejected for good, once they were published to the dead-letter topic with the store's
+//! error. While a store is down the driver keeps retrying and stops taking input, so deliveries
+//! wait in the topic and back-pressure reaches the sources; nothing is dropped. An acker dropped
+//! unused (the driver was aborted at the shutdown deadline) releases its delivery
+//! unacknowledged, so the events are read again.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use sluice_pipelines::{Batch, Event, Fields, Value};
-use sluice_sink::{Sink, SinkError};
+use sluice_sink::SinkError;
+use sluice_sink::driver::{Acker, Driver, DriverInput, Outcome, Rejection};
 
 use crate::metrics::ComponentMetrics;
-use crate::topic::{Producer, Subscription};
+use crate::topic::{Delivery, Producer, Subscription};
 
-/// First retry delay after a transient failure.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-/// Longest retry delay.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// Everything one worker of a sink needs.
-pub struct SinkWorker {
+/// Everything a sink needs to run.
+pub struct SinkRunner {
     /// The sink's name.
     pub name: Arc<str>,
-    /// Its subscription (shared by its workers).
+    /// Its subscription; `workers` tasks take deliveries from it.
     pub input: Subscription,
-    /// Its own sink instance.
-    pub sink: Box<dyn Sink>,
+    /// How many tasks feed the driver.
+    pub workers: usize,
+    /// The driver that owns the sink instance.
+    pub driver: Driver,
+    /// The driver's input.
+    pub driver_input: DriverInput,
     /// Where permanently rejected events go; `None` when the sink reads that very topic (a
     /// rejected dead letter is counted and dropped rather than looped).
     pub dead_letter: Option<Producer>,
@@ -37,95 +38,150 @@ pub struct SinkWorker {
     pub metrics: Arc<ComponentMetrics>,
 }
 
-impl SinkWorker {
-    /// Runs until the input topic ends, then closes the sink.
-    pub async fn run(mut self) {
-        while let Some(delivery) = self.input.next().await {
-            let events = delivery.events();
-            self.metrics.events_in.add(events.len() as u64);
-            match write_with_retry(&self.name, self.sink.as_mut(), events, &self.metrics).await {
-                Ok(()) => self.metrics.events_out.add(events.len() as u64),
-                Err(error) => {
-                    self.metrics.errors.add(events.len() as u64);
-                    match &self.dead_letter {
-                        Some(dead_letter) => {
-                            tracing::error!(sink = %self.name, %error, events = events.len(),
-                                "Store rejected a batch; it goes to the dead-letter topic");
-                            let rejected = events
-                                .iter()
-                                .map(|event| rejected_event(&self.name, event.clone(), &error))
-                                .collect();
-                            dead_letter.send(Batch::new(rejected)).await;
-                        }
-                        None => {
-                            tracing::error!(sink = %self.name, %error, events = events.len(),
-                                "Store rejected a batch read from the dead-letter topic; dropped");
-                        }
+impl SinkRunner {
+    /// Runs until the input topic ends and the driver has flushed and closed the sink.
+    pub async fn run(self) {
+        let stats = self.driver.stats();
+        let driver = tokio::spawn(self.driver.run());
+        let mut feeders = Vec::with_capacity(self.workers.max(1));
+        for _ in 0..self.workers.max(1) {
+            let feeder = Feeder {
+                name: self.name.clone(),
+                input: self.input.clone(),
+                driver: Some(self.driver_input.clone()),
+                dead_letter: self.dead_letter.clone(),
+                metrics: self.metrics.clone(),
+            };
+            feeders.push(tokio::spawn(feeder.run()));
+        }
+        drop(self.driver_input);
+        for feeder in feeders {
+            if let Err(error) = feeder.await {
+                tracing::error!(sink = %self.name, %error, "Sink feeder stopped");
+            }
+        }
+        if let Err(error) = driver.await {
+            tracing::error!(sink = %self.name, %error, "Sink driver stopped");
+            self.metrics.errors.add(1);
+        }
+        self.metrics.counter("requests").add(stats.attempts());
+        self.metrics.counter("retries").add(stats.retries());
+    }
+}
+
+struct Feeder {
+    name: Arc<str>,
+    input: Subscription,
+    driver: Option<DriverInput>,
+    dead_letter: Option<Producer>,
+    metrics: Arc<ComponentMetrics>,
+}
+
+impl Feeder {
+    async fn run(mut self) {
+        loop {
+            let delivery = tokio::select! {
+                delivery = self.input.next() => delivery,
+                // Everything was handed out: let the driver flush now rather than wait for its
+                // batch timeout (the topic cannot end while the driver holds unacknowledged
+                // deliveries).
+                () = self.input.drained(), if self.driver.is_some() => {
+                    self.driver = None;
+                    continue;
+                }
+            };
+            let Some(delivery) = delivery else { break };
+            let Some(input) = self.driver.clone() else {
+                // A delivery came back after the driver's input closed (its acker was dropped):
+                // leave it unacknowledged for the next start.
+                tracing::error!(sink = %self.name, "A delivery came back after the sink closed its input");
+                break;
+            };
+            let batch = delivery.batch().clone();
+            self.metrics.events_in.add(batch.len() as u64);
+            let acker = self.acker(delivery);
+            if input.send(batch, acker).await.is_err() {
+                // The driver stopped (it panicked): the delivery inside the acker is released
+                // unacknowledged and will be read again.
+                tracing::error!(sink = %self.name, "Sink driver is gone; stopping its input");
+                break;
+            }
+        }
+    }
+
+    fn acker(&self, delivery: Delivery) -> Acker {
+        let name = self.name.clone();
+        let metrics = self.metrics.clone();
+        let dead_letter = self.dead_letter.clone();
+        Acker::new(move |outcome| match outcome {
+            Outcome::Delivered => {
+                metrics.events_out.add(delivery.events().len() as u64);
+                delivery.ack();
+            }
+            Outcome::Rejected { rejections } => {
+                let events = delivery.events();
+                let rejected: u64 = rejections.iter().map(|r| r.events.len() as u64).sum();
+                metrics
+                    .events_out
+                    .add((events.len() as u64).saturating_sub(rejected));
+                metrics.errors.add(rejected);
+                let letters = rejected_events(&name, events, &rejections);
+                match dead_letter {
+                    Some(dead_letter) => {
+                        tracing::error!(sink = %name, events = rejected,
+                            error = %first_error(&rejections),
+                            "Store rejected events; they go to the dead-letter topic");
+                        // The acker runs on the driver's task: publish (which may wait for room)
+                        // on a task of its own, and acknowledge once the dead letters are in.
+                        tokio::spawn(async move {
+                            dead_letter.send(Batch::new(letters)).await;
+                            delivery.ack();
+                        });
+                    }
+                    None => {
+                        tracing::error!(sink = %name, events = rejected,
+                            error = %first_error(&rejections),
+                            "Store rejected events read from the dead-letter topic; dropped");
+                        delivery.ack();
                     }
                 }
             }
-            delivery.ack();
-        }
-        if let Err(error) = self.sink.close().await {
-            tracing::error!(sink = %self.name, %error, "Closing the sink failed");
-            self.metrics.errors.add(1);
-        }
+        })
     }
 }
 
-/// Writes `events`, retrying transient failures with backoff until they succeed.
-///
-/// # Errors
-/// The first permanent failure.
-async fn write_with_retry(
-    name: &str,
-    sink: &mut dyn Sink,
-    events: &[Event],
-    metrics: &ComponentMetrics,
-) -> Result<(), SinkError> {
-    let mut backoff = FIRST_BACKOFF;
-    let mut attempt: u64 = 0;
-    loop {
-        match sink.write(events).await {
-            Ok(()) => {
-                if attempt > 0 {
-                    tracing::info!(sink = name, attempts = attempt + 1, "Store accepted the batch after retrying");
-                }
-                return Ok(());
-            }
-            Err(error) if error.is_transient() => {
-                attempt += 1;
-                metrics.counter("retries").add(1);
-                // The store may say how long to wait (HTTP Retry-After).
-                let wait = error.retry_after().unwrap_or(backoff).max(backoff.mul_f64(jitter_factor()));
-                // Log the first failure and then every tenth, so a long outage stays readable.
-                if attempt == 1 || attempt % 10 == 0 {
-                    tracing::warn!(sink = name, %error, attempt, retry_in = ?wait, "Write failed; retrying");
-                }
-                tokio::time::sleep(wait).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-            Err(permanent) => return Err(permanent),
+fn first_error(rejections: &[Rejection]) -> String {
+    rejections
+        .first()
+        .map(|r| r.error.message().to_owned())
+        .unwrap_or_default()
+}
+
+/// The rejected events of a delivery, each marked with the sink and the store's error.
+fn rejected_events(sink: &str, events: &[Event], rejections: &[Rejection]) -> Vec<Event> {
+    let at = Utc::now();
+    let mut letters = Vec::new();
+    for rejection in rejections {
+        let Some(slice) = events.get(rejection.events.clone()) else {
+            continue;
+        };
+        for event in slice {
+            letters.push(rejected_event(sink, event.clone(), &rejection.error, at));
         }
     }
+    letters
 }
 
-/// A factor in [0.5, 1.0) that spreads retries of many workers apart. The sub-second clock is
-/// random enough for that and needs no generator state.
-fn jitter_factor() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.subsec_nanos())
-        .unwrap_or(0);
-    0.5 + f64::from(nanos % 1000) / 2000.0
-}
-
-/// A permanently rejected event, marked with the sink and the store's error.
-fn rejected_event(sink: &str, mut event: Event, error: &SinkError) -> Event {
+fn rejected_event(
+    sink: &str,
+    mut event: Event,
+    error: &SinkError,
+    at: chrono::DateTime<Utc>,
+) -> Event {
     let mut info = Fields::with_capacity(3);
     info.insert("sink".into(), Value::from(sink));
-    info.insert("error".into(), Value::from(error.to_string()));
-    info.insert("at".into(), Value::Timestamp(Utc::now()));
+    info.insert("error".into(), Value::from(error.message()));
+    info.insert("at".into(), Value::Timestamp(at));
     event.insert("dead_letter", Value::Map(info));
     event
 }
@@ -133,64 +189,43 @@ fn rejected_event(sink: &str, mut event: Event, error: &SinkError) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{Metrics, Role};
-    use sluice_sink::SinkFuture;
 
-    /// A sink that fails transiently `failures` times, then records what it got.
-    struct Flaky {
-        failures: usize,
-        permanent: bool,
-        written: Arc<parking_lot::Mutex<Vec<usize>>>,
-    }
-
-    impl Sink for Flaky {
-        fn write<'a>(&'a mut self, events: &'a [Event]) -> SinkFuture<'a> {
-            Box::pin(async move {
-                if self.permanent {
-                    return Err(SinkError::Permanent("bad row".into()));
-                }
-                if self.failures > 0 {
-                    self.failures -= 1;
-                    return Err(SinkError::Transient("connection refused".into()));
-                }
-                self.written.lock().push(events.len());
-                Ok(())
+    #[test]
+    fn rejected_ranges_become_marked_dead_letters() {
+        let events: Vec<Event> = (0..5i64)
+            .map(|n| {
+                let mut event = Event::default();
+                event.insert("n", n);
+                event
             })
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn transient_failures_are_retried_until_the_store_accepts() {
-        let metrics = Metrics::new().register("s", Role::Sink);
-        let written = Arc::default();
-        let mut sink = Flaky {
-            failures: 5,
-            permanent: false,
-            written: Arc::clone(&written),
-        };
-        let events = vec![Event::default(); 3];
-        write_with_retry("s", &mut sink, &events, &metrics).await.unwrap();
-        assert_eq!(*written.lock(), [3]);
-        assert_eq!(metrics.counter("retries").get(), 5);
-    }
-
-    #[tokio::test]
-    async fn permanent_failures_are_not_retried() {
-        let metrics = Metrics::new().register("s", Role::Sink);
-        let mut sink = Flaky {
-            failures: 0,
-            permanent: true,
-            written: Arc::default(),
-        };
-        let error = write_with_retry("s", &mut sink, &[Event::default()], &metrics)
-            .await
-            .unwrap_err();
-        assert_eq!(error, SinkError::Permanent("bad row".into()));
-        assert_eq!(metrics.counter("retries").get(), 0);
-        let marked = rejected_event("pg", Event::default(), &error);
+            .collect();
+        let rejections = vec![
+            Rejection {
+                events: 1..3,
+                error: SinkError::Permanent("duplicate key".into()),
+            },
+            Rejection {
+                events: 4..9, // out of range: ignored, never a panic
+                error: SinkError::Permanent("bad".into()),
+            },
+        ];
+        let letters = rejected_events("pg", &events, &rejections);
+        let numbers: Vec<i64> = letters
+            .iter()
+            .map(|e| e.get("n").and_then(Value::as_int).unwrap())
+            .collect();
+        assert_eq!(numbers, [1, 2]);
         assert_eq!(
-            marked.get_path(&["dead_letter", "error"]).and_then(Value::as_str),
-            Some("bad row")
+            letters[0]
+                .get_path(&["dead_letter", "error"])
+                .and_then(Value::as_str),
+            Some("duplicate key")
+        );
+        assert_eq!(
+            letters[0]
+                .get_path(&["dead_letter", "sink"])
+                .and_then(Value::as_str),
+            Some("pg")
         );
     }
 }

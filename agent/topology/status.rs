@@ -191,7 +191,7 @@ mod tests {
         let line = status_line(now, before, Duration::from_secs(2), &topics);
         assert!(line.contains("in     1.00M/s"), "{line}");
         assert!(line.contains("100.0 MiB/s"), "{line}");
-        assert!(line.contains("out      750/s"), "{line}");
+        assert!(line.contains("out       750/s"), "{line}");
         assert!(line.contains("[raw 0 0%]"), "{line}");
     }
 }

@@ -1,11 +1,12 @@
 //! One open file being read: the file, its read position and its line splitter.
 //!
 //! A [`FileReader`] does blocking I/O and is meant to be driven from a blocking thread (the
-//! source moves it into `spawn_blocking` and back). It reads [`READ_CHUNK`](crate::sources::lines::READ_CHUNK)
-//! chunks straight into its splitter's buffer until a byte budget is used up or the file has no
-//! more data for now, so one call does a few MiB of work for one thread hop.
+//! source moves it into `spawn_blocking` and back). It reads
+//! [`READ_CHUNK`](crate::sources::lines::READ_CHUNK) chunks straight into its splitter's buffer
+//! until a byte budget is used up or the file has no more data for now, so one call does a few
+//! MiB of work for one thread hop.
 //!
-//! The reader knows nothing of paths patterns, scheduling or other files; discovery, rotation and
+//! The reader knows nothing of path patterns, scheduling or other files; discovery, rotation and
 //! checkpoints are built around it.
 
 use std::fs::File;

@@ -175,7 +175,12 @@ impl Scheduler {
                 }
                 match FileReader::open(&path, read_from, &settings.format, events) {
                     Ok(reader) => {
-                        tracing::info!(source = %name, path = %path.display(), position = reader.position(), "Reading file");
+                        tracing::info!(
+                            source = %name,
+                            path = %path.display(),
+                            position = reader.position(),
+                            "Reading file"
+                        );
                         readers.push(reader);
                         warned.remove(&path);
                         known.insert(path);
@@ -184,7 +189,12 @@ impl Scheduler {
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                     Err(error) => {
                         if warned.insert(path.clone()) {
-                            tracing::warn!(source = %name, path = %path.display(), %error, "Cannot open file; will retry");
+                            tracing::warn!(
+                                source = %name,
+                                path = %path.display(),
+                                %error,
+                                "Cannot open file; will retry"
+                            );
                         }
                     }
                 }

@@ -6,10 +6,13 @@
 //! Decoding builds [`Fields`] directly from serde_json's streaming parser, interning keys through
 //! a [`NameCache`] so that the repeated keys of NDJSON cost a string comparison, not a lock.
 //! [`JsonDecoder::decode_object_shared`] also shares the input's text: a string without escapes
-//! becomes a slice of the input [`Str`] instead of a copy, which saves an allocation per string.
+//! becomes a slice of the input [`Str`] instead of a copy, which saves an allocation per string;
+//! and it first tries a specialized object parser (module `json_fast`), falling back to
+//! serde_json for whatever that parser is not sure of — and for every error message.
 
 use std::fmt;
 
+use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
@@ -241,8 +244,11 @@ impl JsonDecoder {
     ///
     /// # Errors
     /// As [`JsonDecoder::decode_object`].
-    pub fn decode_object_shared(&mut self, input: &Str) -> Result<Fields, JsonDecodeError> {
-        match self.decode(input.as_bytes(), Some(input))? {
+    pub fn decode_object_shared(&mut self, input: &Bytes) -> Result<Fields, JsonDecodeError> {
+        if let Some(fields) = super::json_fast::decode_object(input, &mut self.names) {
+            return Ok(fields);
+        }
+        match self.decode(input, Some(input))? {
             Value::Map(fields) => Ok(fields),
             other => Err(JsonDecodeError::NotAnObject {
                 found: json_kind(&other),
@@ -258,8 +264,19 @@ impl JsonDecoder {
         self.decode(input, None)
     }
 
-    fn decode(&mut self, input: &[u8], source: Option<&Str>) -> Result<Value, JsonDecodeError> {
-        let mut deserializer = serde_json::Deserializer::from_slice(input);
+    fn decode(&mut self, input: &[u8], source: Option<&Bytes>) -> Result<Value, JsonDecodeError> {
+        // One UTF-8 check of the whole input lets serde_json skip its check of every string.
+        match std::str::from_utf8(input) {
+            Ok(text) => self.run(serde_json::Deserializer::from_str(text), source),
+            Err(_) => self.run(serde_json::Deserializer::from_slice(input), source),
+        }
+    }
+
+    fn run<'de, R: serde_json::de::Read<'de>>(
+        &mut self,
+        mut deserializer: serde_json::Deserializer<R>,
+        source: Option<&Bytes>,
+    ) -> Result<Value, JsonDecodeError> {
         let mut too_deep = false;
         let seed = ValueSeed {
             names: &mut self.names,
@@ -304,22 +321,18 @@ struct ValueSeed<'a> {
     names: &'a mut NameCache,
     depth: usize,
     too_deep: &'a mut bool,
-    /// The input as a string, when borrowed strings may be shared with it.
-    source: Option<&'a Str>,
+    /// The input, when borrowed strings may be shared with it.
+    source: Option<&'a Bytes>,
 }
 
 impl ValueSeed<'_> {
     /// `text` as a slice of the source when it lies inside it, else a copy.
     fn string(&self, text: &str) -> Value {
-        if let Some(source) = self.source {
-            let range = source.as_bytes().as_ptr_range();
-            let inside = range.contains(&text.as_ptr())
-                && text.as_ptr() as usize + text.len() <= range.end as usize;
-            if inside || text.is_empty() {
-                return Value::String(source.slice_ref(text));
-            }
-        }
-        Value::String(Str::from(text))
+        Value::String(
+            self.source
+                .and_then(|source| Str::shared_slice(source, text))
+                .unwrap_or_else(|| Str::from(text)),
+        )
     }
 }
 
@@ -388,14 +401,18 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
             *self.too_deep = true;
             return Err(de::Error::custom("nested too deep"));
         }
-        let mut fields = Fields::with_capacity(map.size_hint().unwrap_or(8).min(64));
+        let top = self.depth == 0;
+        // Top-level objects from one producer have the same size: start with the last one's.
+        let guess = if top { self.names.top_len_hint() } else { 0 };
+        let mut fields = Fields::with_capacity(map.size_hint().unwrap_or(guess.max(4)).min(64));
         let mut position = 0;
         // Nested objects use their own positions; only the top level benefits from the cache
         // position scheme, so nested keys are offset to avoid thrashing top-level slots.
-        let base = if self.depth == 0 { 0 } else { 64 };
-        while let Some(key) = map.next_key_seed(KeySeed {
+        let base = if top { 0 } else { NameCache::TOP_POSITIONS };
+        while let Some((key, distinct)) = map.next_key_seed(KeySeed {
             names: self.names,
             position: base + position,
+            top,
         })? {
             let value = map.next_value_seed(ValueSeed {
                 names: self.names,
@@ -403,9 +420,17 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                 too_deep: self.too_deep,
                 source: self.source,
             })?;
-            // Duplicate keys: the last one wins, as in most JSON parsers.
-            fields.insert(key, value);
+            if distinct {
+                // The name cache vouches that no earlier key of this object is the same.
+                fields.push_unchecked(key, value);
+            } else {
+                // Duplicate keys: the last one wins, as in most JSON parsers.
+                fields.insert(key, value);
+            }
             position += 1;
+        }
+        if top {
+            self.names.set_top_len_hint(fields.len());
         }
         Ok(Value::Map(fields))
     }
@@ -414,25 +439,34 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 struct KeySeed<'a> {
     names: &'a mut NameCache,
     position: usize,
+    /// A key of the top-level object: the cache can tell whether it is a repeat.
+    top: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
-    type Value = FieldName;
+    type Value = (FieldName, bool);
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<FieldName, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<(FieldName, bool), D::Error> {
         deserializer.deserialize_str(self)
     }
 }
 
 impl<'de> Visitor<'de> for KeySeed<'_> {
-    type Value = FieldName;
+    type Value = (FieldName, bool);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object key")
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<FieldName, E> {
-        Ok(self.names.get(self.position, v))
+    fn visit_str<E>(self, v: &str) -> Result<(FieldName, bool), E> {
+        Ok(if self.top {
+            self.names.get_top(self.position, v)
+        } else {
+            (self.names.get(self.position, v), false)
+        })
     }
 }
 
@@ -520,10 +554,11 @@ mod tests {
 
     #[test]
     fn shared_decoding_slices_plain_strings_and_copies_escaped_ones() {
-        let input =
-            Str::from(r#"{"plain":"abc","escaped":"a\"b","nested":{"k":["x"]},"empty":""}"#);
+        let input = Bytes::from_static(
+            br#"{"plain":"abc","escaped":"a\"b","nested":{"k":["x"]},"empty":""}"#,
+        );
         let fields = JsonDecoder::new().decode_object_shared(&input).unwrap();
-        let range = input.as_bytes().as_ptr_range();
+        let range = input.as_ptr_range();
         let inside = |value: &Value| match value {
             Value::String(text) => range.contains(&text.as_bytes().as_ptr()),
             other => panic!("not a string: {other:?}"),
@@ -587,8 +622,38 @@ mod tests {
             let text = encode(&event);
             let decoded = JsonDecoder::new().decode_object(text.as_bytes()).unwrap();
             prop_assert_eq!(&decoded, &fields);
-            let shared = JsonDecoder::new().decode_object_shared(&Str::from(text)).unwrap();
+            let shared = JsonDecoder::new().decode_object_shared(&Bytes::from(text)).unwrap();
             prop_assert_eq!(shared, fields);
+        }
+
+        /// One decoder over many objects whose keys repeat, move and nest: its name cache's
+        /// shortcut around duplicate checks must keep keys unique (the last value wins).
+        #[test]
+        fn repeated_keys_stay_unique_across_objects(objects in prop::collection::vec(
+            prop::collection::vec((prop::sample::select(vec!["a", "b", "c", "d"]), 0i64..5, any::<bool>()), 0..7),
+            1..12,
+        )) {
+            let mut decoder = JsonDecoder::new();
+            for object in objects {
+                let mut text = String::from("{");
+                let mut expected = Fields::new();
+                for (i, (key, value, nested)) in object.iter().enumerate() {
+                    if i > 0 {
+                        text.push(',');
+                    }
+                    if *nested {
+                        text.push_str(&format!("\"{key}\":{{\"{key}\":{value},\"a\":{value}}}"));
+                        let inner: Fields = [(*key, Value::Int(*value)), ("a", Value::Int(*value))].into_iter().collect();
+                        expected.insert(FieldName::new(key), Value::Map(inner));
+                    } else {
+                        text.push_str(&format!("\"{key}\":{value}"));
+                        expected.insert(FieldName::new(key), Value::Int(*value));
+                    }
+                }
+                text.push('}');
+                let decoded = decoder.decode_object_shared(&Bytes::from(text.clone())).unwrap();
+                prop_assert_eq!(&decoded, &expected, "{}", text);
+            }
         }
 
         #[test]

@@ -1,3 +1,4 @@
 //! Codecs: turning events into bytes and bytes into events.
 
 pub mod json;
+mod json_fast;

@@ -912,6 +912,19 @@ proptest! {
     }
 
     #[test]
+    fn expressions_never_panic(input in ".{0,40}", tokens in prop::collection::vec(prop::sample::select(vec![
+        "a", "1", "-2", "0.5", "\"s\"", "+", "-", "*", "/", "(", ")", ",", "concat(", "to_int(", "to_float(",
+        "to_string(", "upper(", "lower(", "len(", "==", "and", "not", "null", "true", "1e308",
+    ]), 0..16)) {
+        for text in [input, tokens.join(" ")] {
+            if let Ok(expression) = Expression::parse(&text) {
+                let _ = expression.evaluate(&nginx_event());
+                prop_assert_eq!(Expression::parse(&expression.to_string()).ok(), Some(expression));
+            }
+        }
+    }
+
+    #[test]
     fn parsing_any_string_never_panics(input in ".{0,60}") {
         if let Ok(condition) = Condition::parse(&input) {
             let _ = condition.matches(&nginx_event());

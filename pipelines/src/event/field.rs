@@ -178,14 +178,35 @@ impl<'de> serde::Deserialize<'de> for FieldName {
 /// A small cache in front of the global interner for decoders that see the same keys in the same
 /// positions over and over (JSON objects from one producer). Lookup by position is a string
 /// comparison, with no hashing and no lock.
+///
+/// For the first [`NameCache::TOP_POSITIONS`] keys of top-level objects it also remembers whether
+/// the names cached at positions `0..=p` are all different. A decoder that looks up an object's
+/// keys in order from position 0 leaves exactly that object's keys in those positions, so it
+/// learns, without comparing, that a key is not a repeat of an earlier one — which lets it append
+/// fields without the duplicate check that otherwise costs a comparison per pair of keys.
 #[derive(Default, Debug)]
 pub struct NameCache {
     by_position: Vec<FieldName>,
+    /// For top-level positions: are the names at `0..=p` pairwise different?
+    distinct: Vec<Distinct>,
+    /// How many keys the last top-level object had.
+    top_len: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Distinct {
+    Unknown,
+    Yes,
+    No,
 }
 
 impl NameCache {
     /// Most key positions a cache remembers; deeper keys go to the global interner.
     const MAX_POSITIONS: usize = 256;
+
+    /// Top-level positions whose distinctness is tracked ([`NameCache::get_top`]); nested
+    /// objects use positions from here on.
+    pub const TOP_POSITIONS: usize = 64;
 
     /// Returns the interned name for `key` seen at `position` in its object.
     #[inline]
@@ -198,10 +219,57 @@ impl NameCache {
         let name = FieldName::new(key);
         if position < self.by_position.len() {
             self.by_position[position] = name.clone();
+            // Entries after a changed one may now repeat it.
+            for state in self.distinct.iter_mut().skip(position) {
+                *state = Distinct::Unknown;
+            }
         } else if position == self.by_position.len() && position < Self::MAX_POSITIONS {
             self.by_position.push(name.clone());
         }
         name
+    }
+
+    /// Like [`NameCache::get`] for the key at `position` of a top-level object whose keys are
+    /// looked up in order from 0; also says whether the key is known to differ from every
+    /// earlier key of the object (`false` when unknown or repeated).
+    #[inline]
+    pub fn get_top(&mut self, position: usize, key: &str) -> (FieldName, bool) {
+        let name = self.get(position, key);
+        if position >= Self::TOP_POSITIONS || position >= self.by_position.len() {
+            return (name, false);
+        }
+        while self.distinct.len() <= position {
+            self.distinct.push(Distinct::Unknown);
+        }
+        if self.distinct[position] == Distinct::Unknown {
+            let earlier = if position == 0 {
+                Distinct::Yes
+            } else {
+                self.distinct[position - 1]
+            };
+            self.distinct[position] = match earlier {
+                Distinct::Yes
+                    if !self.by_position[..position]
+                        .iter()
+                        .any(|other| *other == self.by_position[position]) =>
+                {
+                    Distinct::Yes
+                }
+                Distinct::Unknown => Distinct::Unknown,
+                _ => Distinct::No,
+            };
+        }
+        (name, self.distinct[position] == Distinct::Yes)
+    }
+
+    /// How many keys the last top-level object had, as a capacity hint for the next.
+    pub fn top_len_hint(&self) -> usize {
+        self.top_len
+    }
+
+    /// Records how many keys a top-level object had.
+    pub fn set_top_len_hint(&mut self, len: usize) {
+        self.top_len = len;
     }
 }
 
@@ -255,5 +323,25 @@ mod tests {
         let other = cache.get(0, "event");
         assert_eq!(other, "event");
         assert_eq!(cache.get(5, "deep"), "deep");
+    }
+
+    #[test]
+    fn name_cache_knows_when_top_level_keys_are_distinct() {
+        let mut cache = NameCache::default();
+        let keys = |cache: &mut NameCache, keys: &[&str]| -> Vec<bool> {
+            keys.iter()
+                .enumerate()
+                .map(|(i, key)| cache.get_top(i, key).1)
+                .collect()
+        };
+        assert_eq!(keys(&mut cache, &["a", "b", "c"]), [true, true, true]);
+        assert_eq!(keys(&mut cache, &["a", "b", "c"]), [true, true, true]);
+        assert_eq!(keys(&mut cache, &["a", "b", "a"]), [true, true, false]);
+        assert_eq!(keys(&mut cache, &["a", "a", "c"]), [true, false, false]);
+        assert_eq!(
+            keys(&mut cache, &["x", "b", "c", "d"]),
+            [true, true, true, true]
+        );
+        assert_eq!(keys(&mut cache, &["b", "b"]), [true, false]);
     }
 }

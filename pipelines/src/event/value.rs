@@ -59,6 +59,19 @@ impl Str {
         Str(self.0.slice_ref(part.as_bytes()))
     }
 
+    /// `part` as a slice of `buffer`, sharing it, when `part` lies within `buffer`; `None`
+    /// otherwise. `part` being a `&str` is what makes the slice valid UTF-8.
+    #[inline]
+    pub fn shared_slice(buffer: &Bytes, part: &str) -> Option<Self> {
+        if part.is_empty() {
+            return Some(Str::new());
+        }
+        let range = buffer.as_ptr_range();
+        let start = part.as_ptr();
+        let inside = range.contains(&start) && start as usize + part.len() <= range.end as usize;
+        inside.then(|| Str(buffer.slice_ref(part.as_bytes())))
+    }
+
     /// The text.
     #[inline]
     pub fn as_str(&self) -> &str {

@@ -293,13 +293,33 @@ mod tests {
             .unwrap_or(0)
     }
 
+    /// The measured part of [`measure_steps`], apart so profilers can count only it
+    /// (`valgrind --tool=callgrind --toggle-collect='*run_measured*'`).
+    #[inline(never)]
+    fn run_measured(steps: &mut [Box<dyn Step>], batches: Vec<Vec<Event>>, ctx: &mut StepContext) {
+        for mut batch in batches {
+            for step in steps.iter_mut() {
+                step.process(&mut batch, ctx);
+            }
+            drop(batch);
+        }
+        let mut out = Vec::new();
+        for step in steps.iter_mut() {
+            step.flush(&mut out, ctx);
+        }
+        drop(out);
+    }
+
     /// Per-step cost in CPU time, for comparing changes on a busy machine: `cargo test -p
     /// sluice-pipelines --release -- --ignored --nocapture measure_steps` (`MEASURE=name` runs
     /// one scenario).
     #[test]
     #[ignore = "a measurement, not a check"]
     fn measure_steps() {
-        const ROUNDS: usize = 15;
+        let rounds: usize = std::env::var("MEASURE_ROUNDS")
+            .ok()
+            .and_then(|rounds| rounds.parse().ok())
+            .unwrap_or(15);
         let nginx: Vec<String> = crate::testing::sample::nginx_lines(7, 20_000);
         let json: Vec<String> = crate::testing::sample::json_events(7, 20_000);
         let regex = format!(
@@ -312,16 +332,35 @@ mod tests {
         let aggregate_json = r#"{ type = "aggregate", group_by = ["event", "page"], time_field = "ts", window = "1m", fields = { n = "count()" } }"#;
         let aggregate_nginx = r#"{ type = "aggregate", group_by = ["path", "status"], window = "1m", fields = { hits = "count()", p95 = "p95(request_time)", visitors = "count_distinct(ip)" } }"#;
         let remap = r#"{ type = "remap", set = { route = 'concat(method, " ", path)', kb = 'bytes / 1024' }, rename = { agent = "user_agent" }, remove = ["referer", "protocol"], coerce = { status = "string" } }"#;
-        let scenarios: Vec<(&str, &Vec<String>, Vec<&str>, Vec<&str>)> = vec![
+        // (name, input lines, steps run first and not measured, measured steps)
+        type Scenario<'a> = (&'a str, &'a Vec<String>, Vec<&'a str>, Vec<&'a str>);
+        let scenarios: Vec<Scenario> = vec![
             ("parse_json", &json, vec![], vec![json_parse]),
             ("parse_regex", &nginx, vec![], vec![&regex]),
             ("parse_preset", &nginx, vec![], vec![preset]),
             ("S2_regex", &nginx, vec![], vec![&regex, filter]),
             ("S2_preset", &nginx, vec![], vec![preset, filter]),
+            ("drop_parsed", &nginx, vec![preset], vec![]),
             ("filter", &nginx, vec![preset], vec![filter]),
             ("remap", &nginx, vec![preset], vec![remap]),
-            ("aggregate_nginx", &nginx, vec![preset], vec![aggregate_nginx]),
-            ("S3_json_aggregate", &json, vec![], vec![json_parse, aggregate_json]),
+            (
+                "aggregate_nginx",
+                &nginx,
+                vec![preset],
+                vec![aggregate_nginx],
+            ),
+            (
+                "S3_json_aggregate",
+                &json,
+                vec![],
+                vec![json_parse, aggregate_json],
+            ),
+            (
+                "aggregate_json",
+                &json,
+                vec![json_parse],
+                vec![aggregate_json],
+            ),
         ];
         let only = std::env::var("MEASURE").ok();
         let pipeline = |parts: &[&str]| steps(&format!("steps = [{}]", parts.join(", ")));
@@ -339,7 +378,7 @@ mod tests {
             }
             let buffer = Bytes::from(buffer);
             let mut spent = 0u64;
-            for _ in 0..ROUNDS {
+            for _ in 0..rounds {
                 let mut ctx = StepContext::new(OnError::Drop);
                 let mut events: Vec<Event> = ranges
                     .iter()
@@ -352,21 +391,11 @@ mod tests {
                 drop(events);
                 let mut steps = pipeline(&measured);
                 let started = thread_cpu_nanos();
-                for mut batch in batches {
-                    for step in &mut steps {
-                        step.process(&mut batch, &mut ctx);
-                    }
-                    drop(batch);
-                }
-                let mut out = Vec::new();
-                for step in &mut steps {
-                    step.flush(&mut out, &mut ctx);
-                }
-                drop(out);
+                run_measured(&mut steps, batches, &mut ctx);
                 spent += thread_cpu_nanos() - started;
             }
-            let events = (lines.len() * ROUNDS) as f64;
-            let mib = (buffer.len() * ROUNDS) as f64 / (1024.0 * 1024.0);
+            let events = (lines.len() * rounds) as f64;
+            let mib = (buffer.len() * rounds) as f64 / (1024.0 * 1024.0);
             let seconds = spent as f64 / 1e9;
             println!(
                 "{name:>18}: {:>5.0} ns/event  {:>6.1} MiB/s  {:>5.2} M events/s (CPU time)",

@@ -668,6 +668,13 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn spec_parsing_never_panics(spec in "[a-z_0-9]{0,12}\\(?[a-z0-9, .\"()\\[\\]+*/-]{0,20}\\)?") {
+            let _ = parse(&spec);
+        }
+    }
+
     #[test]
     fn owned_copies_do_not_share_buffers() {
         let line = Str::from("shared buffer");

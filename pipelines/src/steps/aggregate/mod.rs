@@ -48,16 +48,16 @@
 //!   64-bit range), else a float; `null` when there were no numbers.
 //! - `min(f)`, `max(f)`: the extreme number, keeping its type; `avg(f)`: a float.
 //! - `count_distinct(f)`: exact up to 10 000 distinct values per group, then HyperLogLog with
-//!   2¹⁴ registers: relative standard error 0.81% (see [`hll`]).
+//!   2¹⁴ registers: relative standard error 0.81% (module `hll`).
 //! - `p50(f)`, `p90(f)`, `p95(f)`, `p99(f)`, `percentile(f, q)` with `0 ≤ q ≤ 1`: the value of
-//!   rank `⌊q·(n−1)⌋`, within 1% relative error (DDSketch, see [`sketch`]); exact at `q = 0` and
+//!   rank `⌊q·(n−1)⌋`, within 1% relative error (DDSketch, module `sketch`); exact at `q = 0` and
 //!   `q = 1`.
 //! - `first(f)`, `last(f)`: the value from the earliest / latest event by event time (by arrival
 //!   for ties and with processing time).
 //! - `top_k(f, k)` (`k ≤ 1000`): the `k` most frequent values as `[{ value, count }, …]`, most
 //!   frequent first; counts are exact up to `max(1000, 20k)` distinct values per group (capped at
-//!   20 000), then Space-Saving estimates that overestimate by at most `n / capacity` (see
-//!   [`topk`]).
+//!   20 000), then Space-Saving estimates that overestimate by at most `n / capacity` (module
+//!   `topk`).
 //!
 //! A function's argument is an [expression](crate::condition): `sum(bytes / 1024)` works.
 //!

@@ -15,7 +15,7 @@
 //! - Fields are separated by one space. `ip`, `ident`, `user`, `status`, `bytes`,
 //!   `request_time` and `request_id` are non-empty runs of bytes other than space.
 //! - `[time]` runs to the first `]`; the time is `%d/%b/%Y:%H:%M:%S %z` (see
-//!   [`parse_clf_time`](crate::steps::types::parse_clf_time)) and becomes a timestamp.
+//!   the fast path of `types::parse_clf_time`) and becomes a timestamp.
 //! - Quoted fields (`"request"`, `"referer"`, `"agent"`) run to the first `"` that is not escaped
 //!   by a backslash. Their text is kept as written, escapes included (nginx writes a quote as
 //!   `\x22`, Apache as `\"`): decoding would cost a copy per field, and nothing is lost.
@@ -160,11 +160,11 @@ impl AccessParser {
         let request_start = cursor.pos + 1;
         let request = cursor.quoted("the quoted request")?;
         let bytes = cursor.bytes;
-        let method_end = memchr(b' ', &bytes[request.clone()])
+        let method_end = short_find(b' ', &bytes[request.clone()])
             .map(|i| request.start + i)
             .filter(|&end| end > request.start);
         let path_end = method_end.and_then(|method_end| {
-            memchr(b' ', &bytes[method_end + 1..request.end])
+            short_find(b' ', &bytes[method_end + 1..request.end])
                 .map(|i| method_end + 1 + i)
                 .filter(|&end| end > method_end + 1 && end + 1 < request.end)
         });
@@ -224,6 +224,21 @@ impl AccessParser {
     }
 }
 
+/// The first `needle` in `haystack`: a plain loop over the first bytes, where words end (IPs,
+/// status codes, sizes are short and SIMD setup would cost more than it saves), then memchr.
+#[inline]
+fn short_find(needle: u8, haystack: &[u8]) -> Option<usize> {
+    const SHORT: usize = 24;
+    let head = &haystack[..haystack.len().min(SHORT)];
+    if let Some(found) = head.iter().position(|&byte| byte == needle) {
+        return Some(found);
+    }
+    if haystack.len() <= SHORT {
+        return None;
+    }
+    memchr(needle, &haystack[SHORT..]).map(|found| found + SHORT)
+}
+
 /// A position in the line being parsed.
 struct Cursor<'a> {
     bytes: &'a [u8],
@@ -251,7 +266,7 @@ impl Cursor<'_> {
     #[inline]
     fn word(&mut self, what: &str) -> Result<std::ops::Range<usize>, String> {
         let rest = self.bytes.get(self.pos..).unwrap_or_default();
-        match memchr(b' ', rest) {
+        match short_find(b' ', rest) {
             Some(len) if len > 0 => {
                 let range = self.pos..self.pos + len;
                 self.pos += len + 1;

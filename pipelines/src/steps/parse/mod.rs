@@ -33,10 +33,10 @@
 //!
 //! Options:
 //! - `types` converts fields after parsing: `string`, `int`, `float`, `bool` (`true`/`false` in
-//!   any case, `1`/`0`), `timestamp` (RFC 3339) or `timestamp|<format>` (see [`super::types`] for
-//!   the formats and time zones). For `int` and `float`, `-`, the empty string and JSON `null`
-//!   become `null`. A value that does not convert rejects the event. With `regex` and `csv`, each
-//!   type must name a group or a column.
+//!   any case, `1`/`0`), `timestamp` (RFC 3339) or `timestamp|<format>` (see *Timestamp formats*
+//!   below). For `int` and `float`, `-`, the empty string and JSON `null` become `null`. A value
+//!   that does not convert rejects the event. With `regex` and `csv`, each type must name a group
+//!   or a column.
 //! - **Event time**: the event time is, by convention, the top-level `timestamp` field (the
 //!   presets write it; `aggregate` reads it by default). `timestamp_field` names the parsed field
 //!   that holds it (a dotted path among the parsed fields); that field is converted with
@@ -46,6 +46,18 @@
 //! - `field` parses that string field (a dotted path) instead of the raw line; `target` (a dotted
 //!   path) puts the parsed fields in a map there instead of at the top level, merging into a map
 //!   already there and replacing any other value; `drop_raw` removes the raw line once parsed.
+//!
+//! # Timestamp formats
+//!
+//! - `rfc3339` (what plain `timestamp` means): `2026-01-01T00:00:00.003Z`, `…+02:00`.
+//! - `unix`, `unix_ms`, `unix_us`, `unix_ns`: time since 1970-01-01 UTC in seconds (or milli-,
+//!   micro-, nanoseconds), from an int, a float or a numeric string.
+//! - A chrono strftime format such as `%d/%b/%Y:%H:%M:%S %z`. Time zones: `%z` (`+0200`), `%:z`
+//!   (`+02:00`) and `%#z` read numeric offsets; `%Z` at the very end of the format reads a zone
+//!   name, of which only `UTC`, `GMT`, `UT` and `Z` are accepted (abbreviations such as `CET` are
+//!   ambiguous, so such times are rejected rather than guessed). A format without a zone reads
+//!   UTC; one without a time of day reads midnight. The nginx format above has a hand-written
+//!   fast path that gives chrono's results.
 //!
 //! A trailing `\n` or `\r\n` on the raw line is not part of the line. Raw lines that are not
 //! UTF-8 are read with invalid sequences replaced by U+FFFD. An event that cannot be parsed (no
@@ -176,7 +188,10 @@ impl ParseConfig {
                     ));
                 };
                 // Captures are converted as they are read: no pass afterwards.
-                (Format::Regex(RegexParser::new(pattern, types)?), Vec::new())
+                (
+                    Format::Regex(Box::new(RegexParser::new(pattern, types)?)),
+                    Vec::new(),
+                )
             }
             ParseFormat::Logfmt => (Format::Logfmt, types),
             ParseFormat::Csv => {
@@ -243,7 +258,7 @@ impl ParseConfig {
 }
 
 fn preset(preset: Preset) -> Format {
-    Format::Access(access::AccessParser::new(preset))
+    Format::Access(Box::new(access::AccessParser::new(preset)))
 }
 
 /// The `parse` step, built from a [`ParseConfig`].
@@ -272,10 +287,10 @@ struct EventTime {
 #[derive(Debug)]
 enum Format {
     Json(JsonDecoder),
-    Regex(RegexParser),
+    Regex(Box<RegexParser>),
     Logfmt,
     Csv(csv::CsvParser),
-    Access(access::AccessParser),
+    Access(Box<access::AccessParser>),
 }
 
 /// What the step reads: the raw line or a string field.
@@ -334,13 +349,10 @@ impl Parse {
         // Parsed into a map of their own first, so an event that fails half-way stays unchanged.
         let mut parsed = match &mut self.format {
             Format::Json(decoder) => {
+                // Strings without escapes share the input's buffer instead of being copied.
                 let decoded = match input {
-                    // Strings share the line's buffer when it is UTF-8 (valid JSON always is).
-                    Input::Raw(bytes) => match Str::from_utf8(bytes) {
-                        Ok(line) => decoder.decode_object_shared(&line),
-                        Err(bytes) => decoder.decode_object(&bytes),
-                    },
-                    Input::Field(text) => decoder.decode_object_shared(&text),
+                    Input::Raw(bytes) => decoder.decode_object_shared(&bytes),
+                    Input::Field(text) => decoder.decode_object_shared(&text.into_bytes()),
                 };
                 decoded.map_err(|error| error.to_string())?
             }
