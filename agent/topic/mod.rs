@@ -50,10 +50,10 @@
 //!
 //! # Ending
 //!
-//! A topic is open while at least one [`Producer`] exists. When the last producer is dropped and a
-//! subscription has had every batch delivered and acknowledged, `next` returns `None` to its
-//! workers — how a finite run (stdin, `follow = false` files) drains and exits. Create every
-//! producer before starting the workers of a subscription.
+//! A topic closes when its last [`Producer`] is dropped. Once a subscription of a closed topic has
+//! had every batch delivered and acknowledged, `next` returns `None` to its workers — how a
+//! finite run (stdin, `follow = false` files) drains and exits. A topic that never had a producer
+//! is not closed: its workers wait.
 //!
 //! # Locking
 //!
@@ -218,7 +218,11 @@ impl Topic {
 
     /// A new producer. The topic stays open while any producer exists.
     pub fn producer(&self) -> Producer {
-        self.shared.state.lock().producers += 1;
+        {
+            let mut state = self.shared.state.lock();
+            state.producers += 1;
+            state.closed = false;
+        }
         Producer {
             shared: self.shared.clone(),
         }
@@ -449,6 +453,9 @@ impl Drop for Producer {
         let remaining = {
             let mut state = self.shared.state.lock();
             state.producers -= 1;
+            if state.producers == 0 {
+                state.closed = true;
+            }
             state.producers
         };
         if remaining == 0 {
@@ -556,7 +563,7 @@ impl Delivery {
         let mut state = self.shared.state.lock();
         let moved = state.ack(self.sub, &self.ticket);
         let safe = state.safe_offset();
-        let ended = state.producers == 0;
+        let ended = state.closed;
         drop(state);
         self.shared.update_safe_offset(safe);
         if moved {

@@ -150,6 +150,10 @@ pub(crate) struct TopicState {
     pub storage: Box<dyn Storage>,
     pub subs: Vec<SubState>,
     pub producers: usize,
+    /// Set when the last producer went away (and cleared if a new one comes): subscriptions end
+    /// once they drained a closed topic. A topic that never had a producer is not closed, so a
+    /// worker started before the producers exist waits instead of ending at once.
+    pub closed: bool,
     pub counters: TopicCounters,
     next_generation: u64,
 }
@@ -161,6 +165,7 @@ impl TopicState {
             storage,
             subs: Vec::new(),
             producers: 0,
+            closed: false,
             counters: TopicCounters::default(),
             next_generation: 0,
         }
@@ -253,7 +258,7 @@ impl TopicState {
     pub fn poll(&mut self, sub_index: usize, now: Instant) -> Poll {
         let storage_end = self.storage.end();
         let storage_start = self.storage.start();
-        let producers = self.producers;
+        let closed = self.closed;
         let Some(sub) = self.subs.get_mut(sub_index) else {
             return Poll::Ended;
         };
@@ -311,7 +316,7 @@ impl TopicState {
                     generation,
                 })
             }
-            None if producers == 0 && sub.in_flight.is_empty() && sub.redeliver.is_empty() => {
+            None if closed && sub.in_flight.is_empty() && sub.redeliver.is_empty() => {
                 Poll::Ended
             }
             None => Poll::Pending {
@@ -324,7 +329,7 @@ impl TopicState {
     /// every batch was delivered (some may still be in flight, and come back if released).
     pub fn drained(&self, sub_index: usize) -> bool {
         self.subs.get(sub_index).is_none_or(|sub| {
-            self.producers == 0 && sub.next >= self.storage.end() && sub.redeliver.is_empty()
+            self.closed && sub.next >= self.storage.end() && sub.redeliver.is_empty()
         })
     }
 

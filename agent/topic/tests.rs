@@ -535,6 +535,7 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
         state.nack(sub, &ticket);
     }
     state.producers = 0;
+    state.closed = true;
     for (sub, acked) in acked.iter_mut().enumerate() {
         loop {
             match state.poll(sub, now) {
@@ -629,4 +630,64 @@ fn deliveries_share_the_stored_batch() {
         Arc::ptr_eq(&ta.batch, &tb.batch),
         "one copy shared by subscribers"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_subscriptions_under_back_pressure_do_not_stall() {
+    let topic = Topic::in_memory("t", settings(1_000, u64::MAX, WhenFull::Block));
+    let a = topic.subscribe(SubscriptionSettings::new("a"));
+    let b = topic.subscribe(SubscriptionSettings::new("b"));
+    let producer = topic.producer();
+    let n = 200_000u64;
+    let send = tokio::spawn(async move {
+        for first in (0..n).step_by(100) {
+            producer.send(numbered(first, 100)).await;
+        }
+    });
+    let (x, y) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(
+            tokio::spawn(async move { drain(&a).await.len() }),
+            tokio::spawn(async move { drain(&b).await.len() })
+        )
+    })
+    .await
+    .expect("no stall");
+    send.await.unwrap();
+    assert_eq!((x.unwrap(), y.unwrap()), (n as usize, n as usize));
+}
+
+/// Regression: workers spawned before the producer existed saw a topic with no producers as
+/// finished and returned at once; their subscription then never acknowledged anything and the
+/// producer blocked forever once the topic filled (the criterion bench hung this way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_started_before_the_producer_wait_for_it() {
+    for _ in 0..3 {
+        let topic = Topic::in_memory("t", TopicSettings::default());
+        let mut readers = Vec::new();
+        for s in 0..2 {
+            let sub = topic.subscribe(SubscriptionSettings::new(format!("s{s}")));
+            readers.push(tokio::spawn(async move {
+                let mut seen = 0u64;
+                while let Some(delivery) = sub.next().await {
+                    seen += delivery.events().len() as u64;
+                    delivery.ack();
+                }
+                seen
+            }));
+        }
+        let producer = topic.producer();
+        let template = numbered(0, 1024).into_events();
+        tokio::spawn(async move {
+            for _ in 0..976 {
+                producer.send(Batch::new(template.clone())).await;
+            }
+        });
+        for reader in readers {
+            let seen = tokio::time::timeout(Duration::from_secs(10), reader)
+                .await
+                .expect("no stall")
+                .unwrap();
+            assert_eq!(seen, 976 * 1024);
+        }
+    }
 }

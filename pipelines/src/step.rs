@@ -6,7 +6,9 @@
 //! consumes events and emits results later — which keeps the hot path free of per-step
 //! allocation. Events a step cannot handle go to [`StepContext::reject`], which either keeps them
 //! for the pipeline's dead-letter topic or counts and drops them, as the pipeline's `on_error`
-//! says. Steps never panic on event data.
+//! says. Events a step sends elsewhere (the `route` step) go to [`StepContext::route`]; the agent
+//! takes them with [`StepContext::take_routed`] and publishes them to their topics. Steps never
+//! panic on event data.
 
 use std::sync::Arc;
 

@@ -47,7 +47,8 @@
 //! - `sum(f)`: an int when every value was an int (summed exactly, a float if the sum leaves the
 //!   64-bit range), else a float; `null` when there were no numbers.
 //! - `min(f)`, `max(f)`: the extreme number, keeping its type; `avg(f)`: a float.
-//! - `count_distinct(f)`: exact up to 10 000 distinct values per group, then HyperLogLog with
+//! - `count_distinct(f)`: distinct values by type and content (`1` and `1.0` differ, as do `"1"`
+//!   and `1`); exact up to 10 000 distinct values per group, then HyperLogLog with
 //!   2¹⁴ registers: relative standard error 0.81% (module `hll`).
 //! - `p50(f)`, `p90(f)`, `p95(f)`, `p99(f)`, `percentile(f, q)` with `0 ≤ q ≤ 1`: the value of
 //!   rank `⌊q·(n−1)⌋`, within 1% relative error (DDSketch, module `sketch`); exact at `q = 0` and
