@@ -11,6 +11,7 @@
 pub mod config;
 pub mod graph;
 pub mod metrics;
+pub mod pipeline_tests;
 pub mod shutdown;
 pub mod sources;
 pub mod topic;

@@ -54,6 +54,13 @@ enum Command {
         #[arg(short, long = "config", value_name = "FILE", required = true, num_args = 1..)]
         config: Vec<PathBuf>,
     },
+    /// Run the `[[tests]]` of a config against its pipelines: exit 0 when all pass, 1 otherwise
+    /// (each failure prints a diff of the events), 2 when the config is invalid.
+    Test {
+        /// Config files or directories of `*.toml` files, merged in order.
+        #[arg(short, long = "config", value_name = "FILE", required = true, num_args = 1..)]
+        config: Vec<PathBuf>,
+    },
     /// Print the graph of sources, topics, pipelines and sinks in Graphviz DOT
     /// (`sluice graph -c app.toml | dot -Tsvg > graph.svg`).
     Graph {
@@ -95,6 +102,31 @@ fn main() -> ExitCode {
             }
             None => ExitCode::from(2),
         },
+        Command::Test { config } => {
+            let Some(loaded) = load(&config) else {
+                return ExitCode::from(2);
+            };
+            let tests = match sluice::pipeline_tests::read_tests(&config) {
+                Ok(tests) => tests,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return ExitCode::from(2);
+                }
+            };
+            if tests.is_empty() {
+                eprintln!("error: no [[tests]] in the config");
+                return ExitCode::from(2);
+            }
+            let results = sluice::pipeline_tests::run_tests(&loaded.config, &tests);
+            let source = config.first().cloned().unwrap_or_default();
+            let (report, passed) = sluice::pipeline_tests::render(&results, &source);
+            print!("{report}");
+            if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
         Command::Graph { config } => match load(&config) {
             Some(loaded) => {
                 print!("{}", sluice::graph::to_dot(&loaded.config));

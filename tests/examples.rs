@@ -53,3 +53,51 @@ fn quickstart_writes_errors_and_bots_to_console_and_file() {
     let archived = read_lines(&dir.path().join("data/quickstart/interesting.ndjson"));
     assert_eq!(ids(archived), expected);
 }
+
+#[test]
+fn every_example_with_tests_passes_sluice_test() {
+    let mut ran = 0;
+    for entry in std::fs::read_dir(repo_root().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|ext| ext != "toml") {
+            continue;
+        }
+        if !std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("[[tests]]")
+        {
+            continue;
+        }
+        let mut command = sluice(&repo_root());
+        command.arg("test").arg("-c").arg(&path);
+        let output = run_with_timeout(command, Duration::from_secs(60));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{}:\n{stdout}", path.display());
+        assert!(stdout.contains("test result: ok."), "{stdout}");
+        ran += 1;
+    }
+    assert!(ran >= 3, "the examples carry pipeline tests");
+}
+
+#[test]
+fn a_failing_pipeline_test_exits_1_with_a_diff() {
+    let dir = TempDir::new().unwrap();
+    let config = std::fs::read_to_string(repo_root().join("examples/quickstart.toml"))
+        .unwrap()
+        .replace("expect_dead_letters = 1", "expect_dead_letters = 0");
+    std::fs::write(dir.path().join("q.toml"), config).unwrap();
+    let mut command = sluice(dir.path());
+    command.args(["test", "-c", "q.toml"]);
+    let output = run_with_timeout(command, Duration::from_secs(60));
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("test garbage lines go to the dead-letter topic ... FAILED"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("expected 0 dead letters, got 1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 passed; 1 failed"), "{stdout}");
+}

@@ -91,10 +91,10 @@ pub struct TopicDef {
     /// `memory` (default) or `disk`.
     #[serde(default)]
     pub storage: StorageKind,
-    /// Most events held (default 100000).
+    /// Most events held (default 20000).
     #[serde(default = "default_max_events")]
     pub max_events: u64,
-    /// Most bytes held (default 64MiB).
+    /// Most bytes held (default 16MiB).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: ByteSize,
     /// `block` (default), `drop_newest` or `drop_oldest`.

@@ -32,13 +32,14 @@ use crate::sources::SourceConfig;
 pub(super) const SECTIONS: [&str; 4] = ["sources", "topics", "pipelines", "sinks"];
 
 /// Every key allowed at the top level.
-const TOP_LEVEL_KEYS: [&str; 6] = [
+const TOP_LEVEL_KEYS: [&str; 7] = [
     "data_dir",
     "shutdown_timeout",
     "sources",
     "topics",
     "pipelines",
     "sinks",
+    "tests",
 ];
 
 /// Every key of a pipeline.
@@ -131,6 +132,8 @@ impl<'a> Reader<'a> {
                         draft.sinks.insert(name, sink);
                     }
                 }
+                // Pipeline tests (`[[tests]]`) are read by `sluice test`; a run ignores them.
+                "tests" => {}
                 other => self.issue(
                     path,
                     format!(

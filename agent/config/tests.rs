@@ -417,7 +417,7 @@ fn unknown_keys_point_at_their_own_line() {
         errors(load_one(&text)),
         [
             "pipeline.toml:1:1: log_level: unknown key `log_level`, expected one of `data_dir`, \
-             `shutdown_timeout`, `sources`, `topics`, `pipelines`, `sinks`",
+             `shutdown_timeout`, `sources`, `topics`, `pipelines`, `sinks`, `tests`",
             "pipeline.toml:5:1: sources.in.max_line: unknown key `max_line`, expected \
              `max_line_bytes` or `line_delimiter`",
             "pipeline.toml:10:1: pipelines.app.worker: unknown key `worker`, expected one of \

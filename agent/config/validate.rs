@@ -109,6 +109,27 @@ impl PipelineDraft {
             .as_deref()
             .unwrap_or(DEFAULT_DEAD_LETTER_TOPIC)
     }
+
+    /// The topics its `route` steps send events to.
+    fn routed_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = Vec::new();
+        for step in self.steps.iter().flatten().flatten() {
+            for topic in step.output_topics() {
+                if !topics.contains(&topic) {
+                    topics.push(topic);
+                }
+            }
+        }
+        topics
+    }
+
+    /// Every topic it writes: output, dead letters, routes.
+    fn written_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.output.iter().cloned().collect();
+        topics.push(self.dead_letter().to_owned());
+        topics.extend(self.routed_topics());
+        topics
+    }
 }
 
 /// A sink as read.
@@ -216,6 +237,10 @@ fn usage(draft: &Draft) -> Usage {
         }
         usage.produced.insert(pipeline.dead_letter().to_owned());
         usage.reference(pipeline.dead_letter());
+        for topic in pipeline.routed_topics() {
+            usage.produced.insert(topic.clone());
+            usage.reference(&topic);
+        }
     }
     for sink in draft.sinks.values() {
         if let Some(input) = &sink.subscription.input {
@@ -403,18 +428,32 @@ fn check_cycles(draft: &Draft, errors: &mut Vec<Issue>) {
             readers.entry(input.as_str()).or_default().push(index);
         }
     }
+    let sink_inputs: HashSet<&str> = draft
+        .sinks
+        .values()
+        .filter_map(|sink| sink.subscription.input.as_deref())
+        .collect();
     let edges: Vec<Vec<usize>> = draft
         .pipelines
         .values()
         .map(|pipeline| {
             let mut next: Vec<usize> = Vec::new();
-            let written = pipeline
-                .output
-                .as_deref()
-                .into_iter()
-                .chain(std::iter::once(pipeline.dead_letter()));
-            for topic in written {
-                for &reader in readers.get(topic).map(Vec::as_slice).unwrap_or_default() {
+            let mut written = pipeline.written_topics();
+            // A sink reading what this pipeline writes sends the events its store rejects to the
+            // default dead-letter topic: a pipeline reading that topic is downstream of this one
+            // (and a loop through it would never drain).
+            if written
+                .iter()
+                .any(|topic| sink_inputs.contains(topic.as_str()))
+            {
+                written.push(DEFAULT_DEAD_LETTER_TOPIC.to_owned());
+            }
+            for topic in &written {
+                for &reader in readers
+                    .get(topic.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
                     if !next.contains(&reader) {
                         next.push(reader);
                     }
@@ -491,6 +530,26 @@ fn check_components(draft: &Draft, errors: &mut Vec<Issue>) {
     for (name, pipeline) in &draft.pipelines {
         let path = root.key("pipelines").key(name);
         check_subscription(&path, &pipeline.subscription, errors);
+        if pipeline
+            .subscription
+            .workers
+            .is_some_and(|workers| workers > 1)
+            && let Some(step) = pipeline
+                .steps
+                .iter()
+                .flatten()
+                .flatten()
+                .find(|step| step.requires_single_worker())
+        {
+            errors.push(Issue::new(
+                path.key("workers"),
+                format!(
+                    "a pipeline with a `{}` step runs 1 worker: its state must see every event \
+                     (parse in a pipeline of its own with more workers, then aggregate)",
+                    sluice_pipelines::ComponentKind::kind(step)
+                ),
+            ));
+        }
         for (index, step) in pipeline.steps.iter().flatten().enumerate() {
             if let Some(step) = step
                 && let Err(error) = step.build()

@@ -159,6 +159,8 @@ pub struct LineSplitter {
     scanned: usize,
     /// A truncated prefix of the current line was emitted; skip to the next delimiter.
     discarding: bool,
+    /// While discarding: the stream offset where the line being skipped began.
+    discard_start: u64,
 }
 
 impl LineSplitter {
@@ -175,6 +177,7 @@ impl LineSplitter {
             buf_offset: offset,
             scanned: 0,
             discarding: false,
+            discard_start: offset,
         }
     }
 
@@ -194,6 +197,26 @@ impl LineSplitter {
     /// The stream offset just past the input fed so far.
     pub fn end_offset(&self) -> u64 {
         self.buf_offset + self.buf.len() as u64
+    }
+
+    /// Where reading must start again to lose nothing that was not yet emitted: the start of
+    /// the held partial line, or of the over-long line being skipped (whose truncated prefix is
+    /// then emitted again, rather than its tail emitted as a line of its own).
+    pub fn resume_offset(&self) -> u64 {
+        if self.discarding {
+            self.discard_start
+        } else {
+            self.buf_offset
+        }
+    }
+
+    /// Gives back the buffer's memory when nothing is held, so an idle reader keeps no chunk
+    /// allocated (hundreds of idle files would otherwise hold a chunk each).
+    pub fn release_memory(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+            self.scanned = 0;
+        }
     }
 
     /// Reads once from `input`, up to `max` bytes, straight into the buffer. Retries on
@@ -272,6 +295,7 @@ impl LineSplitter {
                 self.buf_offset += self.max_line_bytes as u64;
                 self.scanned = self.buf.len();
                 self.discarding = true;
+                self.discard_start = offset;
                 return Some(Line {
                     bytes,
                     offset,
@@ -328,6 +352,7 @@ impl LineSplitter {
 pub struct LineEvents {
     source: SourceId,
     path: Option<(FieldName, Value)>,
+    host: Option<(FieldName, Value)>,
     offset_field: Option<FieldName>,
 }
 
@@ -337,6 +362,7 @@ impl LineEvents {
         LineEvents {
             source,
             path: None,
+            host: None,
             offset_field: None,
         }
     }
@@ -344,6 +370,12 @@ impl LineEvents {
     /// Adds the field `name` holding `path` to every event.
     pub fn with_path(mut self, name: FieldName, path: &str) -> Self {
         self.path = Some((name, Value::String(Str::from(path))));
+        self
+    }
+
+    /// Adds the field `name` holding `host` to every event.
+    pub fn with_host(mut self, name: FieldName, host: &str) -> Self {
+        self.host = Some((name, Value::String(Str::from(host))));
         self
     }
 
@@ -362,6 +394,9 @@ impl LineEvents {
         };
         let mut event = Event::from_raw(line.bytes, meta);
         if let Some((name, value)) = &self.path {
+            event.insert(name.clone(), value.clone());
+        }
+        if let Some((name, value)) = &self.host {
             event.insert(name.clone(), value.clone());
         }
         if let Some(name) = &self.offset_field {

@@ -107,8 +107,8 @@ pub struct TopicSettings {
 impl Default for TopicSettings {
     fn default() -> Self {
         TopicSettings {
-            max_events: 100_000,
-            max_bytes: 64 * 1024 * 1024,
+            max_events: 20_000,
+            max_bytes: 16 * 1024 * 1024,
             when_full: WhenFull::Block,
         }
     }

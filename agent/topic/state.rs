@@ -316,9 +316,7 @@ impl TopicState {
                     generation,
                 })
             }
-            None if closed && sub.in_flight.is_empty() && sub.redeliver.is_empty() => {
-                Poll::Ended
-            }
+            None if closed && sub.in_flight.is_empty() && sub.redeliver.is_empty() => Poll::Ended,
             None => Poll::Pending {
                 deadline: sub.in_flight.values().filter_map(|f| f.deadline).min(),
             },

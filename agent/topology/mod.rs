@@ -130,6 +130,12 @@ impl Topology {
         for (name, def) in &config.pipelines {
             let output = topic(&def.output)?.producer();
             let dead_letter = topic(&def.dead_letter)?.producer();
+            let mut routes = HashMap::new();
+            for step in &def.steps {
+                for name in step.output_topics() {
+                    routes.insert(Arc::<str>::from(name.as_str()), topic(&name)?.producer());
+                }
+            }
             let component_metrics = metrics.register(name, Role::Pipeline);
             let shared_name: Arc<str> = Arc::from(name.as_str());
             for _ in 0..def.subscription.workers.max(1) {
@@ -162,6 +168,7 @@ impl Topology {
                         steps,
                         output: output.clone(),
                         dead_letter: dead_letter.clone(),
+                        routes: routes.clone(),
                         on_error: def.on_error,
                         flush_on_shutdown: def.flush_on_shutdown,
                         metrics: component_metrics.clone(),

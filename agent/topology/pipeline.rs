@@ -6,10 +6,12 @@
 //! never acknowledged before its output was accepted. Once a second it ticks the steps so windows
 //! can close on time even when no events arrive.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use sluice_pipelines::event::compact_events;
 use sluice_pipelines::{Batch, DeadLetter, Event, Fields, OnError, Step, StepContext, Value};
 
 use crate::metrics::ComponentMetrics;
@@ -36,6 +38,8 @@ pub struct PipelineWorker {
     pub output: Producer,
     /// Where rejected events go.
     pub dead_letter: Producer,
+    /// The topics `route` steps send events to, by name.
+    pub routes: HashMap<Arc<str>, Producer>,
     /// What to do with rejected events.
     pub on_error: OnError,
     /// Whether held windows are emitted when stopping because of a shutdown.
@@ -45,6 +49,9 @@ pub struct PipelineWorker {
     /// The agent's shutdown signal.
     pub shutdown: Shutdown,
 }
+
+/// A batch is compacted when fewer than one event in this many survived the steps.
+const COMPACT_BELOW: usize = 4;
 
 /// How often steps are ticked.
 const TICK: Duration = Duration::from_secs(1);
@@ -61,8 +68,14 @@ impl PipelineWorker {
                 delivery = self.input.next() => {
                     let Some(delivery) = delivery else { break };
                     let mut events = delivery.events().to_vec();
-                    self.metrics.events_in.add(events.len() as u64);
+                    let received = events.len();
+                    self.metrics.events_in.add(received as u64);
                     run_steps(&mut self.steps, 0, &mut events, &mut ctx);
+                    // Few survivors would pin the whole buffers they were parsed from while
+                    // they wait in the next topic: copy them out.
+                    if !events.is_empty() && events.len() * COMPACT_BELOW <= received {
+                        compact_events(&mut events);
+                    }
                     self.publish(events, &mut ctx).await;
                     delivery.ack();
                 }
@@ -105,10 +118,44 @@ impl PipelineWorker {
         self.metrics.errors.add(rejected);
         self.metrics.discarded.add(discarded);
         let dead_letters = ctx.take_dead_letters();
+        let routed = ctx.take_routed();
         if !events.is_empty() {
             self.metrics.events_out.add(events.len() as u64);
             self.output.send(Batch::new(events)).await;
         }
+        if !routed.is_empty() {
+            self.metrics.events_out.add(routed.len() as u64);
+            // One batch per topic, keeping each topic's events in order.
+            let mut by_topic: Vec<(Arc<str>, Vec<Event>)> = Vec::new();
+            for (topic, event) in routed {
+                match by_topic.iter_mut().find(|(name, _)| *name == topic) {
+                    Some((_, events)) => events.push(event),
+                    None => by_topic.push((topic, vec![event])),
+                }
+            }
+            for (topic, events) in by_topic {
+                match self.routes.get(&topic) {
+                    Some(producer) => {
+                        producer.send(Batch::new(events)).await;
+                    }
+                    None => {
+                        // Validation wires every route topic; this would be a bug, so keep the
+                        // events as dead letters rather than lose them.
+                        tracing::error!(pipeline = %self.name, %topic, "Route to an unknown topic");
+                        for event in events {
+                            ctx.reject(event, format!("route to unknown topic `{topic}`"));
+                        }
+                    }
+                }
+            }
+        }
+        let dead_letters = if dead_letters.is_empty() {
+            ctx.take_dead_letters()
+        } else {
+            let mut all = dead_letters;
+            all.extend(ctx.take_dead_letters());
+            all
+        };
         if !dead_letters.is_empty() {
             let events = dead_letters
                 .into_iter()

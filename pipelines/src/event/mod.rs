@@ -161,6 +161,65 @@ impl Event {
     }
 }
 
+/// Copies the text of `events` (raw lines and string values) into one new buffer shared by the
+/// batch, so the events stop pinning the (much larger) buffers they were sliced from.
+///
+/// Parsers hand out zero-copy slices of the chunk a source read. When a filter keeps a few events
+/// of a batch, those few would keep the whole chunk alive while they wait in a topic — memory the
+/// topic's byte accounting cannot see. A pipeline calls this when it kept a small share of its
+/// input, at the cost of copying only what it kept.
+pub fn compact_events(events: &mut [Event]) {
+    fn copy_value(value: &Value, out: &mut Vec<u8>) {
+        match value {
+            Value::String(text) => out.extend_from_slice(text.as_bytes()),
+            Value::Array(items) => items.iter().for_each(|item| copy_value(item, out)),
+            Value::Map(map) => map.iter().for_each(|(_, item)| copy_value(item, out)),
+            _ => {}
+        }
+    }
+    fn reslice_value(value: &mut Value, buffer: &Bytes, at: &mut usize) {
+        match value {
+            Value::String(text) => {
+                let end = *at + text.len();
+                let slice = buffer.slice(*at..end);
+                *at = end;
+                // The bytes were copied from a valid string.
+                if let Ok(copied) = Str::from_utf8(slice) {
+                    *text = copied;
+                }
+            }
+            Value::Array(items) => items
+                .iter_mut()
+                .for_each(|item| reslice_value(item, buffer, at)),
+            Value::Map(map) => map
+                .iter_mut()
+                .for_each(|(_, item)| reslice_value(item, buffer, at)),
+            _ => {}
+        }
+    }
+    let mut text = Vec::new();
+    for event in events.iter() {
+        if let Some(raw) = &event.raw {
+            text.extend_from_slice(raw);
+        }
+        for (_, value) in event.fields.iter() {
+            copy_value(value, &mut text);
+        }
+    }
+    let buffer = Bytes::from(text);
+    let mut at = 0;
+    for event in events.iter_mut() {
+        if let Some(raw) = &mut event.raw {
+            let end = at + raw.len();
+            *raw = buffer.slice(at..end);
+            at = end;
+        }
+        for (_, value) in event.fields.iter_mut() {
+            reslice_value(value, &buffer, &mut at);
+        }
+    }
+}
+
 /// A batch of events with its byte size computed once.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Batch {
@@ -230,6 +289,40 @@ mod tests {
             Value::Bool(true),
         );
         assert_eq!(event.get_path(&["plain", "x"]), Some(&Value::Bool(true)));
+    }
+
+    #[test]
+    fn compaction_copies_text_out_of_the_source_buffer() {
+        let chunk = Bytes::from_static(b"GET /a 200\nGET /b 500\n");
+        let line = chunk.slice(11..21);
+        let mut event = Event::from_raw(line.clone(), EventMeta::default());
+        let text = Str::from_utf8(line).unwrap();
+        event.insert("path", Value::String(text.slice_ref(&text.as_str()[4..6])));
+        let mut nested = Fields::new();
+        nested.insert(
+            "tags".into(),
+            Value::Array(vec![Value::from("x"), Value::Int(1)]),
+        );
+        event.insert("meta", Value::Map(nested));
+        let before = event.clone();
+        let mut events = vec![event];
+        compact_events(&mut events);
+        assert_eq!(events[0], before, "same content");
+        let chunk_range = chunk.as_ptr_range();
+        let raw_ptr = events[0].raw().unwrap().as_ptr();
+        assert!(
+            !chunk_range.contains(&raw_ptr),
+            "raw line no longer points into the chunk"
+        );
+        let path_ptr = events[0]
+            .get("path")
+            .and_then(Value::as_str)
+            .unwrap()
+            .as_ptr();
+        assert!(
+            !chunk_range.contains(&path_ptr),
+            "fields no longer point into the chunk"
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! Each event is checked against the routes in order. With `mode = "first"` (the default) it goes
 //! to the topic of the first route whose condition holds; with `mode = "all"` it goes to every
 //! matching route's topic (a copy each). An event that matches no route continues down the
-//! pipeline to its output: the output is the default route. Routed events leave the pipeline
+//! pipeline to its output: the output is the default route. With `copy = true` every event also
+//! continues down the pipeline, matched or not (tap errors off into a topic of their own and
+//! still count them downstream). Routed events leave the pipeline
 //! through [`StepContext::route`]; the agent publishes them to their topics, which
 //! [`StepConfig::output_topics`](crate::StepConfig::output_topics) lists for wiring.
 
@@ -29,6 +31,9 @@ pub struct RouteConfig {
     /// Whether an event goes to the first matching route or to all of them.
     #[serde(default)]
     pub mode: RouteMode,
+    /// Whether routed events also continue down the pipeline (default false: they leave it).
+    #[serde(default)]
+    pub copy: bool,
 }
 
 /// One route: a condition and the topic that receives the events it holds for.
@@ -92,6 +97,7 @@ impl RouteConfig {
         Ok(Route {
             routes,
             mode: self.mode,
+            copy: self.copy,
             matched: Vec::new(),
             input: Vec::new(),
         })
@@ -103,6 +109,7 @@ impl RouteConfig {
 pub struct Route {
     routes: Vec<(Condition, Arc<str>)>,
     mode: RouteMode,
+    copy: bool,
     /// Scratch: the routes an event matched (`mode = "all"`).
     matched: Vec<usize>,
     input: Vec<Event>,
@@ -120,6 +127,10 @@ impl Step for Route {
                         .iter()
                         .find(|(condition, _)| condition.matches(&event))
                     {
+                        Some((_, topic)) if self.copy => {
+                            ctx.route(topic, event.clone());
+                            events.push(event);
+                        }
                         Some((_, topic)) => ctx.route(topic, event),
                         None => events.push(event),
                     }
@@ -140,7 +151,12 @@ impl Step for Route {
                     for &index in rest {
                         ctx.route(&self.routes[index].1, event.clone());
                     }
-                    ctx.route(&self.routes[last].1, event);
+                    if self.copy {
+                        ctx.route(&self.routes[last].1, event.clone());
+                        events.push(event);
+                    } else {
+                        ctx.route(&self.routes[last].1, event);
+                    }
                 }
             }
         }
@@ -171,6 +187,32 @@ mod tests {
         { condition = 'status >= 500', topic = \"web.errors\" },\n\
         { condition = 'agent ~ \"(?i)bot\"', topic = \"web.bots\" },\n\
         { condition = 'status == 503', topic = \"web.unavailable\" },\n]";
+
+    #[test]
+    fn copy_keeps_routed_events_in_the_pipeline() {
+        for mode in ["first", "all"] {
+            let mut step = route(&format!("copy = true\nmode = \"{mode}\"\n{ROUTES}"));
+            let mut events = vec![event(503, "curl"), event(200, "curl")];
+            let mut ctx = StepContext::new(OnError::DeadLetter);
+            step.process(&mut events, &mut ctx);
+            let kept: Vec<i64> = events
+                .iter()
+                .map(|e| e.get("status").and_then(crate::Value::as_int).unwrap())
+                .collect();
+            assert_eq!(kept, [503, 200], "{mode}: every event continues");
+            let routed = ctx.take_routed();
+            assert!(
+                routed
+                    .iter()
+                    .all(|(_, e)| e.get("status") == Some(&crate::Value::Int(503))),
+                "{mode}"
+            );
+            assert!(
+                routed.iter().any(|(topic, _)| &**topic == "web.errors"),
+                "{mode}"
+            );
+        }
+    }
 
     fn statuses(events: &[(Arc<str>, Event)]) -> Vec<(String, i64)> {
         events

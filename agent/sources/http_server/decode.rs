@@ -1,0 +1,549 @@
+//! Request bodies to events: choosing the format, capped gunzip, and NDJSON / JSON / text
+//! decoding with errors that name the bad line.
+//!
+//! Everything here is synchronous and pure, so the handler can run it inline for small bodies
+//! and on the blocking pool for large ones. JSON objects go through the shared fast path
+//! ([`JsonDecoder::decode_object_shared`]): strings without escapes stay slices of the body
+//! buffer. The decoder's key cache is per thread, so it is reused across requests without a lock.
+
+use std::cell::RefCell;
+use std::io::Read;
+
+use bytes::Bytes;
+use sluice_pipelines::codec::json::{JsonDecodeError, JsonDecoder};
+use sluice_pipelines::{Event, EventMeta, FieldName, Value};
+
+use super::config::{Decoding, Partial};
+
+thread_local! {
+    static DECODER: RefCell<JsonDecoder> = RefCell::new(JsonDecoder::new());
+}
+
+/// How a body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line.
+    Ndjson,
+    /// A JSON array of objects, one object, or one object per line.
+    Json,
+    /// Every non-empty line is a raw event.
+    Text,
+}
+
+/// The format chosen for a request, before its body is seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// This format.
+    Format(Format),
+    /// No Content-Type: JSON if the body starts with `{` or `[`, text otherwise.
+    Sniff,
+}
+
+impl Choice {
+    /// The format for `body`.
+    pub fn resolve(self, body: &[u8]) -> Format {
+        match self {
+            Choice::Format(format) => format,
+            Choice::Sniff => match first_non_space(body) {
+                Some(b'{' | b'[') => Format::Json,
+                _ => Format::Text,
+            },
+        }
+    }
+}
+
+/// The Content-Types `auto` decoding accepts, for the 415 message.
+pub const ACCEPTED_TYPES: &str = "application/x-ndjson, application/json or text/plain";
+
+/// Picks the format from the `decoding` setting and the request's Content-Type.
+///
+/// # Errors
+/// The media type, when `auto` decoding does not know it (the caller answers 415).
+pub fn choose(decoding: Decoding, content_type: Option<&[u8]>) -> Result<Choice, String> {
+    let format = match decoding {
+        Decoding::Ndjson => Format::Ndjson,
+        Decoding::Json => Format::Json,
+        Decoding::Text => Format::Text,
+        Decoding::Auto => {
+            let Some(content_type) = content_type else {
+                return Ok(Choice::Sniff);
+            };
+            let media = content_type
+                .split(|&b| b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            let media = String::from_utf8_lossy(media).to_ascii_lowercase();
+            match media.as_str() {
+                "" => return Ok(Choice::Sniff),
+                "application/x-ndjson" | "application/ndjson" | "application/jsonl"
+                | "application/x-jsonlines" | "application/jsonlines" | "application/json-lines" => {
+                    Format::Ndjson
+                }
+                "application/json" => Format::Json,
+                media if media.starts_with("application/") && media.ends_with("+json") => {
+                    Format::Json
+                }
+                "text/plain" => Format::Text,
+                _ => return Err(media),
+            }
+        }
+    };
+    Ok(Choice::Format(format))
+}
+
+/// Why a gzip body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GunzipError {
+    /// The body grows past the limit once decompressed (a gzip bomb, or a limit too low).
+    #[error("body is larger than {max} bytes once decompressed")]
+    TooLarge {
+        /// The limit.
+        max: u64,
+    },
+    /// The body is not gzip, or is cut short.
+    #[error("body is not valid gzip: {message}")]
+    Corrupt {
+        /// What the decoder said.
+        message: String,
+    },
+    /// The server's in-flight memory budget has no room for the decompressed body.
+    #[error("no memory budget left for the decompressed body")]
+    NoBudget,
+}
+
+/// Decompresses `input` (one or more gzip members), never holding more than `max` bytes of
+/// output. `reserve` is asked for every piece of output before it is kept and may refuse.
+///
+/// # Errors
+/// [`GunzipError`]: too large, not gzip, or `reserve` refused.
+pub fn gunzip_capped(
+    input: &[u8],
+    max: u64,
+    reserve: &mut dyn FnMut(usize) -> bool,
+) -> Result<Vec<u8>, GunzipError> {
+    const CHUNK: usize = 32 * 1024;
+    let mut decoder = flate2::read::MultiGzDecoder::new(input);
+    // Typical ratios for logs are 5-10x; start near it, never past the cap.
+    let guess = (input.len() as u64).saturating_mul(6).min(max) as usize;
+    let mut out = Vec::with_capacity(guess);
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        let read = match decoder.read(&mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                return Err(GunzipError::Corrupt {
+                    message: error.to_string(),
+                });
+            }
+        };
+        if (out.len() + read) as u64 > max {
+            return Err(GunzipError::TooLarge { max });
+        }
+        if !reserve(read) {
+            return Err(GunzipError::NoBudget);
+        }
+        out.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// The first bad part of a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadInput {
+    /// The 1-based line (NDJSON, text) or array item (JSON array) at fault, if known.
+    pub position: Option<Position>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Where in a body an error is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// A 1-based line.
+    Line(usize),
+    /// A 1-based item of a JSON array.
+    Item(usize),
+}
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.position {
+            Some(Position::Line(line)) => write!(f, "line {line}: {}", self.message),
+            Some(Position::Item(item)) => write!(f, "item {item}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// A decoded body.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// The good events (none when a bad line rejected the body).
+    pub events: Vec<Event>,
+    /// Lines or items that could not be decoded (with `reject`, counting stops at the first).
+    pub invalid: u64,
+    /// The first bad line or item, if any.
+    pub error: Option<BadInput>,
+}
+
+/// Fields stamped onto every event of a request: `(name, value)`, replacing any field of the
+/// same name the client sent (the server's view of address, path and time is the trusted one).
+pub type Stamp = Vec<(FieldName, Value)>;
+
+/// Decodes `body` in `format`. With [`Partial::Reject`] decoding stops at the first bad line and
+/// no events are returned.
+pub fn decode(
+    body: &Bytes,
+    format: Format,
+    partial: Partial,
+    meta: EventMeta,
+    stamp: &Stamp,
+) -> Decoded {
+    let mut out = Decoded::default();
+    match format {
+        Format::Ndjson => DECODER.with_borrow_mut(|decoder| {
+            ndjson(decoder, body, partial, meta, stamp, &mut out);
+        }),
+        Format::Text => text(body, meta, stamp, &mut out),
+        Format::Json => DECODER.with_borrow_mut(|decoder| {
+            json(decoder, body, partial, meta, stamp, &mut out);
+        }),
+    }
+    if partial == Partial::Reject && out.error.is_some() {
+        out.events.clear();
+    }
+    out
+}
+
+fn first_non_space(body: &[u8]) -> Option<u8> {
+    body.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
+/// The lines of `body` as `(1-based number, trimmed slice)`, skipping blank ones.
+fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut start = 0;
+    let mut number = 0;
+    std::iter::from_fn(move || {
+        while start < body.len() {
+            let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |at| start + at);
+            let line = &body[start..end];
+            start = end + 1;
+            number += 1;
+            let line = line.trim_ascii();
+            if !line.is_empty() {
+                return Some((number, line));
+            }
+        }
+        None
+    })
+}
+
+fn stamped(mut event: Event, stamp: &Stamp) -> Event {
+    let fields = event.fields_mut();
+    for (name, value) in stamp {
+        fields.insert(name.clone(), value.clone());
+    }
+    event
+}
+
+fn fields_event(fields: sluice_pipelines::Fields, meta: EventMeta, stamp: &Stamp) -> Event {
+    let mut event = Event::from_fields(fields);
+    *event.meta_mut() = meta;
+    stamped(event, stamp)
+}
+
+fn ndjson(
+    decoder: &mut JsonDecoder,
+    body: &Bytes,
+    partial: Partial,
+    meta: EventMeta,
+    stamp: &Stamp,
+    out: &mut Decoded,
+) {
+    for (number, line) in lines(body) {
+        match decoder.decode_object_shared(&body.slice_ref(line)) {
+            Ok(fields) => out.events.push(fields_event(fields, meta, stamp)),
+            Err(error) => {
+                out.invalid += 1;
+                if out.error.is_none() {
+                    out.error = Some(BadInput {
+                        position: Some(Position::Line(number)),
+                        message: error.to_string(),
+                    });
+                }
+                if partial == Partial::Reject {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn text(body: &Bytes, meta: EventMeta, stamp: &Stamp, out: &mut Decoded) {
+    let mut start = 0;
+    while start < body.len() {
+        let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |at| start + at);
+        let mut line = &body[start..end];
+        start = end + 1;
+        if let [rest @ .., b'\r'] = line {
+            line = rest;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let event = Event::from_raw(body.slice_ref(line), meta);
+        out.events.push(if stamp.is_empty() {
+            event
+        } else {
+            stamped(event, stamp)
+        });
+    }
+}
+
+fn json(
+    decoder: &mut JsonDecoder,
+    body: &Bytes,
+    partial: Partial,
+    meta: EventMeta,
+    stamp: &Stamp,
+    out: &mut Decoded,
+) {
+    match first_non_space(body) {
+        None => {}
+        Some(b'[') => array(decoder, body, partial, meta, stamp, out),
+        Some(b'{') => {
+            // Objects one per line, or one object over many lines (pretty-printed). Lines are
+            // tried first: that is the fast path, and a bad line is named exactly.
+            ndjson(decoder, body, partial, meta, stamp, out);
+            let first_line_incomplete = matches!(
+                &out.error,
+                Some(BadInput { position: Some(Position::Line(_)), message })
+                    if message.contains("EOF while parsing")
+            ) && out.events.is_empty();
+            if first_line_incomplete {
+                *out = Decoded::default();
+                match decoder.decode_object_shared(body) {
+                    Ok(fields) => out.events.push(fields_event(fields, meta, stamp)),
+                    Err(error) => {
+                        out.invalid = 1;
+                        out.error = Some(whole_body_error(body, &error));
+                    }
+                }
+            }
+        }
+        Some(_) => {
+            out.invalid = 1;
+            out.error = Some(BadInput {
+                position: Some(Position::Line(1)),
+                message: "expected a JSON object or an array of objects".to_owned(),
+            });
+        }
+    }
+}
+
+fn array(
+    decoder: &mut JsonDecoder,
+    body: &Bytes,
+    partial: Partial,
+    meta: EventMeta,
+    stamp: &Stamp,
+    out: &mut Decoded,
+) {
+    let items = match decoder.decode_value(body) {
+        Ok(Value::Array(items)) => items,
+        Ok(_) => {
+            out.invalid = 1;
+            out.error = Some(BadInput {
+                position: None,
+                message: "expected a JSON array of objects".to_owned(),
+            });
+            return;
+        }
+        Err(error) => {
+            out.invalid = 1;
+            out.error = Some(whole_body_error(body, &error));
+            return;
+        }
+    };
+    out.events.reserve(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        match item {
+            Value::Map(fields) => out.events.push(fields_event(fields, meta, stamp)),
+            other => {
+                out.invalid += 1;
+                if out.error.is_none() {
+                    out.error = Some(BadInput {
+                        position: Some(Position::Item(index + 1)),
+                        message: format!("expected a JSON object, found {}", other.kind()),
+                    });
+                }
+                if partial == Partial::Reject {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// An error in a body decoded as one JSON value, with the line serde_json places it on.
+fn whole_body_error(body: &[u8], error: &JsonDecodeError) -> BadInput {
+    let line = match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+        Err(located) if located.line() > 0 => Some(located.line()),
+        _ => None,
+    };
+    BadInput {
+        position: line.map(Position::Line),
+        message: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_pipelines::Str;
+
+    fn stamp() -> Stamp {
+        vec![(FieldName::new("path"), Value::String(Str::from("/in")))]
+    }
+
+    fn run(body: &str, format: Format, partial: Partial) -> Decoded {
+        decode(
+            &Bytes::copy_from_slice(body.as_bytes()),
+            format,
+            partial,
+            EventMeta::default(),
+            &stamp(),
+        )
+    }
+
+    fn error(decoded: &Decoded) -> String {
+        decoded.error.as_ref().map(ToString::to_string).unwrap()
+    }
+
+    #[test]
+    fn content_types_pick_formats() {
+        let auto = |ct: Option<&str>| choose(Decoding::Auto, ct.map(str::as_bytes));
+        assert_eq!(
+            auto(Some("application/x-ndjson")),
+            Ok(Choice::Format(Format::Ndjson))
+        );
+        assert_eq!(
+            auto(Some("Application/JSON; charset=utf-8")),
+            Ok(Choice::Format(Format::Json))
+        );
+        assert_eq!(
+            auto(Some("application/vnd.api+json")),
+            Ok(Choice::Format(Format::Json))
+        );
+        assert_eq!(auto(Some("text/plain")), Ok(Choice::Format(Format::Text)));
+        assert_eq!(auto(None), Ok(Choice::Sniff));
+        assert_eq!(auto(Some("application/xml")), Err("application/xml".into()));
+        // A forced format ignores the header.
+        assert_eq!(
+            choose(Decoding::Text, Some(b"application/xml")),
+            Ok(Choice::Format(Format::Text))
+        );
+        assert_eq!(Choice::Sniff.resolve(b"  [1]"), Format::Json);
+        assert_eq!(Choice::Sniff.resolve(b"hello"), Format::Text);
+    }
+
+    #[test]
+    fn ndjson_lines_become_stamped_events_and_blank_lines_are_skipped() {
+        let decoded = run(
+            "{\"a\":1}\r\n\n  \n{\"a\":2,\"path\":\"/spoofed\"}",
+            Format::Ndjson,
+            Partial::Reject,
+        );
+        assert!(decoded.error.is_none());
+        assert_eq!(decoded.events.len(), 2);
+        assert_eq!(decoded.events[1].get("a"), Some(&Value::Int(2)));
+        // The server's path wins over the client's.
+        assert_eq!(decoded.events[1].get("path").unwrap().as_str(), Some("/in"));
+    }
+
+    #[test]
+    fn a_bad_line_is_named_and_partial_decides_what_is_kept() {
+        let body = "{\"a\":1}\n{\"a\":2}\n{\"a\":\n{\"a\":4}\n[5]\n";
+        let rejected = run(body, Format::Ndjson, Partial::Reject);
+        assert!(rejected.events.is_empty());
+        assert_eq!(rejected.invalid, 1);
+        assert!(error(&rejected).starts_with("line 3: "), "{}", error(&rejected));
+        let kept = run(body, Format::Ndjson, Partial::AcceptValid);
+        assert_eq!(kept.events.len(), 3);
+        assert_eq!(kept.invalid, 2);
+        assert!(error(&kept).starts_with("line 3: "));
+    }
+
+    #[test]
+    fn json_takes_arrays_single_objects_and_pretty_objects() {
+        let array = run("[{\"a\":1},{\"a\":2}]", Format::Json, Partial::Reject);
+        assert_eq!(array.events.len(), 2);
+        let one = run("{\"a\":1}", Format::Json, Partial::Reject);
+        assert_eq!(one.events.len(), 1);
+        let pretty = run("{\n  \"a\": 1,\n  \"b\": [1, 2]\n}\n", Format::Json, Partial::Reject);
+        assert!(pretty.error.is_none(), "{:?}", pretty.error);
+        assert_eq!(pretty.events.len(), 1);
+        assert_eq!(pretty.events[0].get("a"), Some(&Value::Int(1)));
+        let lines = run("{\"a\":1}\n{\"a\":2}\n", Format::Json, Partial::Reject);
+        assert_eq!(lines.events.len(), 2);
+        let broken = run("{\n  \"a\": 1,\n  \"b\": oops\n}\n", Format::Json, Partial::Reject);
+        assert!(error(&broken).starts_with("line 3: "), "{}", error(&broken));
+        let item = run("[{\"a\":1}, 7, {\"a\":3}]", Format::Json, Partial::AcceptValid);
+        assert_eq!(item.events.len(), 2);
+        assert_eq!(error(&item), "item 2: expected a JSON object, found int");
+        let scalar = run("42", Format::Json, Partial::AcceptValid);
+        assert!(scalar.events.is_empty());
+        assert!(scalar.error.is_some());
+        assert!(run("  ", Format::Json, Partial::Reject).events.is_empty());
+    }
+
+    #[test]
+    fn text_lines_are_raw_events() {
+        let decoded = run("one\r\ntwo\n\nthree", Format::Text, Partial::Reject);
+        let raws: Vec<&[u8]> = decoded
+            .events
+            .iter()
+            .map(|event| event.raw().unwrap().as_ref())
+            .collect();
+        assert_eq!(raws, [&b"one"[..], b"two", b"three"]);
+        assert_eq!(
+            decoded.events[0].get("path").unwrap().as_str(),
+            Some("/in")
+        );
+    }
+
+    #[test]
+    fn gunzip_is_capped_and_checks_its_input() {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&vec![b'a'; 1 << 20]).unwrap();
+        let bomb = encoder.finish().unwrap();
+        assert!(bomb.len() < 5000);
+        let mut reserved = 0;
+        let mut reserve = |n: usize| {
+            reserved += n;
+            true
+        };
+        assert_eq!(
+            gunzip_capped(&bomb, 1000, &mut reserve),
+            Err(GunzipError::TooLarge { max: 1000 })
+        );
+        assert!(reserved <= 1000);
+        let whole = gunzip_capped(&bomb, 1 << 20, &mut |_| true).unwrap();
+        assert_eq!(whole.len(), 1 << 20);
+        assert!(matches!(
+            gunzip_capped(&bomb, 1 << 20, &mut |_| false),
+            Err(GunzipError::NoBudget)
+        ));
+        assert!(matches!(
+            gunzip_capped(b"not gzip", 100, &mut |_| true),
+            Err(GunzipError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            gunzip_capped(&bomb[..bomb.len() / 2], 1 << 20, &mut |_| true),
+            Err(GunzipError::Corrupt { .. })
+        ));
+    }
+}
