@@ -289,3 +289,129 @@ encoding = "text"
     );
     assert_eq!(read_lines(&copy), written);
 }
+
+#[test]
+fn per_minute_counts_match_an_independent_computation() {
+    use std::collections::BTreeMap;
+    // 30 000 generated lines cover several minutes of traffic.
+    let dir = TempDir::new().unwrap();
+    let lines: Vec<String> = {
+        write_file(
+            dir.path(),
+            "gen.toml",
+            r#"
+[sources.gen]
+type = "generator"
+format = "nginx"
+count = 30000
+seed = 5
+topic = "raw"
+
+[sinks.out]
+type = "file"
+input = "raw"
+path = "access.log"
+encoding = "text"
+"#,
+        );
+        let mut command = sluice(dir.path());
+        command.args(["run", "-c", "gen.toml"]);
+        assert!(run_with_timeout(command, MINUTE).status.success());
+        read_lines(&dir.path().join("access.log"))
+    };
+    assert_eq!(lines.len(), 30_000);
+    write_file(
+        dir.path(),
+        "agg.toml",
+        r#"
+[sources.access]
+type = "file"
+include = ["access.log"]
+follow = false
+topic = "raw"
+
+[pipelines.requests]
+input = "raw"
+output = "requests"
+workers = 2
+steps = [
+  { type = "parse", format = "nginx_combined_timed", drop_raw = true },
+  { type = "filter", condition = 'not (agent ~ "(?i)bot")' },
+]
+
+[pipelines.per_minute]
+input = "requests"
+output = "stats"
+steps = [{ type = "aggregate", window = "1m", group_by = ["path", "status"], allowed_lateness = "1m",
+           fields = { hits = "count()", bytes = "sum(bytes)", visitors = "count_distinct(ip)" } }]
+
+[sinks.out]
+type = "file"
+input = "stats"
+path = "stats.ndjson"
+"#,
+    );
+    let mut command = sluice(dir.path());
+    command.args(["run", "-c", "agg.toml"]);
+    let output = run_with_timeout(command, MINUTE);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The same computation, independently: regex, chrono, maps.
+    let pattern = Regex::new(NGINX_PATTERN).unwrap();
+    let bot = Regex::new("(?i)bot").unwrap();
+    type Key = (String, String, i64); // minute, path, status
+    let mut expected: BTreeMap<Key, (u64, i64, BTreeSet<String>)> = BTreeMap::new();
+    for line in &lines {
+        let caps = pattern.captures(line).expect("generated lines parse");
+        if bot.is_match(&caps["agent"]) {
+            continue;
+        }
+        let at =
+            chrono::DateTime::parse_from_str(&caps["timestamp"], "%d/%b/%Y:%H:%M:%S %z").unwrap();
+        let minute = at
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%dT%H:%M:00Z")
+            .to_string();
+        let entry = expected
+            .entry((
+                minute,
+                caps["path"].to_owned(),
+                caps["status"].parse().unwrap(),
+            ))
+            .or_default();
+        entry.0 += 1;
+        entry.1 += caps["bytes"].parse::<i64>().unwrap();
+        entry.2.insert(caps["ip"].to_owned());
+    }
+    let mut actual: BTreeMap<Key, (u64, i64, u64)> = BTreeMap::new();
+    for line in read_lines(&dir.path().join("stats.ndjson")) {
+        let row: Value = serde_json::from_str(&line).unwrap();
+        let key = (
+            row["window_start"].as_str().unwrap().to_owned(),
+            row["path"].as_str().unwrap().to_owned(),
+            row["status"].as_i64().unwrap(),
+        );
+        let value = (
+            row["hits"].as_u64().unwrap(),
+            row["bytes"].as_i64().unwrap(),
+            row["visitors"].as_u64().unwrap(),
+        );
+        assert!(
+            actual.insert(key, value).is_none(),
+            "one row per window and group: {line}"
+        );
+    }
+    let expected: BTreeMap<Key, (u64, i64, u64)> = expected
+        .into_iter()
+        .map(|(key, (hits, bytes, ips))| (key, (hits, bytes, ips.len() as u64)))
+        .collect();
+    assert!(
+        expected.keys().map(|k| &k.0).collect::<BTreeSet<_>>().len() >= 3,
+        "several minutes"
+    );
+    assert_eq!(actual, expected);
+}

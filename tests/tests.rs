@@ -7,4 +7,5 @@ mod support;
 mod cli;
 mod examples;
 mod run;
+mod stores;
 mod topology;
