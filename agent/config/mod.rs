@@ -36,6 +36,7 @@ use indexmap::IndexMap;
 use sluice_pipelines::units::{ByteSize, HumanDuration};
 use sluice_pipelines::{OnError, StepConfig};
 use sluice_sink::SinkConfig;
+use sluice_sink::driver::DriverConfig;
 
 use crate::sources::SourceConfig;
 use crate::topic::{TopicSettings, WhenFull};
@@ -179,6 +180,9 @@ pub struct PipelineDef {
 pub struct SinkDef {
     /// How it reads its input.
     pub subscription: SubscriptionDef,
+    /// Batching, concurrency, retries and healthcheck (`batch`, `concurrency`, `retry`,
+    /// `healthcheck`).
+    pub driver: DriverConfig,
     /// Its kind-specific config.
     pub config: SinkConfig,
 }

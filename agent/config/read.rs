@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use sluice_pipelines::units::parse_duration;
 use sluice_pipelines::{ComponentKind, OnError, StepConfig};
 use sluice_sink::SinkConfig;
+use sluice_sink::driver::DriverConfig;
 
 use super::TopicDef;
 use super::path::{Issue, KeyPath};
@@ -218,13 +219,21 @@ impl<'a> Reader<'a> {
         let has_input = entries.iter().any(|(key, _)| key == "input");
         let mut kind = None;
         let mut rest = Vec::new();
+        let mut driver = Vec::new();
         for (key, value) in entries {
             match key.as_str() {
                 "type" => kind = Some(value),
                 "input" | "workers" | "blocking" | "ack_timeout" => {
                     self.subscription_key(&key, value, &path.key(&key), &mut draft.subscription);
                 }
+                "batch" | "concurrency" | "retry" | "healthcheck" => driver.push((key, value)),
                 _ => rest.push((key, value)),
+            }
+        }
+        if !driver.is_empty() {
+            match T::from_entries(driver).deserialize_tracked::<DriverConfig>() {
+                Ok(config) => draft.driver = Some(config),
+                Err((key, message)) => self.issue(path.join(&key), message),
             }
         }
         if !has_input && !partial {

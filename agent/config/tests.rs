@@ -918,3 +918,49 @@ proptest! {
         prop_assert_eq!(done.text.matches('\n').count(), text.matches('\n').count());
     }
 }
+
+#[test]
+fn sink_driver_keys_are_read_with_their_paths() {
+    let text = format!(
+        "{BASE}\n[sinks.tuned]\ntype = \"console\"\ninput = \"parsed\"\n\
+         batch = {{ max_events = 50, timeout = \"200ms\" }}\nconcurrency = \"adaptive\"\n\
+         retry = {{ initial = \"1s\", max = \"10s\", max_attempts = 5 }}\nhealthcheck = false\n"
+    );
+    let config = config(load_one(&text));
+    let driver = &config.sinks["tuned"].driver;
+    assert_eq!(driver.batch.max_events, 50);
+    assert_eq!(driver.batch.timeout.get(), Duration::from_millis(200));
+    assert_eq!(
+        driver.concurrency,
+        sluice_sink::driver::Concurrency::Adaptive
+    );
+    assert_eq!(driver.retry.max_attempts, Some(5));
+    assert!(!driver.healthcheck);
+    assert_eq!(
+        config.sinks["tuned"].subscription.ack_timeout, None,
+        "sinks retry in their driver"
+    );
+
+    let text = format!(
+        "{BASE}\n[sinks.bad]\ntype = \"console\"\ninput = \"parsed\"\n\
+         batch = {{ max_events = 0 }}\nretry = {{ initial = \"1s\", tries = 3 }}\n"
+    );
+    let errors = errors(load_one(&text));
+    let batch_line = text.lines().position(|l| l.starts_with("batch")).unwrap() + 1;
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("sinks.bad.retry.tries") && e.contains("unknown key `tries`")),
+        "{errors:?}"
+    );
+    // A value that deserializes but is out of range is checked after reading.
+    let text = text.replace("retry = { initial = \"1s\", tries = 3 }\n", "");
+    let errors = super::tests::errors(load_one(&text));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with(&format!("pipeline.toml:{batch_line}:"))
+                && e.contains("sinks.bad.batch.max_events: must be at least 1")),
+        "{errors:?}"
+    );
+}

@@ -26,6 +26,7 @@ use indexmap::IndexMap;
 use sluice_pipelines::units::ByteSize;
 use sluice_pipelines::{BuildError, OnError, StepConfig};
 use sluice_sink::SinkConfig;
+use sluice_sink::driver::DriverConfig;
 
 use super::path::{Issue, KeyPath};
 use super::{
@@ -137,6 +138,8 @@ impl PipelineDraft {
 pub(super) struct SinkDraft {
     /// `input`, `workers`, `blocking`, `ack_timeout`.
     pub(super) subscription: SubscriptionDraft,
+    /// `batch`, `concurrency`, `retry`, `healthcheck`, when any is set.
+    pub(super) driver: Option<DriverConfig>,
     /// The kind-specific config.
     pub(super) config: Option<SinkConfig>,
 }
@@ -561,6 +564,11 @@ fn check_components(draft: &Draft, errors: &mut Vec<Issue>) {
     for (name, sink) in &draft.sinks {
         let path = root.key("sinks").key(name);
         check_subscription(&path, &sink.subscription, errors);
+        if let Some(driver) = &sink.driver
+            && let Err(error) = driver.validate()
+        {
+            errors.push(build_issue(&path, error));
+        }
         if let Some(config) = &sink.config
             && let Err(error) = config.validate()
         {
@@ -660,6 +668,7 @@ fn build(draft: Draft, usage: &Usage) -> Option<Config> {
             name,
             SinkDef {
                 subscription: subscription(sink.subscription, None)?,
+                driver: sink.driver.unwrap_or_default(),
                 config: sink.config?,
             },
         );

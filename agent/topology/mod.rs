@@ -198,7 +198,7 @@ impl Topology {
                     component: format!("sinks.{name}"),
                     source,
                 })?;
-            let (driver_input, driver) = Driver::new(name.as_str(), built, def.config.driver());
+            let (driver_input, driver) = Driver::new(name.as_str(), built, def.driver.clone());
             let input = sink_subs.get(name).cloned().ok_or_else(|| TopologyError {
                 component: format!("sinks.{name}"),
                 source: BuildError::new("missing subscription"),

@@ -35,8 +35,8 @@ pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(100);
 /// The default `retry.max`.
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Everything the driver needs from a sink's config; deserializes from the four keys (for tests
-/// and tools — sink configs carry the keys as fields of their own).
+/// Everything the driver needs from a sink's config: the four keys every sink has, read by the
+/// agent's config loader beside `input` (the sink kinds' own configs do not carry them).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriverConfig {

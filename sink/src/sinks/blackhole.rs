@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use sluice_pipelines::Event;
 
-use crate::driver::{BatchConfig, Concurrency, DriverConfig, RetryConfig};
 use crate::{BuildError, Sink, SinkContext, SinkFuture};
 
 /// The config of the `blackhole` sink.
@@ -40,34 +39,12 @@ pub struct BlackholeConfig {
     /// The totals, shared by every sink built from this config.
     #[serde(skip)]
     counter: BlackholeCounter,
-    /// Driver: batching.
-    #[serde(default)]
-    pub batch: BatchConfig,
-    /// Driver: concurrency; the blackhole runs one request at a time whatever this says.
-    #[serde(default)]
-    pub concurrency: Concurrency,
-    /// Driver: retries (a blackhole never fails).
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Driver: start-up check (none for the blackhole).
-    #[serde(default = "crate::driver::config::default_healthcheck")]
-    pub healthcheck: bool,
 }
 
 impl BlackholeConfig {
     /// The counter every sink built from this config (or a clone of it) adds to.
     pub fn counter(&self) -> BlackholeCounter {
         self.counter.clone()
-    }
-
-    /// The driver keys.
-    pub fn driver(&self) -> DriverConfig {
-        DriverConfig {
-            batch: self.batch.clone(),
-            concurrency: self.concurrency,
-            retry: self.retry.clone(),
-            healthcheck: self.healthcheck,
-        }
     }
 
     /// Checks the config without touching anything outside the process.
@@ -81,7 +58,7 @@ impl BlackholeConfig {
                 "must be greater than zero (leave it out to log only at close)",
             ));
         }
-        self.driver().validate()
+        Ok(())
     }
 
     /// Builds the sink, counting into [`BlackholeConfig::counter`].

@@ -14,7 +14,7 @@
 //! skip_unknown_fields = false    # default: a field without a column rejects the batch
 //! encoding = { except_fields = ["agent"], timestamp_format = "rfc3339" }  # ndjson only
 //! request_timeout = "60s"
-//! # and the driver keys: batch, concurrency, retry, healthcheck
+//! # plus the driver keys every sink has (batch, concurrency, retry, healthcheck)
 //! ```
 //!
 //! # Date-times
@@ -51,7 +51,6 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use sluice_pipelines::Event;
 
-use crate::driver::{BatchConfig, Concurrency, DriverConfig, RetryConfig};
 use crate::encoding::{Compression, Encoder, Encoding, EncodingConfig, gzip};
 use crate::sinks::http::{
     client, error_body, is_retryable_status, parse_retry_after, parse_uri, request_error,
@@ -89,18 +88,6 @@ pub struct ClickhouseConfig {
     /// How long one insert may take; default `"60s"`.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
-    /// Driver: batching.
-    #[serde(default)]
-    pub batch: BatchConfig,
-    /// Driver: concurrency.
-    #[serde(default)]
-    pub concurrency: Concurrency,
-    /// Driver: retries.
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Driver: start-up check (`EXISTS TABLE`).
-    #[serde(default = "crate::driver::config::default_healthcheck")]
-    pub healthcheck: bool,
 }
 
 fn default_endpoint() -> String {
@@ -128,20 +115,6 @@ impl ClickhouseConfig {
             skip_unknown_fields: false,
             encoding: EncodingConfig::default(),
             request_timeout: default_request_timeout(),
-            batch: BatchConfig::default(),
-            concurrency: Concurrency::default(),
-            retry: RetryConfig::default(),
-            healthcheck: true,
-        }
-    }
-
-    /// The driver keys.
-    pub fn driver(&self) -> DriverConfig {
-        DriverConfig {
-            batch: self.batch.clone(),
-            concurrency: self.concurrency,
-            retry: self.retry.clone(),
-            healthcheck: self.healthcheck,
         }
     }
 
@@ -164,7 +137,7 @@ impl ClickhouseConfig {
                 "must be greater than zero",
             ));
         }
-        self.driver().validate()
+        Ok(())
     }
 
     /// The insert and healthcheck URLs.

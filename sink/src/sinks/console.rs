@@ -14,7 +14,7 @@
 //! input = "web.requests"
 //! target = "stdout"      # or "stderr"
 //! encoding = "ndjson"    # or "json" (the same), "text", "csv" or a table (see `encoding`)
-//! # and the driver keys: batch, concurrency (always 1 here), retry, healthcheck
+//! # plus the driver keys every sink has (batch, concurrency — always 1 here —, retry, healthcheck)
 //! ```
 
 use std::io::{self, Write};
@@ -22,7 +22,6 @@ use std::io::{self, Write};
 use serde::Deserialize;
 use sluice_pipelines::Event;
 
-use crate::driver::{BatchConfig, Concurrency, DriverConfig, RetryConfig};
 use crate::encoding::{Encoder, EncodingConfig, deserialize_encoding};
 use crate::{BuildError, Sink, SinkError, SinkFuture, chunk_events};
 
@@ -36,18 +35,6 @@ pub struct ConsoleConfig {
     /// How events become lines; default `ndjson`.
     #[serde(default, deserialize_with = "deserialize_encoding")]
     pub encoding: EncodingConfig,
-    /// Driver: batching.
-    #[serde(default)]
-    pub batch: BatchConfig,
-    /// Driver: concurrency; the console runs one request at a time whatever this says.
-    #[serde(default)]
-    pub concurrency: Concurrency,
-    /// Driver: retries.
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Driver: start-up check (none for the console).
-    #[serde(default = "crate::driver::config::default_healthcheck")]
-    pub healthcheck: bool,
 }
 
 /// The standard stream the `console` sink writes to.
@@ -77,17 +64,7 @@ impl ConsoleConfig {
     /// None today; the signature matches the other sinks.
     pub fn validate(&self) -> Result<(), BuildError> {
         self.encoding.validate()?;
-        self.driver().validate()
-    }
-
-    /// The driver keys.
-    pub fn driver(&self) -> DriverConfig {
-        DriverConfig {
-            batch: self.batch.clone(),
-            concurrency: self.concurrency,
-            retry: self.retry.clone(),
-            healthcheck: self.healthcheck,
-        }
+        Ok(())
     }
 
     /// Builds the sink.

@@ -13,7 +13,7 @@
 //! max_file_bytes = "512MiB"  # optional: rotate a file once it holds this much
 //! rotate_interval = "1h"   # optional: rotate a file once it has been open this long
 //! max_open_files = 16      # default; the least recently used file is closed beyond it
-//! # and the driver keys: batch, concurrency (always 1 here), retry, healthcheck
+//! # plus the driver keys every sink has (batch, concurrency — always 1 here —, retry, healthcheck)
 //! ```
 //!
 //! # Acknowledgement
@@ -80,7 +80,6 @@ use flate2::write::DeflateEncoder;
 use serde::Deserialize;
 use sluice_pipelines::{Event, Value};
 
-use crate::driver::{BatchConfig, Concurrency, DriverConfig, RetryConfig};
 use crate::encoding::{Encoder, EncodingConfig, deserialize_encoding};
 use crate::units::ByteSize;
 use crate::{BuildError, Sink, SinkContext, SinkError, SinkFuture};
@@ -118,18 +117,6 @@ pub struct FileConfig {
     /// Most files open at once; default 16.
     #[serde(default = "default_max_open_files")]
     pub max_open_files: usize,
-    /// Driver: batching.
-    #[serde(default)]
-    pub batch: BatchConfig,
-    /// Driver: concurrency; a file sink runs one request at a time whatever this says.
-    #[serde(default)]
-    pub concurrency: Concurrency,
-    /// Driver: retries.
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Driver: start-up check (the file sink has none beyond opening at build).
-    #[serde(default = "crate::driver::config::default_healthcheck")]
-    pub healthcheck: bool,
 }
 
 fn default_append() -> bool {
@@ -152,20 +139,6 @@ impl FileConfig {
             max_file_bytes: None,
             rotate_interval: None,
             max_open_files: DEFAULT_MAX_OPEN_FILES,
-            batch: BatchConfig::default(),
-            concurrency: Concurrency::default(),
-            retry: RetryConfig::default(),
-            healthcheck: true,
-        }
-    }
-
-    /// The driver keys.
-    pub fn driver(&self) -> DriverConfig {
-        DriverConfig {
-            batch: self.batch.clone(),
-            concurrency: self.concurrency,
-            retry: self.retry.clone(),
-            healthcheck: self.healthcheck,
         }
     }
 
@@ -199,7 +172,7 @@ impl FileConfig {
         if self.max_open_files == 0 {
             return Err(BuildError::at("max_open_files", "must be at least 1"));
         }
-        self.driver().validate()
+        Ok(())
     }
 
     /// Builds the sink; a template without fields opens its file for the current time, creating

@@ -11,7 +11,7 @@
 //! encoding = "ndjson"           # json_array, csv, text, or a table (see `encoding`)
 //! compression = "gzip"          # default "none"; sets Content-Encoding: gzip
 //! request_timeout = "60s"
-//! # and the driver keys: batch, concurrency, retry, healthcheck
+//! # plus the driver keys every sink has (batch, concurrency, retry, healthcheck)
 //! ```
 //!
 //! # Retries
@@ -36,7 +36,6 @@ use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use sluice_pipelines::Event;
 
-use crate::driver::{BatchConfig, Concurrency, DriverConfig, RetryConfig};
 use crate::encoding::{Compression, Encoder, EncodingConfig, deserialize_encoding, gzip};
 use crate::units::HumanDuration;
 use crate::{BuildError, Sink, SinkError, SinkFuture, chunk_events};
@@ -70,18 +69,6 @@ pub struct HttpConfig {
     /// How long one request may take; default `"60s"`.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: HumanDuration,
-    /// Driver: batching.
-    #[serde(default)]
-    pub batch: BatchConfig,
-    /// Driver: concurrency.
-    #[serde(default)]
-    pub concurrency: Concurrency,
-    /// Driver: retries.
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Driver: start-up check (none for plain HTTP).
-    #[serde(default = "crate::driver::config::default_healthcheck")]
-    pub healthcheck: bool,
 }
 
 fn default_request_timeout() -> HumanDuration {
@@ -129,20 +116,6 @@ impl HttpConfig {
             encoding: EncodingConfig::default(),
             compression: Compression::None,
             request_timeout: default_request_timeout(),
-            batch: BatchConfig::default(),
-            concurrency: Concurrency::default(),
-            retry: RetryConfig::default(),
-            healthcheck: true,
-        }
-    }
-
-    /// The driver keys.
-    pub fn driver(&self) -> DriverConfig {
-        DriverConfig {
-            batch: self.batch.clone(),
-            concurrency: self.concurrency,
-            retry: self.retry.clone(),
-            healthcheck: self.healthcheck,
         }
     }
 
@@ -160,7 +133,7 @@ impl HttpConfig {
                 "must be greater than zero",
             ));
         }
-        self.driver().validate()
+        Ok(())
     }
 
     /// Builds the sink and its client.

@@ -2,6 +2,9 @@
 //!
 //! A sink kind is a file (or folder) here with its config struct (serde, `deny_unknown_fields`)
 //! and its runtime beside it, plus one line in [`SinkConfig`] and one arm in each `match` below.
+//! The keys every sink has — `input` and the subscription keys, and the driver keys `batch`,
+//! `concurrency`, `retry`, `healthcheck` ([`DriverConfig`](crate::driver::DriverConfig)) — are read
+//! by the agent's config loader, not by the kinds.
 
 pub mod blackhole;
 pub mod clickhouse;
@@ -12,7 +15,6 @@ pub mod postgres;
 
 use sluice_pipelines::component_kinds;
 
-use crate::driver::DriverConfig;
 use crate::{BuildError, Sink, SinkContext};
 
 pub use blackhole::{BlackholeConfig, BlackholeCounter, BlackholeSink};
@@ -54,19 +56,6 @@ impl SinkConfig {
             SinkConfig::File(config) => config.validate(),
             SinkConfig::Http(config) => config.validate(),
             SinkConfig::Postgres(config) => config.validate(),
-        }
-    }
-
-    /// The driver keys of the sink (`batch`, `concurrency`, `retry`, `healthcheck`), for
-    /// [`Driver::new`](crate::driver::Driver::new).
-    pub fn driver(&self) -> DriverConfig {
-        match self {
-            SinkConfig::Blackhole(config) => config.driver(),
-            SinkConfig::Clickhouse(config) => config.driver(),
-            SinkConfig::Console(config) => config.driver(),
-            SinkConfig::File(config) => config.driver(),
-            SinkConfig::Http(config) => config.driver(),
-            SinkConfig::Postgres(config) => config.driver(),
         }
     }
 

@@ -9,7 +9,7 @@
 //! columns = { ts = "timestamp", url = "path", raw = "." }   # optional; "." is the whole event
 //! on_conflict = { columns = ["request_id"], action = "nothing" }   # optional: idempotent retries
 //! pool_size = 2                      # default
-//! # and the driver keys: batch, concurrency, retry, healthcheck
+//! # plus the driver keys every sink has (batch, concurrency, retry, healthcheck)
 //! ```
 //!
 //! # Columns
@@ -63,7 +63,6 @@ use tokio::sync::Semaphore;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-use crate::driver::{BatchConfig, Concurrency, DriverConfig, RetryConfig};
 use crate::{BuildError, Sink, SinkError, SinkFuture, chunk_events};
 
 /// The default `pool_size`.
@@ -90,18 +89,6 @@ pub struct PostgresConfig {
     /// Most connections; default 2.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
-    /// Driver: batching.
-    #[serde(default)]
-    pub batch: BatchConfig,
-    /// Driver: concurrency (more than `pool_size` only queues for a connection).
-    #[serde(default)]
-    pub concurrency: Concurrency,
-    /// Driver: retries.
-    #[serde(default)]
-    pub retry: RetryConfig,
-    /// Driver: start-up check (connect and read the table's columns).
-    #[serde(default = "crate::driver::config::default_healthcheck")]
-    pub healthcheck: bool,
 }
 
 fn default_pool_size() -> usize {
@@ -137,20 +124,6 @@ impl PostgresConfig {
             columns: None,
             on_conflict: None,
             pool_size: DEFAULT_POOL_SIZE,
-            batch: BatchConfig::default(),
-            concurrency: Concurrency::default(),
-            retry: RetryConfig::default(),
-            healthcheck: true,
-        }
-    }
-
-    /// The driver keys.
-    pub fn driver(&self) -> DriverConfig {
-        DriverConfig {
-            batch: self.batch.clone(),
-            concurrency: self.concurrency,
-            retry: self.retry.clone(),
-            healthcheck: self.healthcheck,
         }
     }
 
@@ -186,7 +159,7 @@ impl PostgresConfig {
         if self.pool_size == 0 {
             return Err(BuildError::at("pool_size", "must be at least 1"));
         }
-        self.driver().validate()
+        Ok(())
     }
 
     /// Builds the sink. Connects nothing: connections open at the first write or healthcheck, so

@@ -49,7 +49,12 @@ async fn bench_clickhouse() {
         server.query("TRUNCATE TABLE bench").await;
         let mut config = ClickhouseConfig::new(server.endpoint(), "bench");
         config.compression = compression;
-        let elapsed = drive(Box::new(config.build().unwrap()), config.driver(), inputs()).await;
+        let elapsed = drive(
+            Box::new(config.build().unwrap()),
+            DriverConfig::default(),
+            inputs(),
+        )
+        .await;
         let rows: i64 = server
             .query("SELECT count() FROM bench")
             .await
@@ -87,7 +92,7 @@ async fn bench_postgres() {
         }
         let elapsed = drive(
             Box::new(config.build().await.unwrap()),
-            config.driver(),
+            DriverConfig::default(),
             inputs(),
         )
         .await;
@@ -178,7 +183,7 @@ async fn bench_file_gzip() {
         );
         let mib = encoded.len() as f64 * inputs.len() as f64 / (1 << 20) as f64;
         let sink = config.build(&SinkContext::default()).await.unwrap();
-        let elapsed = drive(Box::new(sink), config.driver(), inputs).await;
+        let elapsed = drive(Box::new(sink), DriverConfig::default(), inputs).await;
         let on_disk = std::fs::metadata(&path).unwrap().len() as f64 / (1 << 20) as f64;
         println!(
             "BENCH file {compression:?}: {mib:.1} MiB of NDJSON in {elapsed:?} = {:.1} MiB/s, {:.0} events/s ({on_disk:.1} MiB on disk)",

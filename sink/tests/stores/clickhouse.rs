@@ -130,9 +130,9 @@ async fn clickhouse_survives_being_down_and_killed() {
     create(&server, "faults").await;
     server.kill();
 
-    let mut config = ClickhouseConfig::new(server.endpoint(), "faults");
-    config.batch.max_events = 100;
-    let mut driver = fast_retry(config.driver());
+    let config = ClickhouseConfig::new(server.endpoint(), "faults");
+    let mut driver = fast_retry(DriverConfig::default());
+    driver.batch.max_events = 100;
     driver.healthcheck = true;
     let mut run = Run::start(Box::new(config.build().unwrap()), driver);
     let total: i64 = 6000;

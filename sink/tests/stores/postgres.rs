@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sluice_pipelines::{Event, Value};
 use sluice_sink::Sink;
-use sluice_sink::driver::Outcome;
+use sluice_sink::driver::{DriverConfig, Outcome};
 use sluice_sink::sinks::PostgresConfig;
 use sluice_sink::sinks::postgres::OnConflict;
 
@@ -45,10 +45,7 @@ async fn postgres_rows_land_value_by_value() {
         .await
         .unwrap();
     sink.healthcheck().await.unwrap();
-    let mut run = Run::start(
-        Box::new(sink),
-        fast_retry(PostgresConfig::new("", "").driver()),
-    );
+    let mut run = Run::start(Box::new(sink), fast_retry(DriverConfig::default()));
     for n in 0..4 {
         let mut batch = requests(n * 250..n * 250 + 250);
         for event in &mut batch {
@@ -143,10 +140,7 @@ async fn postgres_rejects_bad_rows_with_the_server_message() {
         .build()
         .await
         .unwrap();
-    let mut run = Run::start(
-        Box::new(sink),
-        fast_retry(PostgresConfig::new("", "").driver()),
-    );
+    let mut run = Run::start(Box::new(sink), fast_retry(DriverConfig::default()));
     run.send(requests(0..10)).await;
     let mut bad = request(10);
     bad.insert("small", 5000i64);
@@ -202,15 +196,15 @@ async fn postgres_survives_being_down_and_killed() {
         columns: vec!["request_id".into()],
         action: Default::default(),
     });
-    idempotent.batch.max_events = 100;
     let loose = PostgresConfig::new(server.url(), "loose");
-    let mut a = Run::start(
-        Box::new(idempotent.build().await.unwrap()),
-        fast_retry(idempotent.driver()),
-    );
+    let mut a = Run::start(Box::new(idempotent.build().await.unwrap()), {
+        let mut driver = fast_retry(DriverConfig::default());
+        driver.batch.max_events = 100;
+        driver
+    });
     let mut b = Run::start(
         Box::new(loose.build().await.unwrap()),
-        fast_retry(loose.driver()),
+        fast_retry(DriverConfig::default()),
     );
     let total: i64 = 5000;
     let mut sent = 0;
