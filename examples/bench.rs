@@ -56,7 +56,7 @@ fn parse_args() -> Result<Options, String> {
             "--gen" => options.generator = PathBuf::from(value("--gen")?),
             "-h" | "--help" => {
                 return Err(
-                    "usage: bench [S1 S2 S2R S3 S4 S5 | all] [--mb N] [--runs N] \
+                    "usage: bench [S1 S2 S2R S3 S4 S5 F100 ROT | all] [--mb N] [--runs N] \
                             [--data DIR] [--gen gen_logs.py]"
                         .into(),
                 );
@@ -65,7 +65,7 @@ fn parse_args() -> Result<Options, String> {
         }
     }
     if options.scenarios.is_empty() || options.scenarios.iter().any(|s| s == "ALL") {
-        options.scenarios = ["S1", "S2", "S2R", "S3", "S4", "S5"]
+        options.scenarios = ["S1", "S2", "S2R", "S3", "S4", "S5", "F100", "ROT"]
             .map(String::from)
             .to_vec();
     }
@@ -287,14 +287,8 @@ path = "{out}/stats.ndjson"
             );
             (config, events, "json_aggregate")
         }
-        "S4" | "S5" => {
-            eprintln!(
-                "{scenario}: not available yet (needs {})",
-                match scenario {
-                    "S4" => "the http_server source",
-                    _ => "disk topics",
-                }
-            );
+        "S5" => {
+            eprintln!("{scenario}: not available yet (needs disk topics)");
             return Ok(None);
         }
         other => return Err(format!("unknown scenario {other}")),
@@ -307,6 +301,15 @@ fn run_scenario(
     options: &Options,
     binary: &Path,
 ) -> Result<Option<String>, String> {
+    if scenario == "S4" {
+        return http_ingest(options, binary).map(Some);
+    }
+    if scenario == "F100" {
+        return many_files(options, binary).map(Some);
+    }
+    if scenario == "ROT" {
+        return rotation_share(options, binary).map(Some);
+    }
     let Some((config, input, label)) = scenario_config(scenario, options)? else {
         return Ok(None);
     };
@@ -363,4 +366,468 @@ fn measure(binary: &Path, config: &Path) -> Result<Measurement, String> {
         // Linux reports ru_maxrss in KiB.
         peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
     })
+}
+
+/// S4's load: `wrk` for this long, with this many connections and threads.
+const S4_SECONDS: u32 = 10;
+const S4_CONNECTIONS: u32 = 16;
+const S4_THREADS: u32 = 2;
+/// Events per POST, and the events in S4's input (a small file: wrk's threads each load it).
+const S4_BATCH: u64 = 100;
+const S4_LINES: u64 = 20_000;
+
+/// The wrk script of S4: POSTs the input's events as NDJSON batches of [`S4_BATCH`], each thread
+/// cycling through all batches from a random start.
+const S4_SCRIPT: &str = r#"-- S4 http_ingest: POST NDJSON batches of 100 events, cycling through the input file.
+local batches = {}
+local counter = 0
+function init(args)
+  local file = assert(io.open(args[1], "r"))
+  local lines = {}
+  for line in file:lines() do
+    lines[#lines + 1] = line
+    if #lines == 100 then
+      batches[#batches + 1] = wrk.format("POST", nil,
+        {["Content-Type"] = "application/x-ndjson"}, table.concat(lines, "\n") .. "\n")
+      lines = {}
+    end
+  end
+  file:close()
+  counter = math.random(#batches)
+end
+function request()
+  counter = counter + 1
+  return batches[counter % #batches + 1]
+end
+"#;
+
+/// What wrk reported.
+#[derive(Debug, Clone, Copy)]
+struct WrkReport {
+    seconds: f64,
+    requests: u64,
+    non_2xx: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// S4 http_ingest: `wrk` POSTs NDJSON batches of 100 clickstream events over 16 connections to
+/// `sluice run` (http_server → topic → blackhole) for [`S4_SECONDS`]; reports the median run by
+/// events/s, with requests/s and wrk's p50/p99 latency on a second line. CPU seconds and peak RSS
+/// are sluice's alone (wrk shares the machine, as a real load balancer would not).
+fn http_ingest(options: &Options, binary: &Path) -> Result<String, String> {
+    Command::new("wrk")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|_| "wrk not found; install it (apt-get install -y wrk)".to_owned())?;
+    let data = fs::canonicalize(&options.data).map_err(|e| e.to_string())?;
+    let events = data.join(format!("events-{S4_LINES}lines.ndjson"));
+    if !events.exists() {
+        let status = Command::new("python3")
+            .arg(&options.generator)
+            .args([
+                "--format",
+                "events",
+                "--lines",
+                &S4_LINES.to_string(),
+                "--out",
+            ])
+            .arg(&events)
+            .status()
+            .map_err(|e| format!("cannot run python3: {e}"))?;
+        if !status.success() {
+            let _ = fs::remove_file(&events);
+            return Err("gen_logs.py failed".into());
+        }
+    }
+    let batch_bytes = fs::metadata(&events).map_err(|e| e.to_string())?.len() as f64
+        / (S4_LINES / S4_BATCH) as f64;
+    let script = data.join("S4.lua");
+    fs::write(&script, S4_SCRIPT).map_err(|e| e.to_string())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    let config = format!(
+        r#"data_dir = "{data}/state"
+
+[sources.ingest]
+type = "http_server"
+address = "127.0.0.1:{port}"
+topic = "raw"
+
+[sinks.null]
+type = "blackhole"
+input = "raw"
+"#,
+        data = data.display()
+    );
+    let config_path = data.join("S4.toml");
+    fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let mut runs = Vec::new();
+    for _ in 0..options.runs.max(1) {
+        let _ = fs::remove_dir_all(data.join("state"));
+        runs.push(measure_server(binary, &config_path, port, |url| {
+            run_wrk(url, &script, &events)
+        })?);
+    }
+    let events_per_sec = |report: &WrkReport| {
+        (report.requests - report.non_2xx) as f64 * S4_BATCH as f64 / report.seconds
+    };
+    runs.sort_by(|a, b| events_per_sec(&a.1).total_cmp(&events_per_sec(&b.1)));
+    let (measurement, report) = runs[runs.len() / 2];
+    let mib_per_sec = events_per_sec(&report) / S4_BATCH as f64 * batch_bytes / (1024.0 * 1024.0);
+    let gib = mib_per_sec * report.seconds / 1024.0;
+    Ok(format!(
+        "{:<20} {:>10.1} {:>12.0} {:>9.3} {:>11.3} {:>10.2} {:>9.1}\n{:<20} {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {} non-2xx",
+        "S4 http_ingest",
+        mib_per_sec,
+        events_per_sec(&report),
+        report.seconds,
+        measurement.cpu_secs,
+        measurement.cpu_secs / gib,
+        measurement.peak_rss_mib,
+        "",
+        report.requests as f64 / report.seconds,
+        report.p50_ms,
+        report.p99_ms,
+        report.non_2xx
+    ))
+}
+
+/// Runs wrk against `url` and parses its report.
+fn run_wrk(url: &str, script: &Path, events: &Path) -> Result<WrkReport, String> {
+    let output = Command::new("wrk")
+        .arg(format!("-t{S4_THREADS}"))
+        .arg(format!("-c{S4_CONNECTIONS}"))
+        .arg(format!("-d{S4_SECONDS}s"))
+        .arg("--latency")
+        .arg("-s")
+        .arg(script)
+        .arg(url)
+        .arg("--")
+        .arg(events)
+        .output()
+        .map_err(|e| format!("cannot run wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "wrk failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    parse_wrk(&text).ok_or_else(|| format!("cannot read wrk's report:\n{text}"))
+}
+
+/// Reads requests, duration, non-2xx answers and the p50/p99 latencies from wrk's output.
+fn parse_wrk(text: &str) -> Option<WrkReport> {
+    let millis = |value: &str| -> Option<f64> {
+        let split = value.find(|c: char| c.is_ascii_alphabetic())?;
+        let (number, unit) = value.split_at(split);
+        let number: f64 = number.parse().ok()?;
+        Some(match unit {
+            "us" => number / 1000.0,
+            "ms" => number,
+            "s" => number * 1000.0,
+            "m" => number * 60_000.0,
+            _ => return None,
+        })
+    };
+    let mut report = WrkReport {
+        seconds: 0.0,
+        requests: 0,
+        non_2xx: 0,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+    };
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [count, "requests", "in", duration, ..] => {
+                report.requests = count.parse().ok()?;
+                report.seconds = duration
+                    .trim_end_matches(',')
+                    .trim_end_matches('s')
+                    .parse()
+                    .ok()?;
+            }
+            ["Non-2xx", "or", "3xx", "responses:", count] => report.non_2xx = count.parse().ok()?,
+            ["50%", value] => report.p50_ms = millis(value)?,
+            ["99%", value] => report.p99_ms = millis(value)?,
+            _ => {}
+        }
+    }
+    (report.requests > 0 && report.seconds > 0.0).then_some(report)
+}
+
+/// Starts `sluice run -c config`, waits until it listens on `port`, runs `load` against it, then
+/// stops it with SIGTERM and measures it over its whole life.
+fn measure_server(
+    binary: &Path,
+    config: &Path,
+    port: u16,
+    load: impl FnOnce(&str) -> Result<WrkReport, String>,
+) -> Result<(Measurement, WrkReport), String> {
+    let started = Instant::now();
+    let child = Command::new(binary)
+        .args(["run", "--quiet", "--log", "warn", "-c"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let pid = child.id() as libc::pid_t;
+    let stop = || {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    };
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let ready = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::net::TcpStream::connect(address).is_ok()
+    });
+    let report = if ready {
+        load(&format!("http://{address}/"))
+    } else {
+        Err(format!("sluice did not listen on {address}"))
+    };
+    stop();
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data that wait4 fills in; the pid is our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall_secs = started.elapsed().as_secs_f64();
+    let report = report?;
+    if waited != pid {
+        return Err(format!("wait4 failed: {}", std::io::Error::last_os_error()));
+    }
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        return Err(format!("sluice exited with status {status}"));
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((
+        Measurement {
+            wall_secs,
+            cpu_secs: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+            peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        },
+        report,
+    ))
+}
+
+/// F100: how many files S1's input is split into.
+const F100_FILES: usize = 100;
+
+/// F100 many_files: S1's input split round-robin by line into [`F100_FILES`] files, all tailed
+/// at once by one file source (`follow = false`) into a blackhole; reported like S1.
+fn many_files(options: &Options, binary: &Path) -> Result<String, String> {
+    use std::io::{BufRead, BufReader, BufWriter, Write};
+    let log = input(options, "nginx")?;
+    let data = fs::canonicalize(&options.data).map_err(|e| e.to_string())?;
+    let dir = data.join(format!("f{F100_FILES}-{}mb", options.mb));
+    if !dir.join("done").exists() {
+        eprintln!("splitting {} into {F100_FILES} files…", log.display());
+        fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut outputs = (0..F100_FILES)
+            .map(|n| {
+                fs::File::create(dir.join(format!("access-{n:03}.log")))
+                    .map(|file| BufWriter::with_capacity(1 << 16, file))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let reader = BufReader::new(fs::File::open(&log).map_err(|e| e.to_string())?);
+        for (index, line) in reader.split(b'\n').enumerate() {
+            let mut line = line.map_err(|e| e.to_string())?;
+            line.push(b'\n');
+            outputs[index % F100_FILES]
+                .write_all(&line)
+                .map_err(|e| e.to_string())?;
+        }
+        for mut output in outputs {
+            output.flush().map_err(|e| e.to_string())?;
+        }
+        fs::write(dir.join("done"), b"").map_err(|e| e.to_string())?;
+    }
+    let config = format!(
+        r#"data_dir = "{data}/state"
+
+[sources.access]
+type = "file"
+include = ["{dir}/*.log"]
+follow = false
+topic = "raw"
+
+[sinks.null]
+type = "blackhole"
+input = "raw"
+"#,
+        data = data.display(),
+        dir = dir.display()
+    );
+    let config_path = options.data.join("F100.toml");
+    fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let input_bytes = fs::metadata(&log).map_err(|e| e.to_string())?.len();
+    let lines = count_lines(&log)?;
+    let mut runs = Vec::new();
+    for _ in 0..options.runs.max(1) {
+        let _ = fs::remove_dir_all(options.data.join("state"));
+        runs.push(measure(binary, &config_path)?);
+    }
+    runs.sort_by(|a, b| a.wall_secs.total_cmp(&b.wall_secs));
+    let median = runs[runs.len() / 2];
+    let mib = input_bytes as f64 / (1024.0 * 1024.0);
+    Ok(format!(
+        "{:<20} {:>10.1} {:>12.0} {:>9.3} {:>11.3} {:>10.2} {:>9.1}",
+        format!("F100 {F100_FILES}_files"),
+        mib / median.wall_secs,
+        lines as f64 / median.wall_secs,
+        median.wall_secs,
+        median.cpu_secs,
+        median.cpu_secs / (mib / 1024.0),
+        median.peak_rss_mib
+    ))
+}
+
+/// ROT: the writer's rate, how long it writes, and how often it rotates.
+const ROT_LINES_PER_SEC: u64 = 50_000;
+const ROT_SECONDS: u64 = 20;
+const ROT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// ROT rotation_share: a writer appends numbered access-log lines at [`ROT_LINES_PER_SEC`] for
+/// [`ROT_SECONDS`], rotating by rename every second and keeping only 2 old files (the oldest is
+/// deleted at each rotation), like logrotate + nginx under a tight policy. `sluice run` tails
+/// `access.log*` into a file; the share of distinct lines collected is reported (the goal is
+/// 100%), with duplicates, CPU seconds and peak RSS.
+fn rotation_share(options: &Options, binary: &Path) -> Result<String, String> {
+    use std::collections::HashSet;
+    use std::io::{BufRead, BufReader, Write};
+    use std::time::Duration;
+    let data = fs::canonicalize(&options.data).map_err(|e| e.to_string())?;
+    let dir = data.join("rot");
+    let _ = fs::remove_dir_all(&dir);
+    let logs = dir.join("logs");
+    fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let output = dir.join("out.txt");
+    let config = format!(
+        r#"data_dir = "{dir}/state"
+
+[sources.access]
+type = "file"
+include = ["{logs}/access.log*"]
+topic = "raw"
+
+[sinks.out]
+type = "file"
+input = "raw"
+path = "{output}"
+encoding = "text"
+"#,
+        dir = dir.display(),
+        logs = logs.display(),
+        output = output.display()
+    );
+    let config_path = options.data.join("ROT.toml");
+    fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let child = Command::new(binary)
+        .args(["run", "--quiet", "--log", "warn", "-c"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let pid = child.id() as libc::pid_t;
+
+    // The writer: 50 writes of 1,000 lines a second, on an absolute schedule.
+    let live = logs.join("access.log");
+    let open = |path: &Path| {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| e.to_string())
+    };
+    let mut file = open(&live)?;
+    let per_write = ROT_LINES_PER_SEC / 50;
+    let mut written = 0u64;
+    let mut chunk = String::new();
+    let begin = Instant::now();
+    let mut next_rotation = begin + ROT_EVERY;
+    let mut rotations = 0;
+    for tick in 0..ROT_SECONDS * 50 {
+        let due = begin + Duration::from_millis(tick * 20);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        if Instant::now() >= next_rotation {
+            let _ = fs::remove_file(logs.join("access.log.2"));
+            let _ = fs::rename(logs.join("access.log.1"), logs.join("access.log.2"));
+            fs::rename(&live, logs.join("access.log.1")).map_err(|e| e.to_string())?;
+            file = open(&live)?;
+            next_rotation += ROT_EVERY;
+            rotations += 1;
+        }
+        chunk.clear();
+        for _ in 0..per_write {
+            chunk.push_str(&format!(
+                "10.0.{}.{} - - [01/May/2024:12:00:00 +0000] \"GET /p/{written:010} HTTP/1.1\" 200 {} \"-\" \"bench\"\n",
+                written % 251,
+                written % 241,
+                written % 9000
+            ));
+            written += 1;
+        }
+        file.write_all(chunk.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let write_secs = begin.elapsed().as_secs_f64();
+
+    // Let sluice catch up (the output stops growing), then stop it cleanly.
+    let mut last_len = 0;
+    let mut stable_since = Instant::now();
+    while stable_since.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(200));
+        let len = fs::metadata(&output).map(|m| m.len()).unwrap_or(0);
+        if len != last_len {
+            last_len = len;
+            stable_since = Instant::now();
+        }
+    }
+    // SAFETY: signalling our own child; `rusage` is plain data that wait4 fills in.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
+        return Err(format!("wait4 failed: {}", std::io::Error::last_os_error()));
+    }
+    let wall_secs = started.elapsed().as_secs_f64();
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu_secs = seconds(usage.ru_utime) + seconds(usage.ru_stime);
+
+    let mut seen = HashSet::new();
+    let mut lines = 0u64;
+    let reader = BufReader::new(fs::File::open(&output).map_err(|e| e.to_string())?);
+    for line in reader.lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        lines += 1;
+        if let Some(at) = line.find("/p/") {
+            if let Some(seq) = line
+                .get(at + 3..at + 13)
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                seen.insert(seq);
+            }
+        }
+    }
+    let collected = seen.len() as u64;
+    Ok(format!(
+        "{:<20} {:>9.2}% collected: {collected} of {written} lines ({} duplicated) at {:.0} \
+         lines/s through {rotations} rename rotations keeping 2 old files; {cpu_secs:.2} CPU s \
+         in {wall_secs:.1} s, {:.1} MiB RSS",
+        "ROT rotation_share",
+        collected as f64 * 100.0 / written as f64,
+        lines - collected,
+        written as f64 / write_secs,
+        usage.ru_maxrss as f64 / 1024.0
+    ))
 }

@@ -213,3 +213,83 @@ retry = {{ initial = "50ms", max = "500ms" }}
     }
     assert_eq!(seen.len(), EVENTS, "every event arrived");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_postgres_rejects_land_in_the_dead_letter_topic_with_the_error() {
+    let server = Postgres::start();
+    let client = server.client().await;
+    // Server errors are refused by a CHECK constraint: the store rejects those rows for good.
+    client
+        .batch_execute(
+            "CREATE TABLE requests (request_id text PRIMARY KEY, timestamp timestamptz, \
+             path text, status int4 CHECK (status < 500), bytes int8, request_time float8)",
+        )
+        .await
+        .unwrap();
+    let dir = TempDir::new().unwrap();
+    let sink = format!(
+        r#"[sinks.pg]
+type = "postgres"
+input = "requests"
+url = "{}"
+table = "requests"
+
+[sinks.rejected]
+type = "file"
+input = "dead_letter"
+path = "rejected.ndjson"
+"#,
+        server.url()
+    );
+    write_file(dir.path(), "dl.toml", &config(&sink));
+    let child = sluice(dir.path())
+        .args(["run", "-c", "dl.toml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output =
+        tokio::task::spawn_blocking(move || wait_with_timeout(child, Duration::from_secs(120)))
+            .await
+            .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let expected = archive(&dir);
+    let server_errors: std::collections::BTreeSet<String> = expected
+        .values()
+        .filter(|event| event["status"].as_i64().unwrap() >= 500)
+        .map(|event| event["request_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(server_errors.len() > 100, "the generator makes some 5xx");
+    let rejected: Vec<Value> = read_lines(&dir.path().join("rejected.ndjson"))
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let rejected_ids: std::collections::BTreeSet<String> = rejected
+        .iter()
+        .map(|event| event["request_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        rejected_ids, server_errors,
+        "exactly the rows the store refused"
+    );
+    for event in &rejected {
+        assert_eq!(event["dead_letter"]["sink"], "pg");
+        let error = event["dead_letter"]["error"].as_str().unwrap();
+        assert!(error.contains("violates check constraint"), "{error}");
+    }
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM requests", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        stored as usize,
+        EVENTS - server_errors.len(),
+        "the good rows all landed"
+    );
+}

@@ -6,6 +6,8 @@ mod support;
 
 mod cli;
 mod examples;
+mod file_tailing;
+mod http_sources;
 mod run;
 mod stores;
 mod topology;

@@ -13,15 +13,17 @@
 //!
 //! Lines have exactly the shape `shared/bench/gen_logs.py` writes — same field order, formats and
 //! value lists, and timestamps advancing by `random() * 0.01` seconds per line — so a pipeline
-//! tested on the generator reads the benchmark files the same way:
+//! tested on the generator reads the benchmark files the same way. The tables and the formatting
+//! live in [`sluice_pipelines::sample`], shared with the pipelines crate's tests and benchmarks;
+//! this file keeps the config, pacing and batching:
 //! - `nginx`: nginx "combined" access lines followed by `$request_time` and a request id
 //!   (`req-0000000001`), about 8% of them from bots.
 //! - `events`: one compact JSON clickstream event per line (`ts`, `event_id`, `user_id`,
 //!   `session_id`, `event`, `page`, `country`, `device`, `latency_ms`, and `amount`/`currency`
 //!   for purchases, `query` for searches).
 //!
-//! The random sequence is `rand`'s `SmallRng` seeded with `seed`, not Python's Mersenne
-//! Twister, so the values differ from the script's; the output is deterministic for a seed.
+//! The random sequence is splitmix64 seeded with `seed`, not Python's Mersenne Twister, so the
+//! values differ from the script's; the output is deterministic for a seed.
 //! Events are raw lines (no delimiter), like those of a file source, with the event's index as
 //! their origin.
 //!
@@ -29,13 +31,11 @@
 //! evenly: about a hundredth of a second's worth at a time, each batch published when it is due,
 //! with a sleep (never a spin) in between.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chrono::{DateTime, Datelike, Timelike};
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use chrono::DateTime;
+use sluice_pipelines::sample::{SampleFormat, SampleLines};
 use sluice_pipelines::{Batch, BuildError, Event, EventMeta, SourceId};
 use tokio::time::Instant;
 
@@ -102,13 +102,12 @@ impl GeneratorConfig {
                 format!("expected an RFC 3339 time like \"{DEFAULT_START}\", found `{start_text}`: {error}"),
             )
         })?;
-        let start = start.timestamp() as f64 + f64::from(start.timestamp_subsec_nanos()) / 1e9;
         Ok(Generator {
             format: self.format,
             seed: self.seed,
             count: self.count,
             rate: self.rate,
-            start,
+            start_micros: start.timestamp_micros(),
         })
     }
 
@@ -128,8 +127,8 @@ pub struct Generator {
     seed: u64,
     count: Option<u64>,
     rate: Option<f64>,
-    /// Unix seconds.
-    start: f64,
+    /// Unix microseconds.
+    start_micros: i64,
 }
 
 impl Generator {
@@ -140,7 +139,7 @@ impl Generator {
 
     /// A line maker at the start of this generator's sequence.
     pub fn lines(&self) -> LineMaker {
-        LineMaker::new(self.format, self.seed, self.start)
+        LineMaker::new(self.format, self.seed, self.start_micros)
     }
 }
 
@@ -193,128 +192,34 @@ impl Generator {
     }
 }
 
-const AGENTS: [&str; 5] = [
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
-    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Mobile Safari/537.36",
-    "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
-];
-const BOTS: [&str; 4] = [
-    "Googlebot/2.1 (+http://www.google.com/bot.html)",
-    "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
-    "curl/8.5.0",
-    "kube-probe/1.29",
-];
-const REFERERS: [&str; 5] = [
-    "-",
-    "https://www.google.com/",
-    "https://shop.example.com/",
-    "https://t.co/x1y2z3",
-    "https://shop.example.com/search?q=shoes",
-];
-const SEARCH_PARAMS: [&str; 5] = ["shoes", "red+dress", "usb-c", "gift", "laptop"];
-const QUERIES: [&str; 5] = ["shoes", "red dress", "usb-c cable", "gift", "laptop"];
-const COUNTRIES: [&str; 8] = ["US", "DE", "CN", "IN", "BR", "FR", "JP", "GB"];
-const DEVICES: [&str; 3] = ["desktop", "mobile", "tablet"];
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-/// `["GET"] * 17 + ["POST"] * 2 + ["PUT"]`.
-const METHODS: [(&str, u32); 3] = [("GET", 17), ("POST", 2), ("PUT", 1)];
-/// `[200] * 80 + [304] * 6 + [301, 302] + [404] * 6 + [400, 401, 403] + [500, 502, 503]`.
-const STATUSES: [(u32, u32); 11] = [
-    (200, 80),
-    (304, 6),
-    (301, 1),
-    (302, 1),
-    (404, 6),
-    (400, 1),
-    (401, 1),
-    (403, 1),
-    (500, 1),
-    (502, 1),
-    (503, 1),
-];
-/// `["page_view"] * 50 + ["click"] * 30 + ["search"] * 8 + ["add_to_cart"] * 7 + ["purchase"] * 3
-/// + ["signup"] * 2`.
-const EVENTS: [(&str, u32); 6] = [
-    ("page_view", 50),
-    ("click", 30),
-    ("search", 8),
-    ("add_to_cart", 7),
-    ("purchase", 3),
-    ("signup", 2),
-];
-const FIXED_PAGES: [&str; 14] = [
-    "/",
-    "/search",
-    "/cart",
-    "/checkout",
-    "/login",
-    "/signup",
-    "/account",
-    "/api/v1/items",
-    "/api/v1/cart",
-    "/api/v1/recommendations",
-    "/healthz",
-    "/static/app.js",
-    "/static/app.css",
-    "/favicon.ico",
-];
-const CATEGORIES: [&str; 8] = [
-    "shoes", "phones", "books", "garden", "toys", "laptops", "music", "food",
-];
-
-/// The page list of `gen_logs.py`: fixed pages, `/product/1` to `/product/399`, categories.
-fn pages() -> Vec<String> {
-    FIXED_PAGES
-        .iter()
-        .map(|page| (*page).to_owned())
-        .chain((1..400).map(|i| format!("/product/{i}")))
-        .chain(CATEGORIES.iter().map(|c| format!("/category/{c}")))
-        .collect()
-}
-
 /// Writes the lines of one generator, in sequence, into shared buffers.
 #[derive(Debug)]
 pub struct LineMaker {
-    format: GeneratorFormat,
-    rng: SmallRng,
-    pages: Vec<String>,
-    /// The current timestamp, unix seconds.
-    time: f64,
-    /// Lines written so far.
-    written: u64,
+    lines: SampleLines,
     buf: BytesMut,
-    /// The last formatted second and its text, as nginx (`01/May/2024:00:00:00`) or ISO
-    /// (`2024-05-01T00:00:00`) shows it.
-    second: Option<(i64, String)>,
 }
 
 impl LineMaker {
-    /// A maker at the start of the sequence for `seed`, first timestamp `start` (unix seconds).
-    pub fn new(format: GeneratorFormat, seed: u64, start: f64) -> Self {
+    /// A maker at the start of the sequence for `seed`, first timestamp up to 10 ms after
+    /// `start_micros` (unix microseconds).
+    pub fn new(format: GeneratorFormat, seed: u64, start_micros: i64) -> Self {
+        let format = match format {
+            GeneratorFormat::Nginx => SampleFormat::Nginx,
+            GeneratorFormat::Events => SampleFormat::Events,
+        };
         LineMaker {
-            format,
-            rng: SmallRng::seed_from_u64(seed),
-            pages: pages(),
-            time: start,
-            written: 0,
+            lines: SampleLines::new(format, seed, start_micros),
             buf: BytesMut::new(),
-            second: None,
         }
     }
 
     /// The next line, without a newline.
     pub fn next_line(&mut self) -> Bytes {
+        // One allocation for many lines: each line is a slice of a shared 64 KiB buffer.
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(64 * 1024);
         }
-        match self.format {
-            GeneratorFormat::Nginx => self.write_nginx(),
-            GeneratorFormat::Events => self.write_event(),
-        }
+        self.lines.write_next(&mut self.buf);
         self.buf.split().freeze()
     }
 
@@ -323,183 +228,12 @@ impl LineMaker {
         let mut events = Vec::with_capacity(size);
         let mut raw_bytes = 0;
         for _ in 0..size {
-            let origin = Some(self.written);
+            let origin = Some(self.lines.written());
             let line = self.next_line();
             raw_bytes += line.len() as u64;
             events.push(Event::from_raw(line, EventMeta { source, origin }));
         }
         (Batch::new(events), raw_bytes)
-    }
-
-    fn random(&mut self) -> f64 {
-        self.rng.random::<f64>()
-    }
-
-    fn pick<'a, T: ?Sized>(&mut self, items: &[&'a T]) -> &'a T {
-        items[self.rng.random_range(0..items.len())]
-    }
-
-    fn weighted<T: Copy>(&mut self, items: &[(T, u32)]) -> T {
-        let total: u32 = items.iter().map(|(_, weight)| weight).sum();
-        let mut draw = self.rng.random_range(0..total);
-        for &(item, weight) in items {
-            if draw < weight {
-                return item;
-            }
-            draw -= weight;
-        }
-        // Unreachable: the draw is below the total.
-        items[0].0
-    }
-
-    /// `gen_logs.py`'s skewed pick: `items[min(int(random() ** 3 * len), len - 1)]`.
-    fn zipf_page(&mut self) -> usize {
-        let len = self.pages.len();
-        ((self.random().powi(3) * len as f64) as usize).min(len - 1)
-    }
-
-    fn expovariate(&mut self, mean: f64) -> f64 {
-        -(1.0 - self.random()).ln() * mean
-    }
-
-    /// Moves time on and counts the line: `t += random() * 0.01; n += 1`.
-    fn advance(&mut self) -> (i64, u32) {
-        self.time += self.random() * 0.01;
-        self.written += 1;
-        // Like Python's `fromtimestamp`: whole seconds and rounded microseconds.
-        let mut seconds = self.time.floor();
-        let mut micros = ((self.time - seconds) * 1e6).round();
-        if micros >= 1e6 {
-            seconds += 1.0;
-            micros -= 1e6;
-        }
-        (seconds as i64, micros as u32)
-    }
-
-    /// Formats second `seconds` into `self.second`, unless it is there already.
-    fn update_second(&mut self, seconds: i64) {
-        if self
-            .second
-            .as_ref()
-            .is_some_and(|(cached, _)| *cached == seconds)
-        {
-            return;
-        }
-        let time = DateTime::from_timestamp(seconds, 0).unwrap_or_default();
-        let text = match self.format {
-            GeneratorFormat::Nginx => format!(
-                "{:02}/{}/{}:{:02}:{:02}:{:02}",
-                time.day(),
-                MONTHS[time.month0() as usize],
-                time.year(),
-                time.hour(),
-                time.minute(),
-                time.second()
-            ),
-            GeneratorFormat::Events => format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-                time.year(),
-                time.month(),
-                time.day(),
-                time.hour(),
-                time.minute(),
-                time.second()
-            ),
-        };
-        self.second = Some((seconds, text));
-    }
-
-    fn write_nginx(&mut self) {
-        let (seconds, _) = self.advance();
-        let ip = [
-            self.rng.random_range(1..=223u32),
-            self.rng.random_range(0..=255u32),
-            self.rng.random_range(0..=255u32),
-            self.rng.random_range(1..=254u32),
-        ];
-        let bot = self.random() < 0.08;
-        let agent = if bot {
-            self.pick(&BOTS)
-        } else {
-            self.pick(&AGENTS)
-        };
-        let page = self.zipf_page();
-        let search = if self.pages[page] == "/search" {
-            Some(self.pick(&SEARCH_PARAMS))
-        } else {
-            None
-        };
-        let status = self.weighted(&STATUSES);
-        let size = if matches!(status, 304 | 301 | 302) {
-            0
-        } else {
-            self.rng.random_range(120..=90_000u32)
-        };
-        let user = if self.random() < 0.9 {
-            None
-        } else {
-            Some(self.rng.random_range(1..=50_000u32))
-        };
-        let request_time = self.expovariate(0.045);
-        let method = self.weighted(&METHODS);
-        let referer = self.pick(&REFERERS);
-        let id = self.written;
-        self.update_second(seconds);
-        let time = self.second.as_ref().map_or("", |(_, text)| text.as_str());
-        let page = &self.pages[page];
-        let buf = &mut self.buf;
-        // Writing into a `BytesMut` cannot fail.
-        let _ = write!(buf, "{}.{}.{}.{} - ", ip[0], ip[1], ip[2], ip[3]);
-        let _ = match user {
-            Some(user) => write!(buf, "u{user}"),
-            None => buf.write_str("-"),
-        };
-        let _ = write!(buf, " [{time} +0000] \"{method} {page}");
-        if let Some(search) = search {
-            let _ = write!(buf, "?q={search}");
-        }
-        let _ = write!(
-            buf,
-            " HTTP/1.1\" {status} {size} \"{referer}\" \"{agent}\" {request_time:.3} req-{id:010}"
-        );
-    }
-
-    fn write_event(&mut self) {
-        let (seconds, micros) = self.advance();
-        let event = self.weighted(&EVENTS);
-        let user = (self.random().powi(2) * 50_000.0) as u32;
-        let session = self.rng.random_range(1..=200_000u32);
-        let page = self.zipf_page();
-        let country = self.pick(&COUNTRIES);
-        let device = self.pick(&DEVICES);
-        let latency = self.expovariate(80.0);
-        let amount = (event == "purchase").then(|| 5.0 + 495.0 * self.random());
-        let query = (event == "search").then(|| self.pick(&QUERIES));
-        let id = self.written;
-        self.update_second(seconds);
-        let time = self.second.as_ref().map_or("", |(_, text)| text.as_str());
-        let page = &self.pages[page];
-        let buf = &mut self.buf;
-        let _ = write!(
-            buf,
-            "{{\"ts\":\"{time}.{:03}Z\",\"event_id\":\"evt-{id:010}\",\"user_id\":\"u{user}\",\
-             \"session_id\":\"s{session:06}\",\"event\":\"{event}\",\"page\":\"{}\",\
-             \"country\":\"{country}\",\"device\":\"{device}\",\"latency_ms\":{latency:.1}",
-            micros / 1000,
-            page,
-        );
-        if let Some(amount) = amount {
-            // Python prints `round(x, 2)` without a trailing zero: 12.5, 12.0, 12.34.
-            let mut text = format!("{amount:.2}");
-            if text.ends_with('0') {
-                text.pop();
-            }
-            let _ = write!(buf, ",\"amount\":{text},\"currency\":\"USD\"");
-        }
-        if let Some(query) = query {
-            let _ = write!(buf, ",\"query\":\"{query}\"");
-        }
-        buf.extend_from_slice(b"}");
     }
 }
 
@@ -507,6 +241,7 @@ impl LineMaker {
 mod tests {
     use std::collections::HashSet;
 
+    use sluice_pipelines::sample::{AGENTS, BOTS, COUNTRIES, QUERIES, REFERERS};
     use sluice_pipelines::{OnError, StepConfig, StepContext, Value};
 
     use super::*;

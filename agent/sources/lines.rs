@@ -459,6 +459,11 @@ impl BatchBuilder {
         self.current_bytes = 0;
     }
 
+    /// How many batches are closed and waiting to be taken.
+    pub fn closed_batches(&self) -> usize {
+        self.ready.len()
+    }
+
     /// Raw bytes in closed batches and the one being filled.
     pub fn buffered_bytes(&self) -> usize {
         self.current_bytes

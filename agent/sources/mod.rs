@@ -9,13 +9,17 @@
 //! safe.
 //!
 //! Kinds: [`file`](mod@file) (tails files), [`stdin`] (reads standard input), [`generator`]
-//! (synthetic nginx and clickstream lines). The line-oriented ones share [`lines`]: zero-copy line
-//! splitting and batching.
+//! (synthetic nginx and clickstream lines), [`http_server`] (events POSTed over HTTP),
+//! [`http_poll`] (events fetched from an HTTP API). The
+//! line-oriented ones share [`lines`]: zero-copy line splitting and batching.
 
 pub mod file;
 pub mod generator;
+pub mod http_poll;
+pub mod http_server;
 pub mod lines;
 pub mod stdin;
+pub mod throttle;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -30,6 +34,8 @@ use crate::topic::Producer;
 
 pub use file::FileConfig;
 pub use generator::GeneratorConfig;
+pub use http_poll::HttpPollConfig;
+pub use http_server::HttpServerConfig;
 pub use stdin::StdinConfig;
 
 /// How many events a source aims to put in one batch.
@@ -111,6 +117,10 @@ component_kinds! {
         Stdin(StdinConfig) = "stdin",
         /// Synthetic nginx access lines or clickstream events.
         Generator(GeneratorConfig) = "generator",
+        /// Events POSTed over HTTP.
+        HttpServer(HttpServerConfig) = "http_server",
+        /// Events fetched from an HTTP API on an interval.
+        HttpPoll(HttpPollConfig) = "http_poll",
     }
 }
 
@@ -124,6 +134,8 @@ impl SourceConfig {
             SourceConfig::File(config) => config.validate().map(drop),
             SourceConfig::Stdin(config) => config.validate().map(drop),
             SourceConfig::Generator(config) => config.validate().map(drop),
+            SourceConfig::HttpServer(config) => config.validate().map(drop),
+            SourceConfig::HttpPoll(config) => config.validate().map(drop),
         }
     }
 
@@ -136,6 +148,8 @@ impl SourceConfig {
             SourceConfig::File(config) => Box::new(config.build()?),
             SourceConfig::Stdin(config) => Box::new(config.build()?),
             SourceConfig::Generator(config) => Box::new(config.build()?),
+            SourceConfig::HttpServer(config) => Box::new(config.build()?),
+            SourceConfig::HttpPoll(config) => Box::new(config.build()?),
         })
     }
 
@@ -145,6 +159,7 @@ impl SourceConfig {
             SourceConfig::File(config) => !config.follow,
             SourceConfig::Stdin(_) => true,
             SourceConfig::Generator(config) => config.count.is_some(),
+            SourceConfig::HttpServer(_) | SourceConfig::HttpPoll(_) => false,
         }
     }
 }

@@ -159,10 +159,12 @@ impl Shared {
         }
     }
 
-    /// Publishes the current safe offset if it moved.
+    /// Publishes the safe offset if it moved forward. It never moves back: a value computed
+    /// under the lock may arrive here after a newer one (a producer's publish racing a worker's
+    /// ack), and must not overwrite it.
     fn update_safe_offset(&self, safe: Offset) {
         self.safe_offset.send_if_modified(|current| {
-            if *current != safe {
+            if safe > *current {
                 *current = safe;
                 true
             } else {

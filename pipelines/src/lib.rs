@@ -14,6 +14,7 @@ pub mod condition;
 pub mod event;
 pub(crate) mod hash;
 pub mod registry;
+pub mod sample;
 pub mod step;
 pub mod steps;
 pub mod testing;

@@ -11,8 +11,8 @@
 //! difference as a line diff: `-` for an expected line that is missing, `+` for an actual line
 //! that was not expected.
 //!
-//! [`sample`] generates realistic nginx lines and JSON clickstream events, deterministically from
-//! a seed, for tests and benchmarks.
+//! [`sample`] collects realistic nginx lines and JSON clickstream events from
+//! [`crate::sample`], deterministically from a seed, for tests and benchmarks.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -230,241 +230,47 @@ fn line_diff<'a>(a: &'a [String], b: &'a [String]) -> Vec<(char, &'a str)> {
 }
 
 pub mod sample {
-    //! Deterministic sample data shaped like `shared/bench/gen_logs.py` writes it: nginx access
-    //! lines with `$request_time $request_id`, and NDJSON clickstream events. Same seed, same
-    //! output; not byte-identical to the Python generator.
+    //! Sample lines for tests and benchmarks, collected from [`crate::sample`]'s writer: nginx
+    //! access lines and NDJSON clickstream events from 2026-01-01T00:00:00Z, the same for a seed.
 
-    use chrono::DateTime;
+    use bytes::BytesMut;
 
-    use crate::hash::mix64;
+    use crate::sample::{SampleFormat, SampleLines};
 
-    const AGENTS: [&str; 5] = [
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",
-        "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15",
-        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
-        "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Mobile Safari/537.36",
-        "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
-    ];
-    const BOTS: [&str; 4] = [
-        "Googlebot/2.1 (+http://www.google.com/bot.html)",
-        "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)",
-        "curl/8.5.0",
-        "kube-probe/1.29",
-    ];
-    const REFERERS: [&str; 5] = [
-        "-",
-        "https://www.google.com/",
-        "https://shop.example.com/",
-        "https://t.co/x1y2z3",
-        "https://shop.example.com/search?q=shoes",
-    ];
-    const FIXED_PAGES: [&str; 14] = [
-        "/",
-        "/search",
-        "/cart",
-        "/checkout",
-        "/login",
-        "/signup",
-        "/account",
-        "/api/v1/items",
-        "/api/v1/cart",
-        "/api/v1/recommendations",
-        "/healthz",
-        "/static/app.js",
-        "/static/app.css",
-        "/favicon.ico",
-    ];
-    const STATUSES: [(i64, u32); 14] = [
-        (200, 80),
-        (304, 6),
-        (301, 1),
-        (302, 1),
-        (404, 6),
-        (400, 1),
-        (401, 1),
-        (403, 1),
-        (500, 1),
-        (502, 1),
-        (503, 1),
-        (204, 0),
-        (201, 0),
-        (418, 0),
-    ];
-    const EVENTS: [(&str, u32); 6] = [
-        ("page_view", 50),
-        ("click", 30),
-        ("search", 8),
-        ("add_to_cart", 7),
-        ("purchase", 3),
-        ("signup", 2),
-    ];
+    /// 2026-01-01T00:00:00Z in unix microseconds.
+    const START_MICROS: i64 = 1_767_225_600_000_000;
 
-    /// A small deterministic random source (splitmix64).
-    #[derive(Debug, Clone)]
-    pub struct Rng(u64);
-
-    impl Rng {
-        /// A generator seeded with `seed`.
-        pub fn new(seed: u64) -> Self {
-            Rng(seed)
-        }
-
-        /// The next 64 random bits.
-        pub fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            mix64(self.0)
-        }
-
-        /// A float in `[0, 1)`.
-        pub fn unit(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-        }
-
-        /// An integer in `[low, high]`.
-        pub fn range(&mut self, low: u64, high: u64) -> u64 {
-            low + self.next_u64() % (high - low + 1)
-        }
-
-        /// One of `items`, uniformly; `T::default()` from an empty slice.
-        pub fn pick<T: Copy + Default>(&mut self, items: &[T]) -> T {
-            let index = self.next_u64() % (items.len().max(1) as u64);
-            items.get(index as usize).copied().unwrap_or_default()
-        }
-
-        fn weighted<T: Copy + Default>(&mut self, items: &[(T, u32)]) -> T {
-            let total: u32 = items.iter().map(|(_, weight)| weight).sum();
-            if total == 0 {
-                return T::default();
-            }
-            let mut roll = (self.next_u64() % u64::from(total)) as u32;
-            for (item, weight) in items {
-                if roll < *weight {
-                    return *item;
-                }
-                roll -= weight;
-            }
-            T::default()
-        }
-
-        /// An exponentially distributed float with the given mean.
-        pub fn exponential(&mut self, mean: f64) -> f64 {
-            -mean * (1.0 - self.unit()).ln()
-        }
-    }
-
-    /// A page, skewed towards the first ones as real traffic is.
-    fn page(rng: &mut Rng) -> String {
-        let count = FIXED_PAGES.len() + 399 + 8;
-        let index = ((rng.unit().powi(3) * count as f64) as usize).min(count - 1);
-        if index < FIXED_PAGES.len() {
-            FIXED_PAGES[index].to_owned()
-        } else if index < FIXED_PAGES.len() + 399 {
-            format!("/product/{}", index - FIXED_PAGES.len() + 1)
-        } else {
-            let categories = [
-                "shoes", "phones", "books", "garden", "toys", "laptops", "music", "food",
-            ];
-            format!(
-                "/category/{}",
-                categories[(index - FIXED_PAGES.len() - 399).min(7)]
-            )
-        }
+    fn collect(mut lines: SampleLines, count: usize) -> Vec<String> {
+        let mut out = BytesMut::new();
+        (0..count)
+            .map(|_| {
+                lines.write_next(&mut out);
+                String::from_utf8_lossy(&out.split()).into_owned()
+            })
+            .collect()
     }
 
     /// `count` nginx lines (`combined` + `$request_time $request_id`, no newline), one every
-    /// 0–10 ms from 2026-01-01T00:00:00Z.
+    /// 0–10 ms.
     pub fn nginx_lines(seed: u64, count: usize) -> Vec<String> {
         nginx_lines_spaced(seed, count, 10)
     }
 
     /// Like [`nginx_lines`], one line every 0 to `max_step_ms` milliseconds.
     pub fn nginx_lines_spaced(seed: u64, count: usize, max_step_ms: u64) -> Vec<String> {
-        let mut rng = Rng::new(seed);
-        let mut millis: i64 = 1_767_225_600_000;
-        let mut lines = Vec::with_capacity(count);
-        for n in 1..=count {
-            millis += rng.range(0, max_step_ms) as i64;
-            let time = DateTime::from_timestamp_millis(millis).unwrap_or_default();
-            let ip = format!(
-                "{}.{}.{}.{}",
-                rng.range(1, 223),
-                rng.range(0, 255),
-                rng.range(0, 255),
-                rng.range(1, 254)
-            );
-            let agent = if rng.unit() < 0.08 {
-                rng.pick(&BOTS)
-            } else {
-                rng.pick(&AGENTS)
-            };
-            let mut path = page(&mut rng);
-            if path == "/search" {
-                path.push_str("?q=");
-                path.push_str(rng.pick(&["shoes", "red+dress", "usb-c", "gift", "laptop"]));
-            }
-            let status = rng.weighted(&STATUSES);
-            let size = if matches!(status, 301 | 302 | 304) {
-                0
-            } else {
-                rng.range(120, 90_000)
-            };
-            let user = if rng.unit() < 0.9 {
-                "-".to_owned()
-            } else {
-                format!("u{}", rng.range(1, 50_000))
-            };
-            let method = rng.weighted(&[("GET", 17), ("POST", 2), ("PUT", 1)]);
-            let request_time = rng.exponential(0.045);
-            lines.push(format!(
-                "{ip} - {user} [{}] \"{method} {path} HTTP/1.1\" {status} {size} \"{}\" \"{agent}\" {request_time:.3} req-{n:010}",
-                time.format("%d/%b/%Y:%H:%M:%S +0000"),
-                rng.pick(&REFERERS),
-            ));
-        }
-        lines
+        let lines = SampleLines::new(SampleFormat::Nginx, seed, START_MICROS)
+            .with_max_step(max_step_ms.saturating_mul(1000));
+        collect(lines, count)
     }
 
-    /// `count` NDJSON clickstream events (no newline), one every 0–10 ms from
-    /// 2026-01-01T00:00:00Z: `ts`, `event_id`, `user_id`, `session_id`, `event`, `page`,
-    /// `country`, `device`, `latency_ms`, and `amount`/`currency` or `query` for some events.
+    /// `count` NDJSON clickstream events (no newline), one every 0–10 ms: `ts`, `event_id`,
+    /// `user_id`, `session_id`, `event`, `page`, `country`, `device`, `latency_ms`, and
+    /// `amount`/`currency` or `query` for some events.
     pub fn json_events(seed: u64, count: usize) -> Vec<String> {
-        let mut rng = Rng::new(seed);
-        let mut millis: i64 = 1_767_225_600_000;
-        let mut lines = Vec::with_capacity(count);
-        for n in 1..=count {
-            millis += rng.range(0, 10) as i64;
-            let time = DateTime::from_timestamp_millis(millis).unwrap_or_default();
-            let event = rng.weighted(&EVENTS);
-            let user = (rng.unit().powi(2) * 50_000.0) as u64;
-            let mut line = format!(
-                "{{\"ts\":\"{}\",\"event_id\":\"evt-{n:010}\",\"user_id\":\"u{user}\",\"session_id\":\"s{:06}\",\"event\":\"{event}\",\"page\":\"{}\",\"country\":\"{}\",\"device\":\"{}\",\"latency_ms\":{:.1}",
-                time.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-                rng.range(1, 200_000),
-                page(&mut rng),
-                rng.pick(&["US", "DE", "CN", "IN", "BR", "FR", "JP", "GB"]),
-                rng.pick(&["desktop", "mobile", "tablet"]),
-                rng.exponential(80.0),
-            );
-            if event == "purchase" {
-                let cents = rng.range(500, 50_000);
-                let _ = std::fmt::Write::write_fmt(
-                    &mut line,
-                    format_args!(
-                        ",\"amount\":{}.{:02},\"currency\":\"USD\"",
-                        cents / 100,
-                        cents % 100
-                    ),
-                );
-            }
-            if event == "search" {
-                let query = rng.pick(&["shoes", "red dress", "usb-c cable", "gift", "laptop"]);
-                let _ =
-                    std::fmt::Write::write_fmt(&mut line, format_args!(",\"query\":\"{query}\""));
-            }
-            line.push('}');
-            lines.push(line);
-        }
-        lines
+        collect(
+            SampleLines::new(SampleFormat::Events, seed, START_MICROS),
+            count,
+        )
     }
 }
 

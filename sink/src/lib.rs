@@ -123,9 +123,15 @@ pub enum SinkError {
         /// How long the store asked to wait.
         after: Duration,
     },
-    /// The store rejects these events; retrying cannot help.
+    /// The store rejects these events (bad data); retrying cannot help. The driver splits the
+    /// request to find the bad events, so the good ones still land.
     #[error("{0}")]
     Permanent(String),
+    /// The store refuses every request as configured (a wrong URL, table or credentials):
+    /// neither retrying nor splitting can help, so the request's events go to the dead-letter
+    /// topic whole.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl SinkError {
@@ -147,6 +153,7 @@ impl SinkError {
         match self {
             SinkError::Transient(message)
             | SinkError::Permanent(message)
+            | SinkError::Refused(message)
             | SinkError::RetryAfter { message, .. } => message,
         }
     }

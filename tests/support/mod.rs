@@ -31,23 +31,44 @@ pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Output {
     wait_with_timeout(child, timeout)
 }
 
-/// Waits for `child` within `timeout`, killing it (and failing the test) otherwise.
+/// Waits for `child` within `timeout`, killing it (and failing the test) otherwise. Its output
+/// is read while it runs, so a chatty child never blocks on a full pipe.
 pub fn wait_with_timeout(mut child: Child, timeout: Duration) -> Output {
+    fn drain(
+        pipe: Option<impl std::io::Read + Send + 'static>,
+    ) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let started = Instant::now();
-    loop {
-        if child.try_wait().expect("poll child").is_some() {
-            return child.wait_with_output().expect("collect output");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll child") {
+            break status;
         }
         if started.elapsed() > timeout {
             let _ = child.kill();
-            let output = child.wait_with_output().expect("collect output");
+            let _ = child.wait();
+            let stdout = stdout.join().unwrap_or_default();
+            let stderr = stderr.join().unwrap_or_default();
             panic!(
                 "sluice did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
 }
 

@@ -309,7 +309,10 @@ impl MultilineConfig {
     fn validate(&self) -> Result<MultilineSettings, BuildError> {
         let compile = |key: &str, pattern: &str| {
             regex::bytes::Regex::new(pattern).map_err(|error| {
-                BuildError::at(format!("multiline.{key}"), format!("invalid regex: {error}"))
+                BuildError::at(
+                    format!("multiline.{key}"),
+                    format!("invalid regex: {error}"),
+                )
             })
         };
         let rule = match (&self.start_pattern, &self.continuation_pattern) {
@@ -407,11 +410,10 @@ mod tests {
 
     #[test]
     fn old_field_keys_still_work() {
-        let settings = parse(
-            "include = [\"a.log\"]\nadd_path_field = \"file\"\nadd_offset_field = \"at\"",
-        )
-        .validate()
-        .unwrap();
+        let settings =
+            parse("include = [\"a.log\"]\nadd_path_field = \"file\"\nadd_offset_field = \"at\"")
+                .validate()
+                .unwrap();
         assert_eq!(settings.path_field.unwrap().as_str(), "file");
         assert_eq!(settings.offset_field.unwrap().as_str(), "at");
     }
@@ -424,27 +426,39 @@ mod tests {
             Some("include[0]")
         );
         assert_eq!(
-            error("include = [\"a\"]\nexclude = [\"x/*/../y\"]").0.as_deref(),
+            error("include = [\"a\"]\nexclude = [\"x/*/../y\"]")
+                .0
+                .as_deref(),
             Some("exclude[0]")
         );
         assert_eq!(
-            error("include = [\"a\"]\nfingerprint_bytes = 4").0.as_deref(),
+            error("include = [\"a\"]\nfingerprint_bytes = 4")
+                .0
+                .as_deref(),
             Some("fingerprint_bytes")
         );
         assert_eq!(
-            error("include = [\"a\"]\nmultiline = { timeout = \"1s\" }").0.as_deref(),
+            error("include = [\"a\"]\nmultiline = { timeout = \"1s\" }")
+                .0
+                .as_deref(),
             Some("multiline")
         );
         assert_eq!(
-            error("include = [\"a\"]\nmultiline = { start_pattern = \"(\" }").0.as_deref(),
+            error("include = [\"a\"]\nmultiline = { start_pattern = \"(\" }")
+                .0
+                .as_deref(),
             Some("multiline.start_pattern")
         );
         assert_eq!(
-            error("include = [\"a\"]\npath_field = \"f\"\noffset_field = \"f\"").0.as_deref(),
+            error("include = [\"a\"]\npath_field = \"f\"\noffset_field = \"f\"")
+                .0
+                .as_deref(),
             Some("offset_field")
         );
         assert_eq!(
-            error("include = [\"a\"]\npoll_interval = \"0s\"").0.as_deref(),
+            error("include = [\"a\"]\npoll_interval = \"0s\"")
+                .0
+                .as_deref(),
             Some("poll_interval")
         );
         assert!(toml::from_str::<FileConfig>("include = [\"a\"]\nwatch = \"inotify\"").is_err());

@@ -127,6 +127,30 @@ pub fn read_head(file: &File, max: usize) -> io::Result<Vec<u8>> {
     Ok(head)
 }
 
+/// Bytes before a resume offset that a checksum covers, to tell whether another file holds the
+/// same content up to that offset.
+pub const TAIL_BYTES: u64 = 64;
+
+/// The checksum of the (up to [`TAIL_BYTES`]) bytes of `file` just before `end`: with the head,
+/// what says that another file is the same content up to `end`. `None` when the file is shorter.
+///
+/// # Errors
+/// The read error.
+pub fn read_tail(file: &File, end: u64) -> io::Result<Option<u64>> {
+    let len = end.min(TAIL_BYTES) as usize;
+    let mut tail = vec![0; len];
+    let mut filled = 0;
+    while filled < len {
+        match read_at(file, &mut tail[filled..], end - len as u64 + filled as u64) {
+            Ok(0) => return Ok(None),
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(Some(fnv1a(&tail)))
+}
+
 #[cfg(unix)]
 fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     std::os::unix::fs::FileExt::read_at(file, buf, offset)
@@ -163,6 +187,25 @@ pub fn read_gzip_head(path: &Path, max: usize) -> io::Result<Vec<u8>> {
     }
     head.truncate(filled);
     Ok(head)
+}
+
+pub(crate) mod hex_option {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<u64>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => serializer.serialize_str(&format!("{value:016x}")),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<u64>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| u64::from_str_radix(&text, 16).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 mod hex {

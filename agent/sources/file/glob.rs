@@ -59,7 +59,8 @@ impl PathPattern {
         if text.is_empty() {
             return Err("an empty path names no file".into());
         }
-        if text.ends_with('/') || !matches!(path.components().next_back(), Some(Component::Normal(_)))
+        if text.ends_with('/')
+            || !matches!(path.components().next_back(), Some(Component::Normal(_)))
         {
             return Err(format!("`{shown}` does not name a file"));
         }
@@ -123,7 +124,7 @@ impl PathPattern {
 
     /// Whether the pattern has no wildcard at all.
     pub fn is_plain(&self) -> bool {
-        self.parts.len() == 1 && matches!(self.parts[0], Part::Literal(_))
+        matches!(self.parts.as_slice(), [Part::Literal(_)])
     }
 
     /// Whether `path` matches. A path is compared component by component with the pattern's
@@ -147,7 +148,7 @@ impl PathPattern {
     /// a directory (`*.gz`).
     pub fn matches_name(&self, path: &Path) -> bool {
         match path.file_name() {
-            Some(name) => self.parts.len() == 1 && self.parts[0].matches(name),
+            Some(name) => matches!(self.parts.as_slice(), [part] if part.matches(name)),
             None => false,
         }
     }
@@ -161,11 +162,8 @@ impl PathPattern {
     /// listing a directory (missing, no permission) are skipped: the file may come later.
     pub fn find(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
-        if self.is_plain() {
-            let path = self.base.join(match &self.parts[0] {
-                Part::Literal(name) => name.as_os_str(),
-                _ => std::ffi::OsStr::new(""),
-            });
+        if let [Part::Literal(name)] = self.parts.as_slice() {
+            let path = self.base.join(name);
             if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
                 found.push(path);
             }
@@ -200,7 +198,10 @@ impl PathPattern {
             let refs: Vec<&std::ffi::OsStr> = names.iter().map(OsString::as_os_str).collect();
             let (is_dir, is_file) = if file_type.is_symlink() {
                 match std::fs::metadata(&path) {
-                    Ok(meta) => (meta.is_dir() && !self.under_any_dirs(refs.len()), meta.is_file()),
+                    Ok(meta) => (
+                        meta.is_dir() && !self.under_any_dirs(refs.len()),
+                        meta.is_file(),
+                    ),
                     Err(_) => (false, false),
                 }
             } else {
@@ -235,7 +236,9 @@ fn match_parts(parts: &[Part], names: &[&std::ffi::OsStr], prefix: bool) -> bool
             // `**` absorbs nothing, or one more name.
             match_parts(&parts[1..], names, prefix) || match_parts(parts, &names[1..], prefix)
         }
-        (Some(part), Some(name)) => part.matches(name) && match_parts(&parts[1..], &names[1..], prefix),
+        (Some(part), Some(name)) => {
+            part.matches(name) && match_parts(&parts[1..], &names[1..], prefix)
+        }
     }
 }
 
@@ -331,7 +334,14 @@ mod tests {
     fn find_lists_recursively_only_as_deep_as_needed() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for path in ["a.log", "b.txt", "x/c.log", "x/y/d.log", "x/y/e.txt", "z/f.log"] {
+        for path in [
+            "a.log",
+            "b.txt",
+            "x/c.log",
+            "x/y/d.log",
+            "x/y/e.txt",
+            "z/f.log",
+        ] {
             let path = root.join(path);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, b"").unwrap();

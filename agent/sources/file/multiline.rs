@@ -95,7 +95,8 @@ impl Multiline {
                     return None;
                 }
                 let joined = held.joined.get_or_insert_with(|| {
-                    let mut joined = BytesMut::with_capacity(held.first.len() + line.bytes.len() + 1);
+                    let mut joined =
+                        BytesMut::with_capacity(held.first.len() + line.bytes.len() + 1);
                     joined.extend_from_slice(&held.first);
                     joined
                 });
@@ -131,7 +132,9 @@ impl Multiline {
     /// Takes the held event if no line came for the timeout.
     pub fn flush_if_due(&mut self, now: Instant) -> Option<Line> {
         match &self.held {
-            Some(held) if now.saturating_duration_since(held.last_line_at) >= self.settings.timeout => {
+            Some(held)
+                if now.saturating_duration_since(held.last_line_at) >= self.settings.timeout =>
+            {
                 self.flush()
             }
             _ => None,
@@ -186,14 +189,24 @@ mod tests {
         }
         out.extend(multiline.flush());
         out.into_iter()
-            .map(|l| (String::from_utf8(l.bytes.to_vec()).unwrap(), l.offset, l.truncated))
+            .map(|l| {
+                (
+                    String::from_utf8(l.bytes.to_vec()).unwrap(),
+                    l.offset,
+                    l.truncated,
+                )
+            })
             .collect()
     }
 
     #[test]
     fn start_pattern_groups_following_lines() {
         let rule = Rule::Start(Regex::new(r"^\d").unwrap());
-        let got = run(rule, 100, &["orphan", "1 error", "  at a", "  at b", "2 ok"]);
+        let got = run(
+            rule,
+            100,
+            &["orphan", "1 error", "  at a", "  at b", "2 ok"],
+        );
         assert_eq!(
             got,
             [
@@ -229,9 +242,18 @@ mod tests {
         );
         assert!(multiline.push(line("S one", 10), start).is_none());
         assert_eq!(multiline.held_offset(), Some(10));
-        assert_eq!(multiline.deadline(), Some(start + Duration::from_millis(100)));
-        assert!(multiline.flush_if_due(start + Duration::from_millis(50)).is_none());
-        let done = multiline.flush_if_due(start + Duration::from_millis(100)).unwrap();
+        assert_eq!(
+            multiline.deadline(),
+            Some(start + Duration::from_millis(100))
+        );
+        assert!(
+            multiline
+                .flush_if_due(start + Duration::from_millis(50))
+                .is_none()
+        );
+        let done = multiline
+            .flush_if_due(start + Duration::from_millis(100))
+            .unwrap();
         assert_eq!(&done.bytes[..], b"S one");
         assert_eq!(multiline.held_offset(), None);
     }

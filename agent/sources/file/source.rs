@@ -1,26 +1,51 @@
-//! Discovery and scheduling of the files a `file` source reads.
+//! The running `file` source: the tailer on a thread of its own, publishing into the topic and
+//! turning acknowledgements into checkpoints.
 //!
-//! [`FileSource::run`] keeps a list of [`FileReader`]s. Each round gives every file one turn: its
-//! reader moves into `spawn_blocking`, reads up to [`READ_BUDGET`] bytes, and comes back with
-//! its batches, which are then published (waiting while the topic is full: that is where
-//! back-pressure stops the reading). A file that had more data makes the next round start at
-//! once; when every file is idle the source sleeps `poll_interval`, then checks them again and
-//! looks for new files matching `include`. With `follow = false` every file is read to its end
-//! once and the source returns.
+//! [`FileSource::run`] moves a [`Tailer`] onto one blocking thread for the source's whole life:
+//! file reads, fingerprints, scans and checkpoint writes are all blocking I/O, and one thread
+//! that does only that needs no hop per read. The thread publishes each batch with
+//! `Handle::block_on(producer.send(..))`, so a full topic stops the reading right there
+//! (back-pressure: at most one slice of [`SLICE_BUDGET`] bytes is held outside the topic). It
+//! waits for work on a bounded channel fed by the watcher, by shutdown, and by timeouts (poll
+//! ticks, multiline timeouts, checkpoint writes).
+//!
+//! Safe positions come from the topic: each published batch's end offset and the marks of its
+//! turn go into [`Acks`]; the thread releases the marks that
+//! [`safe_offset`](crate::topic::Producer::safe_offset) has passed and writes the checkpoint file
+//! at most every `checkpoint_interval`. On shutdown (or at the end of a `follow = false` run) it
+//! stops reading, drops its producer so the topic can drain, waits until what it published is
+//! safe — writing checkpoints as it goes — and writes a last checkpoint. If the topology gives up
+//! waiting and drops the source's future, the thread writes what is safe so far and exits.
 
-use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
 
-use tokio::time::Instant;
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, watch};
 
-use super::config::{FileSettings, Include, ReadFrom, matches_pattern};
-use super::reader::{FileReader, ReadOutcome};
-use crate::sources::lines::{BatchBuilder, LineEvents};
+use super::checkpoint::{Acks, CheckpointStore};
+use super::config::{FileSettings, WatchMode};
+use super::tailer::{Tailer, Turn};
+use super::watcher::{Wake, Watcher};
+use crate::metrics::ComponentMetrics;
+use crate::shutdown::Shutdown;
 use crate::sources::{Source, SourceContext, SourceError, SourceFuture};
+use crate::topic::{Offset, Producer, Published};
 
-/// Bytes one file reads in one turn (one trip to a blocking thread).
-pub const READ_BUDGET: u64 = 4 << 20;
+/// Bytes read between two publishing rounds at most, across all files: the memory held outside
+/// the topic, and the granularity of fairness between files.
+pub const SLICE_BUDGET: u64 = 4 << 20;
+
+/// How often everything is checked when a watcher works (a safety net), at least.
+pub const WATCH_TICK: Duration = Duration::from_secs(1);
+
+/// Least time between two scans asked for by watcher events.
+pub const MIN_RESCAN_GAP: Duration = Duration::from_millis(20);
+
+/// Wake-ups queued at most; beyond, the watcher sets an overflow flag instead.
+pub const WAKE_QUEUE: usize = 1024;
 
 /// The `file` source.
 #[derive(Debug)]
@@ -42,208 +67,345 @@ impl FileSource {
 
 impl Source for FileSource {
     fn run(self: Box<Self>, ctx: SourceContext) -> SourceFuture {
-        Box::pin(async move { Scheduler::new(self.settings, &ctx).run(&ctx).await })
+        Box::pin(run(self.settings, ctx))
     }
 }
 
-/// The files being read and the ones already seen.
-struct Scheduler {
-    settings: FileSettings,
-    include: Arc<[Include]>,
-    readers: Vec<FileReader>,
-    /// Paths opened once; never opened again (rotation handling comes later).
-    known: HashSet<PathBuf>,
-    /// Paths that failed to open, warned about once.
-    warned: HashSet<PathBuf>,
-    truncated_lines: Arc<crate::metrics::Counter>,
+/// Stops the thread at once when the source's future is dropped.
+struct HardStop {
+    flag: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+    wake: SyncSender<Wake>,
 }
 
-impl Scheduler {
-    fn new(settings: FileSettings, ctx: &SourceContext) -> Self {
-        Scheduler {
-            include: settings.include.clone().into(),
-            settings,
-            readers: Vec::new(),
-            known: HashSet::new(),
-            warned: HashSet::new(),
-            truncated_lines: ctx.metrics.counter("truncated_lines"),
-        }
+impl Drop for HardStop {
+    fn drop(&mut self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+        let _ = self.wake.try_send(Wake::Stop);
     }
+}
 
-    async fn run(mut self, ctx: &SourceContext) -> Result<(), SourceError> {
-        let follow = self.settings.follow;
-        self.discover(self.settings.read_from, ctx).await?;
-        if self.readers.is_empty() {
-            tracing::warn!(
-                source = %ctx.name,
-                include = ?self.settings.include,
-                "No file to read yet"
-            );
+async fn run(settings: FileSettings, ctx: SourceContext) -> Result<(), SourceError> {
+    let SourceContext {
+        name,
+        id,
+        output,
+        shutdown,
+        data_dir,
+        metrics,
+    } = ctx;
+    let (wake_tx, wake_rx) = sync_channel(WAKE_QUEUE);
+    let stop = HardStop {
+        flag: Arc::new(AtomicBool::new(false)),
+        notify: Arc::new(Notify::new()),
+        wake: wake_tx.clone(),
+    };
+    let waker = tokio::spawn({
+        let shutdown = shutdown.clone();
+        let wake = wake_tx.clone();
+        async move {
+            shutdown.wait().await;
+            let _ = wake.try_send(Wake::Stop);
         }
-        let mut last_scan = Instant::now();
+    });
+    let mut store = CheckpointStore::new(&data_dir, &name);
+    let checkpoints = if settings.ignore_checkpoints {
+        None
+    } else {
+        match store.load() {
+            Ok(files) if files.is_empty() && !store.path().exists() => None,
+            Ok(files) => Some(files),
+            Err(error) => {
+                metrics.errors.add(1);
+                tracing::error!(
+                    source = %name,
+                    %error,
+                    "Cannot read checkpoints; starting as if there were none"
+                );
+                None
+            }
+        }
+    };
+    let tailer = Tailer::new(settings.clone(), &name, id, &metrics, checkpoints);
+    let shell = Shell {
+        safe: output.safe_offset(),
+        producer: Some(output),
+        tailer,
+        store,
+        acks: Acks::new(),
+        shutdown,
+        hard_stop: stop.flag.clone(),
+        hard_notify: stop.notify.clone(),
+        wake_rx,
+        wake_tx,
+        overflow: Arc::new(AtomicBool::new(false)),
+        handle: Handle::current(),
+        metrics,
+        follow: settings.follow,
+        watch: settings.watch,
+        poll_interval: settings.poll_interval,
+        checkpoint_interval: settings.checkpoint_interval,
+        watcher: None,
+        last_checkpoint: Instant::now(),
+        name,
+    };
+    let result = tokio::task::spawn_blocking(move || shell.run()).await;
+    waker.abort();
+    drop(stop);
+    result.map_err(|error| SourceError::new(format!("file source thread failed: {error}")))?
+}
+
+/// The tailer's thread.
+struct Shell {
+    tailer: Tailer,
+    store: CheckpointStore,
+    acks: Acks,
+    producer: Option<Producer>,
+    safe: watch::Receiver<Offset>,
+    shutdown: Shutdown,
+    hard_stop: Arc<AtomicBool>,
+    hard_notify: Arc<Notify>,
+    wake_rx: Receiver<Wake>,
+    wake_tx: SyncSender<Wake>,
+    overflow: Arc<AtomicBool>,
+    handle: Handle,
+    metrics: Arc<ComponentMetrics>,
+    follow: bool,
+    watch: WatchMode,
+    poll_interval: Duration,
+    checkpoint_interval: Duration,
+    watcher: Option<Watcher>,
+    last_checkpoint: Instant,
+    name: String,
+}
+
+/// What the loop has to do besides reading.
+struct Schedule {
+    next_tick: Instant,
+    rescan_at: Option<Instant>,
+    last_scan: Instant,
+}
+
+impl Shell {
+    fn run(mut self) -> Result<(), SourceError> {
+        let now = Instant::now();
+        self.tailer.scan(now);
+        if self.follow && self.watch == WatchMode::Auto {
+            self.start_watcher();
+        }
+        if self.tailer.open_files() == 0 {
+            tracing::warn!(source = %self.name, "No file to read yet");
+        }
+        let mut schedule = Schedule {
+            next_tick: now + self.tick(),
+            rescan_at: None,
+            last_scan: now,
+        };
         loop {
-            if ctx.shutdown.is_triggered() {
-                return Ok(());
+            if self.stopping() {
+                break;
             }
-            // Checked on every round, so a file that is never idle does not hide new ones.
-            if follow && last_scan.elapsed() >= self.settings.poll_interval {
-                self.discover(ReadFrom::Beginning, ctx).await?;
-                last_scan = Instant::now();
+            let mut handled = 0;
+            while handled < WAKE_QUEUE {
+                let Ok(wake) = self.wake_rx.try_recv() else {
+                    break;
+                };
+                self.on_wake(wake, &mut schedule);
+                handled += 1;
             }
-            let Some(progressed) = self.round(ctx).await? else {
-                return Ok(());
-            };
-            if !follow && self.readers.is_empty() {
-                return Ok(());
+            let now = Instant::now();
+            if self.overflow.swap(false, Ordering::Relaxed) {
+                self.tailer.activate_all();
+                schedule.rescan_at = Some(now);
             }
-            if !progressed {
-                tokio::select! {
-                    () = tokio::time::sleep(self.settings.poll_interval) => {}
-                    () = ctx.shutdown.wait() => return Ok(()),
-                }
+            if self.follow && now >= schedule.next_tick {
+                self.tailer.activate_all();
+                schedule.rescan_at = Some(now);
+                schedule.next_tick = now + self.tick();
             }
-        }
-    }
-
-    /// Gives every file one turn. Returns whether any file still had data when its turn ended,
-    /// or `None` when shutdown stopped publishing.
-    async fn round(&mut self, ctx: &SourceContext) -> Result<Option<bool>, SourceError> {
-        let finish_at_eof = !self.settings.follow;
-        let mut progressed = false;
-        for mut reader in std::mem::take(&mut self.readers) {
-            let (reader_back, mut out, result) = tokio::task::spawn_blocking(move || {
-                let mut out = BatchBuilder::new();
-                let result = reader.read(READ_BUDGET, &mut out, finish_at_eof);
-                (reader, out, result)
-            })
-            .await
-            .map_err(|error| SourceError::new(format!("file reader task failed: {error}")))?;
-            reader = reader_back;
-            let (batches, truncated) = out.take();
-            self.truncated_lines.add(truncated);
-            for ready in batches {
-                if !ctx.publish(ready.batch, ready.raw_bytes).await {
-                    return Ok(None);
-                }
-            }
-            match result {
-                Ok(ReadOutcome { eof: true, .. }) if finish_at_eof => {}
-                Ok(outcome) => {
-                    progressed |= !outcome.eof;
-                    self.readers.push(reader);
-                }
-                Err(error) => {
-                    ctx.metrics.errors.add(1);
-                    tracing::error!(
-                        source = %ctx.name,
-                        path = %reader.path().display(),
-                        %error,
-                        "Cannot read file; it is no longer read"
-                    );
-                }
-            }
-        }
-        Ok(Some(progressed))
-    }
-
-    /// Opens the files matching `include` that were not opened before.
-    async fn discover(
-        &mut self,
-        read_from: ReadFrom,
-        ctx: &SourceContext,
-    ) -> Result<(), SourceError> {
-        let include = self.include.clone();
-        let known = std::mem::take(&mut self.known);
-        let warned = std::mem::take(&mut self.warned);
-        let settings = self.settings.clone();
-        let id = ctx.id;
-        let name = ctx.name.clone();
-        let (readers, known, warned) = tokio::task::spawn_blocking(move || {
-            let mut known = known;
-            let mut warned = warned;
-            let mut readers = Vec::new();
-            for path in find_files(&include) {
-                if known.contains(&path) {
-                    continue;
-                }
-                let mut events = LineEvents::new(id);
-                if let Some(field) = &settings.path_field {
-                    events = events.with_path(field.clone(), &path.to_string_lossy());
-                }
-                if let Some(field) = &settings.offset_field {
-                    events = events.with_offset(field.clone());
-                }
-                match FileReader::open(&path, read_from, &settings.format, events) {
-                    Ok(reader) => {
-                        tracing::info!(
-                            source = %name,
-                            path = %path.display(),
-                            position = reader.position(),
-                            "Reading file"
-                        );
-                        readers.push(reader);
-                        warned.remove(&path);
-                        known.insert(path);
+            if self.follow && schedule.rescan_at.is_some_and(|at| at <= now) {
+                self.tailer.scan(now);
+                if let Some(watcher) = &mut self.watcher {
+                    if let Err(error) = watcher.ensure(&self.tailer.watch_dirs()) {
+                        self.fall_back_to_polling(&error.to_string());
                     }
-                    // Deleted between listing and opening: nothing to say.
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(error) => {
-                        if warned.insert(path.clone()) {
-                            tracing::warn!(
-                                source = %name,
-                                path = %path.display(),
-                                %error,
-                                "Cannot open file; will retry"
-                            );
+                }
+                schedule.rescan_at = None;
+                schedule.last_scan = now;
+            }
+            let (turns, progressed) = self.tailer.read_slice(now, SLICE_BUDGET);
+            for turn in turns {
+                if !self.publish(turn) {
+                    return self.finish();
+                }
+            }
+            self.release_safe();
+            self.checkpoint_if_due(false);
+            if !self.follow && (self.tailer.all_done() || !progressed) {
+                break;
+            }
+            if progressed {
+                continue;
+            }
+            let mut deadline = schedule.next_tick;
+            for at in [schedule.rescan_at, self.tailer.next_deadline()]
+                .into_iter()
+                .flatten()
+            {
+                deadline = deadline.min(at);
+            }
+            if !self.acks.is_empty() {
+                deadline = deadline.min(self.last_checkpoint + self.checkpoint_interval);
+            }
+            let timeout = deadline.saturating_duration_since(Instant::now());
+            match self.wake_rx.recv_timeout(timeout) {
+                Ok(wake) => self.on_wake(wake, &mut schedule),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+            }
+        }
+        self.finish()
+    }
+
+    fn tick(&self) -> Duration {
+        if self.watcher.is_some() {
+            WATCH_TICK.max(self.poll_interval)
+        } else {
+            self.poll_interval
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.shutdown.is_triggered() || self.hard_stop.load(Ordering::SeqCst)
+    }
+
+    fn start_watcher(&mut self) {
+        let started =
+            Watcher::new(self.wake_tx.clone(), self.overflow.clone()).and_then(|mut watcher| {
+                watcher.ensure(&self.tailer.watch_dirs())?;
+                Ok(watcher)
+            });
+        match started {
+            Ok(watcher) => self.watcher = Some(watcher),
+            Err(error) => self.fall_back_to_polling(&error.to_string()),
+        }
+    }
+
+    fn fall_back_to_polling(&mut self, error: &str) {
+        self.watcher = None;
+        self.metrics.errors.add(1);
+        tracing::warn!(
+            source = %self.name,
+            %error,
+            poll_interval = ?self.poll_interval,
+            "File watcher unavailable; polling instead"
+        );
+    }
+
+    fn on_wake(&mut self, wake: Wake, schedule: &mut Schedule) {
+        match wake {
+            Wake::Changed { paths, structural } => {
+                let unknown = self.tailer.activate_paths(&paths);
+                if structural || unknown {
+                    if let Some(watcher) = &mut self.watcher {
+                        for path in &paths {
+                            watcher.removed(path);
                         }
                     }
+                    let at = Instant::now().max(schedule.last_scan + MIN_RESCAN_GAP);
+                    schedule.rescan_at = Some(schedule.rescan_at.map_or(at, |t| t.min(at)));
                 }
             }
-            (readers, known, warned)
-        })
-        .await
-        .map_err(|error| SourceError::new(format!("file discovery task failed: {error}")))?;
-        self.readers.extend(readers);
-        self.known = known;
-        self.warned = warned;
-        Ok(())
-    }
-}
-
-/// Every regular file the `include` entries name now, in entry order (matches of one pattern
-/// sorted by name), each once.
-pub fn find_files(include: &[Include]) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut seen = HashSet::new();
-    for entry in include {
-        match entry {
-            Include::Path(path) => {
-                if is_file(path) && seen.insert(path.clone()) {
-                    found.push(path.clone());
+            Wake::Failed(error) => {
+                if self.watcher.is_some() {
+                    self.fall_back_to_polling(&error);
+                    schedule.next_tick = Instant::now();
                 }
             }
-            Include::Glob { dir, pattern } => {
-                let Ok(entries) = std::fs::read_dir(dir) else {
-                    continue;
-                };
-                let mut matched: Vec<PathBuf> = entries
-                    .filter_map(Result::ok)
-                    .filter(|entry| matches_pattern(pattern, &entry.file_name().to_string_lossy()))
-                    .map(|entry| entry.path())
-                    .filter(|path| is_file(path))
-                    .collect();
-                matched.sort();
-                for path in matched {
-                    if seen.insert(path.clone()) {
-                        found.push(path);
-                    }
-                }
-            }
+            Wake::Stop => {}
         }
     }
-    found
-}
 
-fn is_file(path: &std::path::Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|metadata| metadata.is_file())
+    /// Publishes a turn's batches, then queues its mark. Returns `false` when stopping
+    /// interrupted it (the rest is not published; it is read again after a restart).
+    fn publish(&mut self, turn: Turn) -> bool {
+        let Some(producer) = &self.producer else {
+            return false;
+        };
+        for (ready, mark) in turn.batches {
+            let events = ready.batch.len() as u64;
+            let shutdown = &self.shutdown;
+            let hard_notify = &self.hard_notify;
+            let hard_stop = &self.hard_stop;
+            let published = self.handle.block_on(async {
+                let stopped = hard_notify.notified();
+                tokio::pin!(stopped);
+                stopped.as_mut().enable();
+                if hard_stop.load(Ordering::SeqCst) {
+                    return None;
+                }
+                tokio::select! {
+                    biased;
+                    published = producer.send(ready.batch) => Some(published),
+                    () = shutdown.wait() => None,
+                    () = stopped => None,
+                }
+            });
+            match published {
+                Some(Published::Stored(range)) => self.acks.published(range.end),
+                Some(Published::Dropped) => {}
+                None => return false,
+            }
+            self.acks.push(mark);
+            self.metrics.events_out.add(events);
+            self.metrics.bytes_out.add(ready.raw_bytes);
+        }
+        if let Some(mark) = turn.mark {
+            self.acks.push(mark);
+        }
+        true
+    }
+
+    /// Applies the marks the topic's safe offset has passed.
+    fn release_safe(&mut self) {
+        let safe = *self.safe.borrow();
+        for mark in self.acks.release(safe) {
+            self.tailer.acknowledge(mark);
+        }
+    }
+
+    /// Writes the checkpoint file if `checkpoint_interval` passed since the last write (or
+    /// `force`); a write that would change nothing is skipped.
+    fn checkpoint_if_due(&mut self, force: bool) {
+        if !force && self.last_checkpoint.elapsed() < self.checkpoint_interval {
+            return;
+        }
+        self.last_checkpoint = Instant::now();
+        if let Err(error) = self.store.save(self.tailer.checkpoints()) {
+            self.metrics.errors.add(1);
+            tracing::error!(source = %self.name, %error, "Cannot write checkpoints");
+        }
+    }
+
+    /// Stops reading, lets the topic drain, waits until what was published is safe (or the
+    /// future is dropped), and writes the last checkpoint.
+    fn finish(mut self) -> Result<(), SourceError> {
+        self.producer = None;
+        self.watcher = None;
+        loop {
+            self.release_safe();
+            if self.acks.is_empty() || self.hard_stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if self.safe.has_changed().is_err() {
+                // The topic is gone altogether: nothing will become safe any more.
+                self.release_safe();
+                break;
+            }
+            self.checkpoint_if_due(false);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.checkpoint_if_due(true);
+        Ok(())
+    }
 }

@@ -27,9 +27,11 @@
 //! for (at least `retry.initial`, at most [`MAX_RETRY_AFTER`]). Retries go on forever — a store
 //! that is down leaves the events in the topic — unless `retry.max_attempts` is set, after which
 //! the events are rejected with the last error. A [`SinkError::Permanent`] failure is never
-//! retried as is: when the request held slices of several inputs, each slice is sent again
-//! alone, once, so that one bad delivery does not take the others to the dead-letter topic; a
-//! slice rejected alone is rejected for good.
+//! retried as is: the request is split in halves, and the halves again, until the bad events
+//! stand alone — one bad row does not take the good ones of its request to the dead-letter topic.
+//! A single event rejected for good is rejected. (With `b` bad events among `n`, that costs about
+//! `2·b·log₂(n/b)` extra requests.) A [`SinkError::Refused`] failure (wrong URL, table or
+//! credentials) is neither retried nor split: the request's events are rejected whole.
 //!
 //! # Acknowledgement
 //! An input's [`Acker`] is called exactly once, after every event of it was confirmed by the store
@@ -391,15 +393,69 @@ impl Part {
 #[derive(Debug)]
 struct Request {
     parts: Vec<Part>,
-    /// Whether this is a part sent alone after its request was rejected; not split again.
-    isolated: bool,
+    /// Whether this is a half of a rejected request (bisection in progress: logged once).
+    bisected: bool,
+}
+
+impl Request {
+    fn events(&self) -> usize {
+        self.parts.iter().map(|part| part.range.len()).sum()
+    }
+
+    /// Splits the request into two halves by event count. Returns the halves and the input whose
+    /// part was cut in two (it now has one more part to wait for), if one was.
+    fn split(self) -> (Request, Request, Option<u64>) {
+        let half = self.events() / 2;
+        let mut left = Vec::new();
+        let mut right = Vec::new();
+        let mut taken = 0;
+        let mut cut = None;
+        for part in self.parts {
+            let len = part.range.len();
+            if taken >= half {
+                right.push(part);
+            } else if taken + len <= half {
+                taken += len;
+                left.push(part);
+            } else {
+                let at = part.range.start + (half - taken);
+                taken = half;
+                cut = Some(part.input);
+                left.push(Part {
+                    input: part.input,
+                    batch: part.batch.clone(),
+                    range: part.range.start..at,
+                });
+                right.push(Part {
+                    input: part.input,
+                    batch: part.batch,
+                    range: at..part.range.end,
+                });
+            }
+        }
+        let half = |parts| Request {
+            parts,
+            bisected: true,
+        };
+        (half(left), half(right), cut)
+    }
 }
 
 /// A request task's result.
 struct Finished {
     handle: Box<dyn Sink>,
     request: Request,
-    result: Result<(), SinkError>,
+    result: Result<(), Failure>,
+}
+
+/// Why a request did not succeed.
+enum Failure {
+    /// The store rejected it for good (bad data): worth bisecting.
+    Rejected(SinkError),
+    /// `retry.max_attempts` ran out on transient errors: the store, not the data, is at fault.
+    GaveUp(SinkError),
+    /// The store refuses requests as configured: splitting cannot help.
+    Refused(SinkError),
 }
 
 impl State {
@@ -507,27 +563,34 @@ impl State {
                     self.part_done(&part, None);
                 }
             }
-            Err(error) if !error.is_transient() && !request.isolated && request.parts.len() > 1 => {
-                tracing::warn!(
-                    sink = %self.shared.name,
-                    %error,
-                    parts = request.parts.len(),
-                    "Store rejected a request; sending its inputs one by one to isolate the bad one."
-                );
-                for part in request.parts.into_iter().rev() {
-                    self.ready.push_front(Request {
-                        parts: vec![part],
-                        isolated: true,
-                    });
+            Err(Failure::Rejected(error)) if request.events() > 1 => {
+                // One bad event fails a whole request (a COPY, an HTTP 400): bisect until the bad
+                // events stand alone, so the good ones still reach the store.
+                if !request.bisected {
+                    tracing::warn!(
+                        sink = %self.shared.name,
+                        %error,
+                        events = request.events(),
+                        "Store rejected a request; splitting it to find the bad events."
+                    );
                 }
+                let (left, right, cut) = request.split();
+                if let Some(input) = cut
+                    && let Some(tracked) = self.inputs.get_mut(&input)
+                {
+                    tracked.parts_left += 1;
+                }
+                self.ready.push_front(right);
+                self.ready.push_front(left);
             }
-            Err(error) => {
+            Err(Failure::Rejected(error) | Failure::GaveUp(error) | Failure::Refused(error)) => {
                 let events: usize = request.parts.iter().map(|p| p.range.len()).sum();
-                tracing::error!(
+                // The agent logs once per delivery; bisection can reject many single events.
+                tracing::debug!(
                     sink = %self.shared.name,
                     %error,
                     events,
-                    "Store rejected events; they go to the dead-letter topic."
+                    "Store rejected events."
                 );
                 for part in request.parts {
                     self.shared
@@ -588,7 +651,7 @@ async fn attempt_until_done(
     shared: &Shared,
     handle: &mut dyn Sink,
     request: &Request,
-) -> Result<(), SinkError> {
+) -> Result<(), Failure> {
     let chunks: Vec<&[Event]> = request.parts.iter().map(Part::events).collect();
     let mut rng = Jitter::new();
     let mut retries: u32 = 0;
@@ -616,16 +679,17 @@ async fn attempt_until_done(
                 return Ok(());
             }
             Err(error) if error.is_transient() => error,
-            Err(error) => return Err(error),
+            Err(error @ SinkError::Refused(_)) => return Err(Failure::Refused(error)),
+            Err(error) => return Err(Failure::Rejected(error)),
         };
         retries += 1;
         if let Some(max) = shared.retry.max_attempts
             && retries >= max
         {
-            return Err(SinkError::Permanent(format!(
+            return Err(Failure::GaveUp(SinkError::Permanent(format!(
                 "gave up after {retries} attempts: {}",
                 error.message()
-            )));
+            ))));
         }
         shared.stats.0.retries.fetch_add(1, Ordering::Relaxed);
         let delay = match error.retry_after() {
@@ -768,7 +832,7 @@ impl Batcher {
         if !self.parts.is_empty() {
             ready.push_back(Request {
                 parts: std::mem::take(&mut self.parts),
-                isolated: false,
+                bisected: false,
             });
         }
     }

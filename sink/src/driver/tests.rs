@@ -386,7 +386,7 @@ async fn retry_after_is_honoured() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn permanent_rejection_is_isolated_to_the_bad_input() {
+async fn permanent_rejection_is_narrowed_to_the_bad_event() {
     let probe = Probe::default();
     probe.with(|s| s.reject_bad = true);
     let outcomes = Outcomes::default();
@@ -414,17 +414,18 @@ async fn permanent_rejection_is_isolated_to_the_bad_input() {
         panic!("input 1 not rejected: {all:?}");
     };
     assert_eq!(rejections.len(), 1);
-    assert_eq!(rejections[0].events, 0..3);
+    assert_eq!(rejections[0].events, 1..2, "only the bad event");
     assert_eq!(
         rejections[0].error,
         SinkError::Permanent("bad row: column `bad` is unknown".into())
     );
-    assert_eq!(probe.written_ids(), [0, 1, 2, 6, 7, 8]);
-    // One combined attempt, then one per input: a permanent error is never retried as is.
-    assert_eq!(probe.with(|s| s.attempts.len()), 4);
+    assert_eq!(probe.written_ids(), [0, 1, 2, 3, 5, 6, 7, 8]);
+    // Bisection: 9 events fail; 4 pass, 5 fail; 2 fail, 3 pass; the bad one fails alone, its
+    // neighbour passes. A permanent error is never retried as is.
+    assert_eq!(probe.with(|s| s.attempts.len()), 7);
     assert_eq!(
         (stats.delivered(), stats.rejected(), stats.retries()),
-        (6, 3, 0)
+        (8, 1, 0)
     );
 }
 

@@ -323,7 +323,7 @@ impl ClickhouseSink {
     }
 }
 
-/// ClickHouse error codes that say the data or the statement is wrong, whatever the status.
+/// ClickHouse error codes that say the data is wrong, whatever the status.
 const DATA_ERRORS: &[u32] = &[
     6,   // CANNOT_PARSE_TEXT
     16,  // NO_SUCH_COLUMN_IN_TABLE
@@ -335,14 +335,19 @@ const DATA_ERRORS: &[u32] = &[
     41,  // CANNOT_PARSE_DATETIME
     47,  // UNKNOWN_IDENTIFIER
     53,  // TYPE_MISMATCH
-    60,  // UNKNOWN_TABLE
-    62,  // SYNTAX_ERROR
     69,  // ARGUMENT_OUT_OF_BOUND
     70,  // CANNOT_CONVERT_TYPE
     72,  // CANNOT_PARSE_NUMBER
-    81,  // UNKNOWN_DATABASE
     117, // INCORRECT_DATA
     131, // TOO_LARGE_STRING_SIZE
+];
+
+/// Error codes about the setup (database, user, password, rights), not the data: every request
+/// would fail the same way, so they are refused whole rather than split.
+const SETUP_ERRORS: [u32; 8] = [
+    60,  // UNKNOWN_TABLE
+    62,  // SYNTAX_ERROR
+    81,  // UNKNOWN_DATABASE
     192, // UNKNOWN_USER
     193, // WRONG_PASSWORD
     194, // REQUIRED_PASSWORD
@@ -363,8 +368,11 @@ fn classify(
     message: String,
     retry_after: Option<Duration>,
 ) -> SinkError {
-    let data_error = error_code(text).is_some_and(|code| DATA_ERRORS.contains(&code));
-    if is_retryable_status(status) && !data_error {
+    let code = error_code(text);
+    let data_error = code.is_some_and(|code| DATA_ERRORS.contains(&code));
+    if code.is_some_and(|code| SETUP_ERRORS.contains(&code)) {
+        SinkError::Refused(message)
+    } else if is_retryable_status(status) && !data_error {
         match retry_after {
             Some(after) => SinkError::RetryAfter { message, after },
             None => SinkError::Transient(message),

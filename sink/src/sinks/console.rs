@@ -230,7 +230,6 @@ mod tests {
         let mut sink = ConsoleConfig {
             target: Target::Stderr,
             encoding: Encoding::Text.into(),
-            ..ConsoleConfig::default()
         }
         .build()
         .unwrap();

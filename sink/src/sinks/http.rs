@@ -312,8 +312,12 @@ pub(crate) async fn check_response(
             Some(after) => SinkError::RetryAfter { message, after },
             None => SinkError::Transient(message),
         }
-    } else {
+    } else if matches!(status.as_u16(), 400 | 413 | 422) {
+        // The endpoint rejects what was sent: find the bad events.
         SinkError::Permanent(message)
+    } else {
+        // 401, 403, 404, 405…: the endpoint refuses any request as configured.
+        SinkError::Refused(message)
     })
 }
 

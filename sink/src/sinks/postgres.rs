@@ -595,8 +595,12 @@ fn classify(error: &tokio_postgres::Error) -> SinkError {
         || *db.code() == SqlState::UNDEFINED_COLUMN;
     if transient {
         SinkError::Transient(message)
-    } else {
+    } else if matches!(class, "22" | "23") {
+        // Data exceptions and integrity violations: some rows are bad.
         SinkError::Permanent(message)
+    } else {
+        // Syntax, rights, authentication…: every request would fail the same way.
+        SinkError::Refused(message)
     }
 }
 

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use sluice_sink::Sink;
+use sluice_sink::SinkError;
 use sluice_sink::driver::{DriverConfig, Outcome};
 use sluice_sink::encoding::{Compression, Encoding};
 use sluice_sink::sinks::HttpConfig;
@@ -54,6 +55,7 @@ async fn handle(
             format!("invalid payload: {}", "x".repeat(1000)),
         )
             .into_response(),
+        ("gone", _) => (StatusCode::NOT_FOUND, "no such endpoint").into_response(),
         ("slow", 1) => {
             tokio::time::sleep(Duration::from_secs(3)).await;
             StatusCode::OK.into_response()
@@ -150,7 +152,28 @@ async fn http_status_codes_map_to_retries_and_rejections() {
         "body cut to 500 bytes: {}",
         message.len()
     );
-    assert_eq!(bodies(&seen, "bad").len(), 1);
+    // 400 says the data is bad: the request is split until each event stands alone (this
+    // endpoint rejects everything, so every event is rejected, after 2·5 − 1 requests).
+    let rejected: usize = rejections.iter().map(|r| r.events.len()).sum();
+    assert_eq!(rejected, 5);
+    assert_eq!(bodies(&seen, "bad").len(), 9);
+
+    // 404 says the endpoint is wrong: refused whole, never retried or split.
+    let sink = HttpConfig::new(format!("{base}/gone")).build().unwrap();
+    let mut run = Run::start(Box::new(sink), fast_retry(DriverConfig::default()));
+    run.send(requests(0..5)).await;
+    let outcomes = run.finish().await;
+    let Outcome::Rejected { rejections } = &outcomes[0] else {
+        panic!("{outcomes:?}")
+    };
+    assert_eq!(rejections.len(), 1);
+    assert_eq!(rejections[0].events, 0..5);
+    assert!(
+        matches!(rejections[0].error, SinkError::Refused(_)),
+        "{:?}",
+        rejections[0].error
+    );
+    assert_eq!(bodies(&seen, "gone").len(), 1);
 
     // Slower than the request timeout: a transient timeout, retried.
     let mut config = HttpConfig::new(format!("{base}/slow"));

@@ -1,0 +1,266 @@
+//! Model-based test of the tailer: random sequences of writes, rename rotations, copytruncate
+//! rotations, truncations, deletions, reads and restarts on real files, checked against a model
+//! of which lines exist (in the style of Vector's `file_source` model tests).
+//!
+//! Every line written carries a unique number. The property: every line is read exactly once,
+//! except lines the tailer never had a chance to see (a file deleted or emptied before any read
+//! while it held them), which may be missing but are never read twice. Restarts resume from
+//! `checkpoints()` with every mark acknowledged, so they must not duplicate anything either.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use sluice_pipelines::SourceId;
+
+use super::config::FileConfig;
+use super::tailer::Tailer;
+use crate::metrics::{ComponentMetrics, Metrics, Role};
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Append this many lines to `access.log` (creating it if needed).
+    Write(usize),
+    /// logrotate `create`: drop `.2`, `.1` → `.2`, `access.log` → `.1`, new empty `access.log`.
+    Rotate,
+    /// logrotate `copytruncate`: drop `.2`, `.1` → `.2`, copy `access.log` to `.1`, empty it.
+    CopyTruncate,
+    /// Empty `access.log` in place, no copy.
+    Truncate,
+    /// Delete `access.log`.
+    Delete,
+    /// The tailer scans and reads until nothing is left.
+    Read,
+    /// Read, then stop the tailer and start a new one from its checkpoints.
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1usize..30).prop_map(Op::Write),
+        2 => Just(Op::Rotate),
+        2 => Just(Op::CopyTruncate),
+        1 => Just(Op::Truncate),
+        1 => Just(Op::Delete),
+        5 => Just(Op::Read),
+        1 => Just(Op::Restart),
+    ]
+}
+
+/// One file's content in the model.
+#[derive(Clone, Debug, Default)]
+struct ModelFile {
+    lines: Vec<u64>,
+    /// A read happened while it held lines: the tailer has it open.
+    opened: bool,
+}
+
+struct Harness {
+    dir: PathBuf,
+    config: FileConfig,
+    metrics: Arc<ComponentMetrics>,
+    tailer: Tailer,
+    clock: Instant,
+    /// File name → content.
+    files: HashMap<&'static str, ModelFile>,
+    next_line: u64,
+    /// Lines that may be missing.
+    may_miss: HashSet<u64>,
+    /// How often each line was read.
+    read: HashMap<u64, u32>,
+}
+
+const LIVE: &str = "access.log";
+const ONE: &str = "access.log.1";
+const TWO: &str = "access.log.2";
+
+impl Harness {
+    fn new(dir: &Path, fingerprint_bytes: usize) -> Self {
+        let text = format!(
+            "include = [{}]\nfingerprint_bytes = {fingerprint_bytes}\nrotate_wait = \"5s\"",
+            toml::Value::String(dir.join("access.log*").to_string_lossy().into_owned())
+        );
+        let config: FileConfig = toml::from_str(&text).unwrap();
+        let metrics = Metrics::new().register("model", Role::Source);
+        let tailer = Tailer::new(
+            config.validate().unwrap(),
+            "model",
+            SourceId(1),
+            &metrics,
+            None,
+        );
+        Harness {
+            dir: dir.to_path_buf(),
+            config,
+            metrics,
+            tailer,
+            clock: Instant::now(),
+            files: HashMap::new(),
+            next_line: 0,
+            may_miss: HashSet::new(),
+            read: HashMap::new(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `name` is about to disappear: lines never seen by the tailer may be missing.
+    fn lose(&mut self, name: &str) {
+        if let Some(file) = self.files.remove(name) {
+            if !file.opened {
+                self.may_miss.extend(file.lines);
+            }
+        }
+    }
+
+    fn shift_old(&mut self) {
+        self.lose(TWO);
+        let _ = std::fs::remove_file(self.path(TWO));
+        if let Some(one) = self.files.remove(ONE) {
+            std::fs::rename(self.path(ONE), self.path(TWO)).unwrap();
+            self.files.insert(TWO, one);
+        }
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Write(count) => {
+                let mut text = String::new();
+                let file = self.files.entry(LIVE).or_default();
+                for _ in 0..*count {
+                    let n = self.next_line;
+                    self.next_line += 1;
+                    text.push_str(&format!("line {n:08} {}\n", "x".repeat((n % 13) as usize)));
+                    file.lines.push(n);
+                }
+                let mut handle = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.path(LIVE))
+                    .unwrap();
+                handle.write_all(text.as_bytes()).unwrap();
+            }
+            Op::Rotate => {
+                self.shift_old();
+                if let Some(live) = self.files.remove(LIVE) {
+                    std::fs::rename(self.path(LIVE), self.path(ONE)).unwrap();
+                    self.files.insert(ONE, live);
+                    std::fs::write(self.path(LIVE), b"").unwrap();
+                    self.files.insert(LIVE, ModelFile::default());
+                }
+            }
+            Op::CopyTruncate => {
+                self.shift_old();
+                if let Some(live) = self.files.get_mut(LIVE) {
+                    let copy = ModelFile {
+                        lines: std::mem::take(&mut live.lines),
+                        opened: false,
+                    };
+                    std::fs::copy(self.path(LIVE), self.path(ONE)).unwrap();
+                    let handle = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(self.path(LIVE))
+                        .unwrap();
+                    handle.set_len(0).unwrap();
+                    self.files.insert(ONE, copy);
+                }
+            }
+            Op::Truncate => {
+                if let Some(live) = self.files.get_mut(LIVE) {
+                    self.may_miss.extend(live.lines.drain(..));
+                    let handle = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(self.path(LIVE))
+                        .unwrap();
+                    handle.set_len(0).unwrap();
+                }
+            }
+            Op::Delete => {
+                self.lose(LIVE);
+                let _ = std::fs::remove_file(self.path(LIVE));
+            }
+            Op::Read => self.read_all(),
+            Op::Restart => {
+                self.read_all();
+                let checkpoints = self.tailer.checkpoints();
+                let settings = self.config.validate().unwrap();
+                self.tailer = Tailer::new(
+                    settings,
+                    "model",
+                    SourceId(1),
+                    &self.metrics,
+                    Some(checkpoints),
+                );
+                for file in self.files.values_mut() {
+                    file.opened = false;
+                }
+            }
+        }
+    }
+
+    fn read_all(&mut self) {
+        self.clock += Duration::from_secs(1);
+        let now = self.clock;
+        self.tailer.scan(now);
+        self.tailer.activate_all();
+        for _ in 0..10_000 {
+            let (turns, progressed) = self.tailer.read_slice(now, 1 << 20);
+            for turn in turns {
+                for (ready, mark) in turn.batches {
+                    self.tailer.acknowledge(mark);
+                    for event in ready.batch.events() {
+                        let text = std::str::from_utf8(event.raw().unwrap()).unwrap();
+                        let n: u64 = text[5..13].parse().unwrap_or_else(|_| panic!("{text:?}"));
+                        *self.read.entry(n).or_default() += 1;
+                    }
+                }
+                if let Some(mark) = turn.mark {
+                    self.tailer.acknowledge(mark);
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        for file in self.files.values_mut() {
+            if !file.lines.is_empty() {
+                file.opened = true;
+            }
+        }
+    }
+
+    fn check(&self) -> Result<(), TestCaseError> {
+        for (line, times) in &self.read {
+            prop_assert!(*times == 1, "line {line} read {times} times");
+        }
+        for line in 0..self.next_line {
+            if !self.may_miss.contains(&line) {
+                prop_assert!(self.read.contains_key(&line), "line {line} missing");
+            }
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_tailer_reads_every_line_once_through_rotations_and_restarts(
+        fingerprint_bytes in prop_oneof![Just(16usize), Just(64), Just(1024)],
+        ops in proptest::collection::vec(op(), 1..40),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut harness = Harness::new(dir.path(), fingerprint_bytes);
+        for op in &ops {
+            harness.apply(op);
+        }
+        harness.apply(&Op::Read);
+        harness.check()?;
+    }
+}

@@ -1,0 +1,1152 @@
+//! The tailer: which files exist, which content each one is, how far each was read, and whose
+//! turn it is. Synchronous and single-threaded, so the model-based tests drive it step by step;
+//! [`super::source`] runs it on a thread of its own and publishes what it reads.
+//!
+//! # Records
+//!
+//! A *record* is one file content: a head (the first `fingerprint_bytes` bytes, fewer while the
+//! file is shorter), the inode it lives in (while it has one), the offset reading resumes at,
+//! the offset known safe, and, while it is being read, an open [`FileReader`]. Records are
+//! created when a file is first seen and carried through renames (the inode stays), and they
+//! outlive their file for a while (24 hours after it was last seen), so a file that disappears
+//! and comes back resumes where it was.
+//!
+//! # Recognising files ([`Tailer::scan`])
+//!
+//! Every scan lists the `include` patterns (minus `exclude`) and, for each file:
+//! 1. *Known inode, open*: the same file, maybe under a new name (rename rotation). If it is now
+//!    shorter than what was read, or its head changed, it was truncated or rewritten in place:
+//!    its record becomes a *truncated orphan* (the old content, still resumable from its offset
+//!    through a copy) and the inode gets a new record read from 0.
+//! 2. *Known inode, closed*: reopened at its offset if its head still matches and it is not
+//!    shorter than that; otherwise the record becomes a truncated orphan and the file is new.
+//! 3. *Unknown inode* whose head matches an orphan: the copy that carries the orphan's content
+//!    on (copytruncate's `access.log.1`, or a `.gz` made of a deleted or rotated file), read from
+//!    the orphan's offset. A plain copy must be at least that long and may only continue a
+//!    truncated orphan: a deleted file's content reappearing uncompressed under a new inode is
+//!    more likely a new file with the same header than a copy.
+//! 4. *Unknown inode* whose whole head is the start of the head of a file being read under
+//!    another inode: possibly a copy being made before the original is truncated. It waits
+//!    (not read) until the original is truncated (then step 3 applies), or its content departs
+//!    from the original's (a different file after all), or `rotate_wait` passes (the same
+//!    content in two files: both are read). A gzip copy waits until its original is gone.
+//! 5. Otherwise a new file, read from its beginning (or, found at the very first start with
+//!    `read_from = "end"`, from its end).
+//!
+//! Empty files are left alone until they have bytes: an empty file has no identity yet.
+//!
+//! # Turns ([`Tailer::read_slice`])
+//!
+//! Open files take turns in a fixed order (oldest first), each reading up to its budget, until
+//! the slice's byte budget is spent; the next slice starts after the last file served, so every
+//! file is served however many there are and however busy one of them is. A file takes a turn
+//! when it is *active*: a watcher event named it, a poll tick came, or its last turn did not
+//! reach its end. A file created at a path whose previous file is still being finished waits for
+//! it (logrotate: the old file is read to its end first).
+//!
+//! # Closing
+//!
+//! At its end, a file that was deleted is closed at once (freeing its disk space); one renamed
+//! to a name `include` does not match is closed once it has not grown for `rotate_wait`; a gzip
+//! file is closed for good (`done`); with `follow = false` every file is. A closed file's last
+//! line without delimiter and its held multiline event are emitted when it closes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use sluice_pipelines::SourceId;
+
+use super::checkpoint::{Checkpoint, Mark, Orphan, RecordId};
+use super::config::{FileSettings, ReadFrom};
+use super::fingerprint::{
+    FileKey, Fingerprint, could_be_copy_of, is_gzip, link_count, read_gzip_head, read_head,
+    read_tail,
+};
+use super::reader::{FileReader, LineOptions};
+use crate::metrics::{ComponentMetrics, Counter};
+use crate::sources::lines::{BatchBuilder, LineEvents, ReadyBatch};
+
+/// Bytes one file reads in one turn at most.
+pub const TURN_BUDGET: u64 = 4 << 20;
+
+/// How long a record whose file is no longer seen is kept.
+pub const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// How stale a record's `seen` time may get before a scan updates it, in seconds.
+const SEEN_GRANULARITY: u64 = 600;
+
+/// Most records kept; the least recently seen closed ones go first beyond it.
+pub const MAX_RECORDS: usize = 20_000;
+
+/// What one file's turn produced: batches to publish, each with the mark that becomes safe with
+/// it, and a last mark when the resume offset moved without a batch (skipped lines, a file
+/// closed).
+#[derive(Debug)]
+pub struct Turn {
+    /// The batches in order, each with the resume offset just after its last line.
+    pub batches: Vec<(ReadyBatch, Mark)>,
+    /// The file's new resume offset, when it moved past the last batch's.
+    pub mark: Option<Mark>,
+}
+
+/// The counters of a file source.
+#[derive(Debug)]
+struct Counters {
+    truncated_lines: Arc<Counter>,
+    skipped_lines: Arc<Counter>,
+    invalid_utf8: Arc<Counter>,
+    files_opened: Arc<Counter>,
+    files_closed: Arc<Counter>,
+    truncations: Arc<Counter>,
+    gzip_capped: Arc<Counter>,
+    errors: Arc<ComponentMetrics>,
+}
+
+impl Counters {
+    fn new(metrics: &Arc<ComponentMetrics>) -> Self {
+        Counters {
+            truncated_lines: metrics.counter("truncated_lines"),
+            skipped_lines: metrics.counter("skipped_lines"),
+            invalid_utf8: metrics.counter("invalid_utf8"),
+            files_opened: metrics.counter("files_opened"),
+            files_closed: metrics.counter("files_closed"),
+            truncations: metrics.counter("truncations"),
+            gzip_capped: metrics.counter("gzip_capped"),
+            errors: metrics.clone(),
+        }
+    }
+}
+
+/// One file content (see the module doc).
+#[derive(Debug)]
+struct Record {
+    key: Option<FileKey>,
+    orphan: Option<Orphan>,
+    /// The head, once the file was opened in this process (empty for records only loaded from
+    /// checkpoints: their fingerprint stands in).
+    head: Vec<u8>,
+    fingerprint: Fingerprint,
+    path: PathBuf,
+    /// Where reading resumes: everything before was emitted.
+    read: u64,
+    /// The resume offset last attached to a batch.
+    marked: u64,
+    /// Everything before it is safe.
+    safe: u64,
+    /// The checksum of the bytes before `read` (offset, checksum), when known.
+    tail: Option<(u64, u64)>,
+    /// The checksum of the bytes before `safe`, when known.
+    safe_tail: Option<u64>,
+    gzip: bool,
+    done: bool,
+    /// When its file was last seen, in seconds since the Unix epoch.
+    seen: u64,
+    open: Option<OpenFile>,
+    /// The size of a file that failed to read: it is not retried until its size changes.
+    failed_at_size: Option<u64>,
+}
+
+#[derive(Debug)]
+struct OpenFile {
+    reader: FileReader,
+    /// The absolute path, to match watcher events.
+    abs: PathBuf,
+    active: bool,
+    at_eof: bool,
+    last_growth: Instant,
+    unreachable_since: Option<Instant>,
+    deleted: bool,
+    /// A file still being finished at this one's path; this one waits for it.
+    wait_for: Option<RecordId>,
+}
+
+/// A file seen but not read yet: possibly a copy of a file being read.
+#[derive(Debug)]
+struct Waiting {
+    since: Instant,
+}
+
+/// A file found by a scan.
+struct Found {
+    path: PathBuf,
+    metadata: std::fs::Metadata,
+    key: FileKey,
+}
+
+/// The tailer (see the module doc).
+pub struct Tailer {
+    settings: FileSettings,
+    options: LineOptions,
+    source: SourceId,
+    host: Option<String>,
+    records: BTreeMap<RecordId, Record>,
+    next_id: u64,
+    waiting: HashMap<FileKey, Waiting>,
+    by_abs: HashMap<PathBuf, RecordId>,
+    /// The last record served; the next slice starts after it.
+    cursor: Option<RecordId>,
+    /// Whether `read_from` applies to files found by the next scan.
+    first_start: bool,
+    scanned: bool,
+    builder: BatchBuilder,
+    counters: Counters,
+    warned: HashSet<PathBuf>,
+    name: String,
+}
+
+impl std::fmt::Debug for Tailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tailer")
+            .field("name", &self.name)
+            .field("records", &self.records.len())
+            .finish()
+    }
+}
+
+impl Tailer {
+    /// A tailer for `settings`, resuming from `checkpoints` (none for a first start), whose
+    /// events carry `source` and count into `metrics`.
+    pub fn new(
+        settings: FileSettings,
+        name: &str,
+        source: SourceId,
+        metrics: &Arc<ComponentMetrics>,
+        checkpoints: Option<Vec<Checkpoint>>,
+    ) -> Self {
+        let host = settings
+            .host_field
+            .as_ref()
+            .map(|_| gethostname::gethostname().to_string_lossy().into_owned());
+        let options = LineOptions {
+            format: settings.format.clone(),
+            long_lines: settings.long_lines,
+            multiline: settings.multiline.clone(),
+        };
+        let first_start = checkpoints.is_none();
+        let mut tailer = Tailer {
+            settings,
+            options,
+            source,
+            host,
+            records: BTreeMap::new(),
+            next_id: 0,
+            waiting: HashMap::new(),
+            by_abs: HashMap::new(),
+            cursor: None,
+            first_start,
+            scanned: false,
+            builder: BatchBuilder::new(),
+            counters: Counters::new(metrics),
+            warned: HashSet::new(),
+            name: name.to_owned(),
+        };
+        for checkpoint in checkpoints.unwrap_or_default() {
+            if checkpoint.fingerprint.len == 0 {
+                continue;
+            }
+            let key = match (checkpoint.dev, checkpoint.inode) {
+                (Some(dev), Some(ino)) if checkpoint.orphan.is_none() => Some(FileKey { dev, ino }),
+                _ => None,
+            };
+            let id = tailer.new_id();
+            tailer.records.insert(
+                id,
+                Record {
+                    key,
+                    orphan: checkpoint
+                        .orphan
+                        .or(key.is_none().then_some(Orphan::Deleted)),
+                    head: Vec::new(),
+                    fingerprint: checkpoint.fingerprint,
+                    path: PathBuf::from(checkpoint.path),
+                    read: checkpoint.offset,
+                    marked: checkpoint.offset,
+                    safe: checkpoint.offset,
+                    tail: checkpoint.tail.map(|tail| (checkpoint.offset, tail)),
+                    safe_tail: checkpoint.tail,
+                    gzip: checkpoint.gzip,
+                    done: checkpoint.done,
+                    seen: checkpoint.seen,
+                    open: None,
+                    failed_at_size: None,
+                },
+            );
+        }
+        tailer
+    }
+
+    fn new_id(&mut self) -> RecordId {
+        self.next_id += 1;
+        RecordId(self.next_id)
+    }
+
+    /// The directories to watch: each `include` pattern's base, and whether recursively.
+    pub fn watch_dirs(&self) -> Vec<(PathBuf, bool)> {
+        self.settings
+            .include
+            .iter()
+            .map(|pattern| (pattern.base().to_path_buf(), pattern.is_recursive()))
+            .collect()
+    }
+
+    /// How many files are open.
+    pub fn open_files(&self) -> usize {
+        self.records.values().filter(|r| r.open.is_some()).count()
+    }
+
+    /// Whether every file is read and closed (the end of a `follow = false` run).
+    pub fn all_done(&self) -> bool {
+        self.scanned && self.open_files() == 0
+    }
+
+    /// Marks every open file active (a poll tick).
+    pub fn activate_all(&mut self) {
+        for record in self.records.values_mut() {
+            if let Some(open) = &mut record.open {
+                open.active = true;
+            }
+        }
+    }
+
+    /// Marks the open files at these absolute paths active; returns whether some path is not an
+    /// open file's (a new file or directory: worth a scan).
+    pub fn activate_paths(&mut self, paths: &[PathBuf]) -> bool {
+        let mut unknown = false;
+        for path in paths {
+            match self.by_abs.get(path) {
+                Some(id) => {
+                    if let Some(open) = self.records.get_mut(id).and_then(|r| r.open.as_mut()) {
+                        open.active = true;
+                    }
+                }
+                None => unknown = true,
+            }
+        }
+        unknown
+    }
+
+    /// The earliest time a held multiline event times out, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.records
+            .values()
+            .filter_map(|record| record.open.as_ref()?.reader.deadline())
+            .min()
+    }
+
+    /// Lists the patterns and reconciles what is found with the records (see the module doc).
+    pub fn scan(&mut self, now: Instant) {
+        let initial = !self.scanned;
+        self.scanned = true;
+        let found = self.find();
+        let unix_now = unix_seconds(SystemTime::now());
+        let mut seen_keys = HashSet::new();
+        let mut unknown = Vec::new();
+        let by_key = self.records_by_key();
+        for file in found {
+            if !seen_keys.insert(file.key) {
+                continue;
+            }
+            match by_key.get(&file.key).copied() {
+                Some(id) => {
+                    if !self.rescan_known(id, &file, unix_now, now) {
+                        unknown.push(file);
+                    }
+                }
+                None => unknown.push(file),
+            }
+        }
+        for record in self.records.values_mut() {
+            if let (Some(open), Some(key)) = (&mut record.open, record.key) {
+                if seen_keys.contains(&key) {
+                    open.unreachable_since = None;
+                } else if open.unreachable_since.is_none() {
+                    open.unreachable_since = Some(now);
+                    open.active = true;
+                }
+            }
+        }
+        // Every open file, found or not (a deleted original of a copy is not found), is checked
+        // for truncation before new files are considered: a copy can then take over the
+        // original's content, and the heads compared with new files are current.
+        let open: Vec<RecordId> = self
+            .records
+            .iter()
+            .filter(|(_, record)| record.open.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in open {
+            self.check_rewritten(id, now);
+        }
+        let read_from = if initial && self.first_start {
+            self.settings.read_from
+        } else {
+            ReadFrom::Beginning
+        };
+        for file in unknown {
+            self.consider_new(file, read_from, &seen_keys, unix_now, now);
+        }
+        self.waiting.retain(|key, _| seen_keys.contains(key));
+        self.forget(unix_now);
+    }
+
+    /// The record of each inode: the open one where there is one (a closed record with the same
+    /// inode is an older content), else the newest.
+    fn records_by_key(&self) -> HashMap<FileKey, RecordId> {
+        let mut by_key: HashMap<FileKey, RecordId> = HashMap::new();
+        for (id, record) in &self.records {
+            let Some(key) = record.key else {
+                continue;
+            };
+            let keep_existing = by_key
+                .get(&key)
+                .and_then(|existing| self.records.get(existing))
+                .is_some_and(|existing| existing.open.is_some() && record.open.is_none());
+            if !keep_existing {
+                by_key.insert(key, *id);
+            }
+        }
+        by_key
+    }
+
+    /// Every file matching `include` and not `exclude`, each path once.
+    fn find(&mut self) -> Vec<Found> {
+        let mut paths = Vec::new();
+        let mut seen = HashSet::new();
+        for pattern in &self.settings.include {
+            for path in pattern.find() {
+                if seen.insert(path.clone()) {
+                    paths.push(path);
+                }
+            }
+        }
+        let exclude = &self.settings.exclude;
+        paths.retain(|path| {
+            !exclude.iter().any(|pattern| {
+                if pattern.is_name_only() {
+                    pattern.matches_name(path)
+                } else {
+                    pattern.matches(path)
+                }
+            })
+        });
+        paths
+            .into_iter()
+            .filter_map(|path| {
+                let metadata = std::fs::metadata(&path).ok()?;
+                let key = FileKey::of(&metadata);
+                Some(Found {
+                    path,
+                    metadata,
+                    key,
+                })
+            })
+            .collect()
+    }
+
+    /// Reconciles a found file with the record of its inode. Returns `false` when the record
+    /// turned out to be an older content and the file is to be treated as unknown.
+    fn rescan_known(&mut self, id: RecordId, file: &Found, unix_now: u64, now: Instant) -> bool {
+        let fingerprint_bytes = self.settings.fingerprint_bytes;
+        let Some(record) = self.records.get_mut(&id) else {
+            return false;
+        };
+        // Coarse, so an idle source does not rewrite its checkpoints every second.
+        if unix_now >= record.seen + SEEN_GRANULARITY {
+            record.seen = unix_now;
+        }
+        if record.open.is_some() {
+            if record.path != file.path {
+                tracing::info!(
+                    source = %self.name,
+                    from = %record.path.display(),
+                    to = %file.path.display(),
+                    "File renamed; still reading it"
+                );
+                record.path = file.path.clone();
+                if let Some(open) = &mut record.open {
+                    let abs = absolute(&file.path);
+                    self.by_abs.remove(&open.abs);
+                    self.by_abs.insert(abs.clone(), id);
+                    open.abs = abs;
+                }
+            }
+            return true;
+        }
+        if record.done {
+            record.path = file.path.clone();
+            return true;
+        }
+        if record.failed_at_size == Some(file.metadata.len()) {
+            return true;
+        }
+        if record.fingerprint.len == 0 {
+            // Nothing was ever read from it: no evidence that this is the same content (the
+            // inode may have been reused).
+            self.records.remove(&id);
+            return false;
+        }
+        // A closed record: its file came back (or this is a restart). Same content?
+        let opened = open_with_head(&file.path, fingerprint_bytes, record.gzip);
+        let Some(record) = self.records.get_mut(&id) else {
+            return false;
+        };
+        match opened {
+            Ok((handle, head, gzip))
+                if record.fingerprint.matches(&head)
+                    && (gzip
+                        || (file.metadata.len() >= record.read
+                            && (record.tail.is_none() || same_tail(record, &handle)))) =>
+            {
+                record.path = file.path.clone();
+                record.head = head;
+                record.fingerprint = Fingerprint::of(&record.head);
+                record.gzip = gzip;
+                self.open_record(id, handle, now);
+                true
+            }
+            Ok(_) => {
+                // The inode holds something else now.
+                record.key = None;
+                record.orphan = Some(Orphan::Truncated);
+                false
+            }
+            Err(error) => {
+                self.warn_once(&file.path, &error);
+                true
+            }
+        }
+    }
+
+    /// Decides what a file with an unknown inode is (steps 3 to 5 of the module doc).
+    fn consider_new(
+        &mut self,
+        file: Found,
+        read_from: ReadFrom,
+        seen_keys: &HashSet<FileKey>,
+        unix_now: u64,
+        now: Instant,
+    ) {
+        let size = file.metadata.len();
+        if size == 0 {
+            return;
+        }
+        if let Some(max_age) = self.settings.ignore_older {
+            let old = file
+                .metadata
+                .modified()
+                .ok()
+                .and_then(|modified| SystemTime::now().duration_since(modified).ok())
+                .is_some_and(|age| age > max_age);
+            if old {
+                return;
+            }
+        }
+        let (handle, head, gzip) =
+            match open_with_head(&file.path, self.settings.fingerprint_bytes, None) {
+                Ok(opened) => opened,
+                Err(error) => {
+                    self.warn_once(&file.path, &error);
+                    return;
+                }
+            };
+        self.warned.remove(&file.path);
+        if let Some(id) = self.find_orphan(&handle, &head, size, gzip, seen_keys) {
+            self.waiting.remove(&file.key);
+            let Some(record) = self.records.get_mut(&id) else {
+                return;
+            };
+            tracing::info!(
+                source = %self.name,
+                path = %file.path.display(),
+                was = %record.path.display(),
+                offset = record.read,
+                "Found the rotated copy of a file; reading it on from where that one was"
+            );
+            record.key = Some(file.key);
+            record.orphan = None;
+            record.path = file.path;
+            record.seen = unix_now;
+            record.gzip = gzip;
+            record.head = head;
+            record.fingerprint = Fingerprint::of(&record.head);
+            if !record.done {
+                self.open_record(id, handle, now);
+            }
+            return;
+        }
+        if self.settings.follow && self.is_possible_copy(&head, file.key) {
+            let waiting = self
+                .waiting
+                .entry(file.key)
+                .or_insert(Waiting { since: now });
+            if gzip || now.saturating_duration_since(waiting.since) < self.settings.rotate_wait {
+                return;
+            }
+        }
+        self.waiting.remove(&file.key);
+        let start = match read_from {
+            ReadFrom::Beginning => 0,
+            ReadFrom::End if gzip => u64::MAX,
+            ReadFrom::End => size,
+        };
+        let id = self.new_id();
+        // A file still being finished at this path goes first.
+        let wait_for = self
+            .records
+            .iter()
+            .find(|(_, r)| r.path == file.path && r.open.is_some())
+            .map(|(id, _)| *id);
+        self.records.insert(
+            id,
+            Record {
+                key: Some(file.key),
+                orphan: None,
+                fingerprint: Fingerprint::of(&head),
+                head,
+                path: file.path,
+                read: if start == u64::MAX { 0 } else { start },
+                marked: if start == u64::MAX { 0 } else { start },
+                safe: if start == u64::MAX { 0 } else { start },
+                tail: None,
+                safe_tail: None,
+                gzip,
+                done: start == u64::MAX,
+                seen: unix_now,
+                open: None,
+                failed_at_size: None,
+            },
+        );
+        if start != u64::MAX {
+            self.open_record(id, handle, now);
+            if let Some(open) = self.records.get_mut(&id).and_then(|r| r.open.as_mut()) {
+                open.wait_for = wait_for;
+            }
+        }
+    }
+
+    /// The record whose content a new file (`handle`, with `head` and `size`) carries on, if
+    /// any: one not being read and whose inode was not found by this scan, with the same head;
+    /// for a plain file also as long, and with the same bytes before the record's offset (or,
+    /// where those are unknown, only a truncated orphan). The most recently seen match wins.
+    fn find_orphan(
+        &self,
+        handle: &File,
+        head: &[u8],
+        size: u64,
+        gzip: bool,
+        seen_keys: &HashSet<FileKey>,
+    ) -> Option<RecordId> {
+        self.records
+            .iter()
+            .filter(|(_, record)| {
+                record.open.is_none()
+                    && record.key.is_none_or(|key| !seen_keys.contains(&key))
+                    && record.fingerprint.len > 0
+                    && record.fingerprint.matches(head)
+                    && (gzip || (size >= record.read && same_tail(record, handle)))
+            })
+            .max_by_key(|(id, record)| (record.seen, **id))
+            .map(|(id, _)| *id)
+    }
+
+    /// Whether a file with this head (under `key`) may be a copy of a file being read.
+    fn is_possible_copy(&self, head: &[u8], key: FileKey) -> bool {
+        self.records.values().any(|record| {
+            record.open.is_some()
+                && record.key != Some(key)
+                && !record.gzip
+                && could_be_copy_of(head, &record.head)
+        })
+    }
+
+    fn open_record(&mut self, id: RecordId, handle: File, now: Instant) {
+        let Some(record) = self.records.get_mut(&id) else {
+            return;
+        };
+        let mut events = LineEvents::new(self.source);
+        if let Some(field) = &self.settings.path_field {
+            events = events.with_path(field.clone(), &record.path.to_string_lossy());
+        }
+        if let (Some(field), Some(host)) = (&self.settings.host_field, &self.host) {
+            events = events.with_host(field.clone(), host);
+        }
+        if let Some(field) = &self.settings.offset_field {
+            events = events.with_offset(field.clone());
+        }
+        let reader = if record.gzip {
+            FileReader::gzip(
+                handle,
+                record.read,
+                self.settings.max_decompressed_bytes,
+                &self.options,
+                events,
+            )
+        } else {
+            FileReader::plain(handle, record.read, &self.options, events)
+        };
+        let reader = match reader {
+            Ok(reader) => reader,
+            Err(error) => {
+                record.failed_at_size = std::fs::metadata(&record.path).ok().map(|m| m.len());
+                let path = record.path.clone();
+                self.warn_once(&path, &error);
+                return;
+            }
+        };
+        let abs = absolute(&record.path);
+        tracing::info!(
+            source = %self.name,
+            path = %record.path.display(),
+            offset = record.read,
+            gzip = record.gzip,
+            "Reading file"
+        );
+        self.by_abs.insert(abs.clone(), id);
+        record.open = Some(OpenFile {
+            reader,
+            abs,
+            active: true,
+            at_eof: false,
+            last_growth: now,
+            unreachable_since: None,
+            deleted: false,
+            wait_for: None,
+        });
+        record.failed_at_size = None;
+        self.counters.files_opened.add(1);
+    }
+
+    /// Checks an open plain file for truncation or rewriting in place; on either, its record
+    /// becomes a truncated orphan and the inode starts a new record at 0. Returns whether it did.
+    fn check_rewritten(&mut self, id: RecordId, now: Instant) -> bool {
+        let fingerprint_bytes = self.settings.fingerprint_bytes;
+        let Some(record) = self.records.get_mut(&id) else {
+            return false;
+        };
+        let Some(open) = &mut record.open else {
+            return false;
+        };
+        let Some(file) = open.reader.file() else {
+            return false;
+        };
+        let Ok(metadata) = file.metadata() else {
+            return false;
+        };
+        let size = metadata.len();
+        let rewritten = if size < open.reader.position() || size < record.head.len() as u64 {
+            true
+        } else {
+            match read_head(file, record.head.len()) {
+                Ok(start) => start != record.head,
+                Err(_) => false,
+            }
+        };
+        if !rewritten {
+            if record.head.len() < fingerprint_bytes && size > record.head.len() as u64 {
+                if let Ok(head) = read_head(file, fingerprint_bytes) {
+                    if head.starts_with(&record.head) {
+                        record.head = head;
+                        record.fingerprint = Fingerprint::of(&record.head);
+                    }
+                }
+            }
+            return false;
+        }
+        let Some(open) = record.open.take() else {
+            return false;
+        };
+        tracing::warn!(
+            source = %self.name,
+            path = %record.path.display(),
+            offset = record.read,
+            size,
+            "File was truncated or rewritten in place; reading it again from the start"
+        );
+        self.counters.truncations.add(1);
+        let key = record.key.take();
+        record.orphan = Some(Orphan::Truncated);
+        let path = record.path.clone();
+        let seen = record.seen;
+        self.by_abs.remove(&open.abs);
+        let Some(handle) = open.reader.into_file() else {
+            return true;
+        };
+        let head = read_head(&handle, fingerprint_bytes).unwrap_or_default();
+        let new_id = self.new_id();
+        self.records.insert(
+            new_id,
+            Record {
+                key,
+                orphan: None,
+                fingerprint: Fingerprint::of(&head),
+                head,
+                path,
+                read: 0,
+                marked: 0,
+                safe: 0,
+                tail: None,
+                safe_tail: None,
+                gzip: false,
+                done: false,
+                seen,
+                open: None,
+                failed_at_size: None,
+            },
+        );
+        self.open_record(new_id, handle, now);
+        true
+    }
+
+    /// Gives active files turns, starting after the last one served, until `budget` bytes were
+    /// read; returns what they produced and whether anything happened (bytes read, a file closed
+    /// or truncated).
+    pub fn read_slice(&mut self, now: Instant, budget: u64) -> (Vec<Turn>, bool) {
+        let ids: Vec<RecordId> = self
+            .records
+            .iter()
+            .filter(|(_, record)| record.open.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        let start = match self.cursor {
+            Some(cursor) => ids.partition_point(|id| *id <= cursor),
+            None => 0,
+        };
+        let mut turns = Vec::new();
+        let mut used = 0;
+        let mut progressed = false;
+        for &id in ids[start..].iter().chain(&ids[..start]) {
+            let Some(open) = self.records.get(&id).and_then(|r| r.open.as_ref()) else {
+                continue;
+            };
+            let due = open
+                .reader
+                .deadline()
+                .is_some_and(|deadline| deadline <= now);
+            if !open.active && !due {
+                continue;
+            }
+            if let Some(first) = open.wait_for {
+                let finishing = self
+                    .records
+                    .get(&first)
+                    .and_then(|r| r.open.as_ref())
+                    .is_some_and(|o| !o.at_eof);
+                if finishing {
+                    continue;
+                }
+            }
+            let (turn, read, changed) = self.turn(id, now, TURN_BUDGET.min(budget - used));
+            self.cursor = Some(id);
+            progressed |= read > 0 || changed;
+            used += read;
+            if !turn.batches.is_empty() || turn.mark.is_some() {
+                turns.push(turn);
+            }
+            if used >= budget {
+                break;
+            }
+        }
+        (turns, progressed)
+    }
+
+    /// One file's turn: returns what it produced, the bytes read, and whether its state changed
+    /// (closed, truncated).
+    fn turn(&mut self, id: RecordId, now: Instant, budget: u64) -> (Turn, u64, bool) {
+        let mut changed = false;
+        if self.check_rewritten(id, now) {
+            changed = true;
+        }
+        let follow = self.settings.follow;
+        let rotate_wait = self.settings.rotate_wait;
+        let Some(record) = self.records.get_mut(&id) else {
+            return (empty_turn(), 0, changed);
+        };
+        let Some(open) = &mut record.open else {
+            return (empty_turn(), 0, changed);
+        };
+        let mut available = None;
+        if let Some(file) = open.reader.file() {
+            match file.metadata() {
+                Ok(metadata) => {
+                    open.deleted = link_count(&metadata) == 0;
+                    available = Some(metadata.len().saturating_sub(open.reader.position()));
+                }
+                Err(_) => available = Some(0),
+            }
+        }
+        let result = open.reader.read(budget, available, now, &mut self.builder);
+        open.reader.flush_if_due(now, &mut self.builder);
+        let counts = open.reader.take_counts();
+        self.counters.skipped_lines.add(counts.skipped);
+        self.counters.invalid_utf8.add(counts.invalid_utf8);
+        let mut read = 0;
+        let mut close = None;
+        match result {
+            Ok(outcome) => {
+                read = outcome.read;
+                if outcome.read > 0 {
+                    open.last_growth = now;
+                }
+                open.at_eof = outcome.eof;
+                open.active = !outcome.eof;
+                if outcome.eof {
+                    let idle = now.saturating_duration_since(open.last_growth) >= rotate_wait;
+                    let gone = open
+                        .unreachable_since
+                        .is_some_and(|since| now.saturating_duration_since(since) >= rotate_wait);
+                    if open.reader.is_gzip() {
+                        close = Some(Close::Done);
+                    } else if !follow {
+                        close = Some(Close::Finished);
+                    } else if open.deleted {
+                        close = Some(Close::Deleted);
+                    } else if gone && idle {
+                        close = Some(Close::Away);
+                    }
+                }
+            }
+            Err(error) => {
+                self.counters.errors.errors.add(1);
+                tracing::warn!(
+                    source = %self.name,
+                    path = %record.path.display(),
+                    %error,
+                    "Cannot read file; closing it, to retry when it changes"
+                );
+                record.failed_at_size = std::fs::metadata(&record.path).ok().map(|m| m.len());
+                close = Some(Close::Failed);
+            }
+        }
+        let mut batch_ends = Vec::new();
+        if let Some(how) = close {
+            changed = true;
+            if let Some(mut open) = record.open.take() {
+                if how != Close::Failed {
+                    open.reader.finish(&mut self.builder);
+                    let counts = open.reader.take_counts();
+                    self.counters.skipped_lines.add(counts.skipped);
+                    self.counters.invalid_utf8.add(counts.invalid_utf8);
+                }
+                if open.reader.was_capped() {
+                    self.counters.gzip_capped.add(1);
+                    tracing::warn!(
+                        source = %self.name,
+                        path = %record.path.display(),
+                        max_decompressed_bytes = self.settings.max_decompressed_bytes,
+                        "Gzip file decompresses to more than the cap; the rest is not read"
+                    );
+                }
+                record.read = open.reader.resume_offset();
+                record.tail = tail_at(record.tail, record.read, &open.reader);
+                batch_ends = open.reader.take_batch_ends();
+                self.by_abs.remove(&open.abs);
+                self.counters.files_closed.add(1);
+                tracing::info!(
+                    source = %self.name,
+                    path = %record.path.display(),
+                    reason = how.reason(),
+                    "Closed file"
+                );
+            }
+            match how {
+                Close::Done => record.done = true,
+                Close::Deleted => {
+                    record.key = None;
+                    record.orphan = Some(Orphan::Deleted);
+                }
+                Close::Finished | Close::Away | Close::Failed => {}
+            }
+        } else if let Some(open) = &mut record.open {
+            record.read = open.reader.resume_offset();
+            batch_ends = open.reader.take_batch_ends();
+            record.tail = tail_at(record.tail, record.read, &open.reader);
+        }
+        let (batches, truncated) = self.builder.take();
+        self.counters.truncated_lines.add(truncated);
+        let mut ends = batch_ends.into_iter();
+        let batches: Vec<(ReadyBatch, Mark)> = batches
+            .into_iter()
+            .map(|batch| {
+                let offset = ends.next().unwrap_or(record.read);
+                record.marked = offset;
+                (batch, Mark { record: id, offset })
+            })
+            .collect();
+        let mark = (record.read != record.marked || close == Some(Close::Done)).then(|| {
+            record.marked = record.read;
+            Mark {
+                record: id,
+                offset: record.read,
+            }
+        });
+        (Turn { batches, mark }, read, changed)
+    }
+
+    /// Records that `mark`'s lines are safe.
+    pub fn acknowledge(&mut self, mark: Mark) {
+        let Some(record) = self.records.get_mut(&mark.record) else {
+            return;
+        };
+        if mark.offset < record.safe {
+            return;
+        }
+        record.safe = mark.offset;
+        record.safe_tail = match (record.tail, &record.open) {
+            (Some((at, tail)), _) if at == mark.offset => Some(tail),
+            (_, Some(open)) => open
+                .reader
+                .file()
+                .and_then(|file| read_tail(file, mark.offset).ok().flatten()),
+            _ => None,
+        };
+    }
+
+    /// What to write to the checkpoint file now.
+    pub fn checkpoints(&self) -> Vec<Checkpoint> {
+        self.records
+            .values()
+            // A record with an empty head has nothing read and nothing to identify it by.
+            .filter(|record| record.fingerprint.len > 0)
+            .map(|record| Checkpoint {
+                fingerprint: record.fingerprint,
+                offset: record.safe,
+                tail: record.safe_tail,
+                dev: record.key.map(|key| key.dev),
+                inode: record.key.map(|key| key.ino),
+                orphan: record.orphan,
+                path: record.path.to_string_lossy().into_owned(),
+                gzip: record.gzip,
+                done: record.done && record.safe >= record.read,
+                seen: record.seen,
+            })
+            .collect()
+    }
+
+    /// Drops records not seen for [`FORGET_AFTER`], and the least recently seen beyond
+    /// [`MAX_RECORDS`].
+    fn forget(&mut self, unix_now: u64) {
+        let limit = unix_now.saturating_sub(FORGET_AFTER.as_secs());
+        self.records
+            .retain(|_, record| record.open.is_some() || record.seen >= limit);
+        if self.records.len() > MAX_RECORDS {
+            let mut closed: Vec<(u64, RecordId)> = self
+                .records
+                .iter()
+                .filter(|(_, record)| record.open.is_none())
+                .map(|(id, record)| (record.seen, *id))
+                .collect();
+            closed.sort();
+            let excess = self.records.len() - MAX_RECORDS;
+            for (_, id) in closed.into_iter().take(excess) {
+                self.records.remove(&id);
+            }
+        }
+    }
+
+    fn warn_once(&mut self, path: &Path, error: &std::io::Error) {
+        if self.warned.insert(path.to_path_buf()) {
+            self.counters.errors.errors.add(1);
+            tracing::warn!(
+                source = %self.name,
+                path = %path.display(),
+                %error,
+                "Cannot open file; will retry"
+            );
+        }
+    }
+}
+
+/// Why a file is closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Close {
+    /// A gzip file read to its end.
+    Done,
+    /// The end of a file read with `follow = false`.
+    Finished,
+    /// Deleted and read to its end.
+    Deleted,
+    /// Renamed away from `include` and idle for `rotate_wait`.
+    Away,
+    /// Reading failed.
+    Failed,
+}
+
+impl Close {
+    fn reason(self) -> &'static str {
+        match self {
+            Close::Done => "gzip file read",
+            Close::Finished => "end of file",
+            Close::Deleted => "deleted",
+            Close::Away => "renamed away and idle",
+            Close::Failed => "read error",
+        }
+    }
+}
+
+fn empty_turn() -> Turn {
+    Turn {
+        batches: Vec::new(),
+        mark: None,
+    }
+}
+
+/// Whether `handle` has the same bytes before `record.read` as the record's content had.
+fn same_tail(record: &Record, handle: &File) -> bool {
+    match record.tail {
+        Some((at, tail)) if at == record.read => read_tail(handle, at).ok().flatten() == Some(tail),
+        // Unknown: only a file truncated in place leaves its content to a copy that often.
+        _ => record.orphan == Some(Orphan::Truncated),
+    }
+}
+
+/// The checksum of the bytes before `read` (kept from `current` when it is for that offset),
+/// read from the open plain file.
+fn tail_at(current: Option<(u64, u64)>, read: u64, reader: &FileReader) -> Option<(u64, u64)> {
+    if current.is_some_and(|(at, _)| at == read) {
+        return current;
+    }
+    reader
+        .file()
+        .and_then(|file| read_tail(file, read).ok().flatten())
+        .map(|tail| (read, tail))
+}
+
+/// Opens `path` and reads its head: the first `max` bytes, decompressed for gzip. `gzip` says
+/// what the file is known to be; `None` tells by its magic number.
+fn open_with_head(
+    path: &Path,
+    max: usize,
+    gzip: impl Into<Option<bool>>,
+) -> std::io::Result<(File, Vec<u8>, bool)> {
+    let handle = File::open(path)?;
+    let raw = read_head(&handle, max)?;
+    let gzip = gzip.into().unwrap_or_else(|| is_gzip(&raw));
+    let head = if gzip {
+        read_gzip_head(path, max)?
+    } else {
+        raw
+    };
+    Ok((handle, head, gzip))
+}
+
+/// The absolute path of `path` with its directory's symbolic links resolved, as a watcher
+/// reports it.
+fn absolute(path: &Path) -> PathBuf {
+    let name = path.file_name();
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), name) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+    }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
