@@ -11,7 +11,7 @@ use std::io::Read;
 
 use bytes::Bytes;
 use sluice_pipelines::codec::json::{JsonDecodeError, JsonDecoder};
-use sluice_pipelines::{Event, EventMeta, FieldName, Value};
+use sluice_pipelines::{Event, EventMeta, FieldName, Fields, Value};
 
 use super::config::{Decoding, Partial};
 
@@ -76,10 +76,12 @@ pub fn choose(decoding: Decoding, content_type: Option<&[u8]>) -> Result<Choice,
             let media = String::from_utf8_lossy(media).to_ascii_lowercase();
             match media.as_str() {
                 "" => return Ok(Choice::Sniff),
-                "application/x-ndjson" | "application/ndjson" | "application/jsonl"
-                | "application/x-jsonlines" | "application/jsonlines" | "application/json-lines" => {
-                    Format::Ndjson
-                }
+                "application/x-ndjson"
+                | "application/ndjson"
+                | "application/jsonl"
+                | "application/x-jsonlines"
+                | "application/jsonlines"
+                | "application/json-lines" => Format::Ndjson,
                 "application/json" => Format::Json,
                 media if media.starts_with("application/") && media.ends_with("+json") => {
                     Format::Json
@@ -241,17 +243,31 @@ fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
 }
 
 fn stamped(mut event: Event, stamp: &Stamp) -> Event {
-    let fields = event.fields_mut();
-    for (name, value) in stamp {
-        fields.insert(name.clone(), value.clone());
-    }
+    let fields = std::mem::take(event.fields_mut());
+    *event.fields_mut() = stamp_fields(fields, stamp);
     event
 }
 
-fn fields_event(fields: sluice_pipelines::Fields, meta: EventMeta, stamp: &Stamp) -> Event {
-    let mut event = Event::from_fields(fields);
+/// `fields` with the stamp added, in a map of exactly the size needed: letting the decoder's
+/// exactly-sized map grow would double it, and the events sit in the topic with that slack.
+fn stamp_fields(fields: Fields, stamp: &Stamp) -> Fields {
+    if stamp.is_empty() {
+        return fields;
+    }
+    let mut sized = Fields::with_capacity(fields.len() + stamp.len());
+    for (name, value) in fields {
+        sized.push_unchecked(name, value);
+    }
+    for (name, value) in stamp {
+        sized.insert(name.clone(), value.clone());
+    }
+    sized
+}
+
+fn fields_event(fields: Fields, meta: EventMeta, stamp: &Stamp) -> Event {
+    let mut event = Event::from_fields(stamp_fields(fields, stamp));
     *event.meta_mut() = meta;
-    stamped(event, stamp)
+    event
 }
 
 fn ndjson(
@@ -376,7 +392,7 @@ fn array(
                 if out.error.is_none() {
                     out.error = Some(BadInput {
                         position: Some(Position::Item(index + 1)),
-                        message: format!("expected a JSON object, found {}", other.kind()),
+                        message: format!("expected a JSON object, found {}", json_kind(&other)),
                     });
                 }
                 if partial == Partial::Reject {
@@ -384,6 +400,18 @@ fn array(
                 }
             }
         }
+    }
+}
+
+/// The JSON name of a value's type, for messages.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Int(_) | Value::Float(_) => "a number",
+        Value::String(_) | Value::Timestamp(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Map(_) => "an object",
     }
 }
 
@@ -469,7 +497,11 @@ mod tests {
         let rejected = run(body, Format::Ndjson, Partial::Reject);
         assert!(rejected.events.is_empty());
         assert_eq!(rejected.invalid, 1);
-        assert!(error(&rejected).starts_with("line 3: "), "{}", error(&rejected));
+        assert!(
+            error(&rejected).starts_with("line 3: "),
+            "{}",
+            error(&rejected)
+        );
         let kept = run(body, Format::Ndjson, Partial::AcceptValid);
         assert_eq!(kept.events.len(), 3);
         assert_eq!(kept.invalid, 2);
@@ -482,17 +514,32 @@ mod tests {
         assert_eq!(array.events.len(), 2);
         let one = run("{\"a\":1}", Format::Json, Partial::Reject);
         assert_eq!(one.events.len(), 1);
-        let pretty = run("{\n  \"a\": 1,\n  \"b\": [1, 2]\n}\n", Format::Json, Partial::Reject);
+        let pretty = run(
+            "{\n  \"a\": 1,\n  \"b\": [1, 2]\n}\n",
+            Format::Json,
+            Partial::Reject,
+        );
         assert!(pretty.error.is_none(), "{:?}", pretty.error);
         assert_eq!(pretty.events.len(), 1);
         assert_eq!(pretty.events[0].get("a"), Some(&Value::Int(1)));
         let lines = run("{\"a\":1}\n{\"a\":2}\n", Format::Json, Partial::Reject);
         assert_eq!(lines.events.len(), 2);
-        let broken = run("{\n  \"a\": 1,\n  \"b\": oops\n}\n", Format::Json, Partial::Reject);
+        let broken = run(
+            "{\n  \"a\": 1,\n  \"b\": oops\n}\n",
+            Format::Json,
+            Partial::Reject,
+        );
         assert!(error(&broken).starts_with("line 3: "), "{}", error(&broken));
-        let item = run("[{\"a\":1}, 7, {\"a\":3}]", Format::Json, Partial::AcceptValid);
+        let item = run(
+            "[{\"a\":1}, 7, {\"a\":3}]",
+            Format::Json,
+            Partial::AcceptValid,
+        );
         assert_eq!(item.events.len(), 2);
-        assert_eq!(error(&item), "item 2: expected a JSON object, found int");
+        assert_eq!(
+            error(&item),
+            "item 2: expected a JSON object, found a number"
+        );
         let scalar = run("42", Format::Json, Partial::AcceptValid);
         assert!(scalar.events.is_empty());
         assert!(scalar.error.is_some());
@@ -508,10 +555,7 @@ mod tests {
             .map(|event| event.raw().unwrap().as_ref())
             .collect();
         assert_eq!(raws, [&b"one"[..], b"two", b"three"]);
-        assert_eq!(
-            decoded.events[0].get("path").unwrap().as_str(),
-            Some("/in")
-        );
+        assert_eq!(decoded.events[0].get("path").unwrap().as_str(), Some("/in"));
     }
 
     #[test]

@@ -243,10 +243,9 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     let text = serde_json::to_vec(body).unwrap_or_default();
     let mut response = Response::new(Body::from(text));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -309,13 +308,13 @@ impl Shared {
 /// `POST`/`PUT` on the ingest path.
 async fn ingest(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let remote = parts.extensions.get::<ConnInfo>().map(|info| info.remote.clone());
+    let remote = parts
+        .extensions
+        .get::<ConnInfo>()
+        .map(|info| info.remote.clone());
     let expects_continue = parts.headers.contains_key(EXPECT);
     match receive(&shared, &parts.headers, remote, body).await {
-        Ok(accepted) => json_response(
-            StatusCode::OK,
-            &serde_json::json!({ "accepted": accepted }),
-        ),
+        Ok(accepted) => json_response(StatusCode::OK, &serde_json::json!({ "accepted": accepted })),
         Err((rejection, unread)) => {
             let mut close = rejection.close;
             if let Some(body) = unread {
@@ -346,7 +345,10 @@ async fn receive(
 ) -> Result<usize, Refused> {
     let settings = &shared.settings;
     if !shared.authorized(headers) {
-        return Err((Rejection::new(Reason::Unauthorized, "unauthorized"), Some(body)));
+        return Err((
+            Rejection::new(Reason::Unauthorized, "unauthorized"),
+            Some(body),
+        ));
     }
     let choice = match decode::choose(
         settings.decoding,
@@ -354,8 +356,7 @@ async fn receive(
     ) {
         Ok(choice) => choice,
         Err(media) => {
-            let message =
-                format!("unsupported Content-Type `{media}`; send {ACCEPTED_TYPES}");
+            let message = format!("unsupported Content-Type `{media}`; send {ACCEPTED_TYPES}");
             return Err((
                 Rejection::new(Reason::UnsupportedMediaType, message),
                 Some(body),
@@ -409,7 +410,16 @@ async fn receive(
         let settings = settings.clone();
         let budget = shared.budget.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let result = prepare(&settings, &budget, &mut permit, wire, gzip, choice, meta, &stamp);
+            let result = prepare(
+                &settings,
+                &budget,
+                &mut permit,
+                wire,
+                gzip,
+                choice,
+                meta,
+                &stamp,
+            );
             (result, permit)
         });
         let (result, returned) = task.await.map_err(|error| {
@@ -424,8 +434,17 @@ async fn receive(
         permit = returned;
         result.map_err(|rejection| (rejection, None))?
     } else {
-        prepare(settings, &shared.budget, &mut permit, wire, gzip, choice, meta, &stamp)
-            .map_err(|rejection| (rejection, None))?
+        prepare(
+            settings,
+            &shared.budget,
+            &mut permit,
+            wire,
+            gzip,
+            choice,
+            meta,
+            &stamp,
+        )
+        .map_err(|rejection| (rejection, None))?
     };
 
     let Decoded {
@@ -681,10 +700,7 @@ async fn publish(shared: &Shared, batch: Batch, raw_bytes: u64) -> Result<(), Re
             Ok(())
         }
         Err(_) => {
-            let message = format!(
-                "topic `{}` is full; retry later",
-                shared.output.topic()
-            );
+            let message = format!("topic `{}` is full; retry later", shared.output.topic());
             Err((Rejection::new(Reason::TopicFull, message), None))
         }
     }
