@@ -6,7 +6,7 @@ use regex::Regex;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::{NGINX_PATTERN, read_lines, repo_root, run_with_timeout, sluice};
+use crate::support::{NGINX_PATTERN, read_lines, repo_root, run_ok, run_with_timeout, sluice};
 
 #[test]
 fn quickstart_writes_errors_and_bots_to_console_and_file() {
@@ -17,14 +17,7 @@ fn quickstart_writes_errors_and_bots_to_console_and_file() {
     for file in ["quickstart.toml", "data/access.log"] {
         std::fs::copy(repo_root().join("examples").join(file), examples.join(file)).unwrap();
     }
-    let mut command = sluice(dir.path());
-    command.args(["run", "-c", "examples/quickstart.toml"]);
-    let output = run_with_timeout(command, Duration::from_secs(60));
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = run_ok(dir.path(), "examples/quickstart.toml");
 
     let log = std::fs::read_to_string(examples.join("data/access.log")).unwrap();
     let pattern = Regex::new(NGINX_PATTERN).unwrap();

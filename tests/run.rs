@@ -11,7 +11,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::support::{
-    NGINX_PATTERN, read_lines, run_with_timeout, sluice, wait_until, wait_with_timeout, write_file,
+    NGINX_PATTERN, read_lines, run_ok, sluice, wait_until, wait_with_timeout, write_file,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -88,14 +88,7 @@ path = "out/bad.ndjson"
         steps = parse_and_filter_steps()
     );
     write_file(dir.path(), "run.toml", &config);
-    let mut command = sluice(dir.path());
-    command.args(["run", "-c", "run.toml"]);
-    let output = run_with_timeout(command, MINUTE);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_ok(dir.path(), "run.toml");
 
     let (expected_ids, expected_unparsed) = expected_from(&lines);
     assert!(
@@ -210,14 +203,7 @@ path = "out/b.log"
 encoding = "text"
 "#,
     );
-    let mut command = sluice(dir.path());
-    command.args(["run", "-c", "gen.toml"]);
-    let output = run_with_timeout(command, MINUTE);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_ok(dir.path(), "gen.toml");
     let a = read_lines(&dir.path().join("out/a.log"));
     let b = read_lines(&dir.path().join("out/b.log"));
     assert_eq!(a.len(), 25000);
@@ -314,9 +300,7 @@ path = "access.log"
 encoding = "text"
 "#,
         );
-        let mut command = sluice(dir.path());
-        command.args(["run", "-c", "gen.toml"]);
-        assert!(run_with_timeout(command, MINUTE).status.success());
+        run_ok(dir.path(), "gen.toml");
         read_lines(&dir.path().join("access.log"))
     };
     assert_eq!(lines.len(), 30_000);
@@ -351,14 +335,7 @@ input = "stats"
 path = "stats.ndjson"
 "#,
     );
-    let mut command = sluice(dir.path());
-    command.args(["run", "-c", "agg.toml"]);
-    let output = run_with_timeout(command, MINUTE);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_ok(dir.path(), "agg.toml");
 
     // The same computation, independently: regex, chrono, maps.
     let pattern = Regex::new(NGINX_PATTERN).unwrap();

@@ -43,6 +43,28 @@ path = "archive.ndjson"
     )
 }
 
+/// Runs `sluice run -c <config>` in `dir`; two seconds in (the store was down until then),
+/// calls `meanwhile`; then waits for the run to finish and asserts it exited 0.
+async fn run_while(dir: &TempDir, config: &str, meanwhile: impl FnOnce()) {
+    let child = sluice(dir.path())
+        .args(["run", "-c", config])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    meanwhile();
+    let output =
+        tokio::task::spawn_blocking(move || wait_with_timeout(child, Duration::from_secs(120)))
+            .await
+            .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn archive(dir: &TempDir) -> HashMap<String, Value> {
     read_lines(&dir.path().join("archive.ndjson"))
         .iter()
@@ -80,23 +102,7 @@ retry = {{ initial = "50ms", max = "500ms" }}
         server.url()
     );
     write_file(dir.path(), "pg.toml", &config(&sink));
-    let child = sluice(dir.path())
-        .args(["run", "-c", "pg.toml"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    server.restart();
-    let output =
-        tokio::task::spawn_blocking(move || wait_with_timeout(child, Duration::from_secs(120)))
-            .await
-            .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_while(&dir, "pg.toml", || server.restart()).await;
 
     let expected = archive(&dir);
     assert_eq!(expected.len(), EVENTS);
@@ -161,23 +167,7 @@ retry = {{ initial = "50ms", max = "500ms" }}
         server.endpoint()
     );
     write_file(dir.path(), "ch.toml", &config(&sink));
-    let child = sluice(dir.path())
-        .args(["run", "-c", "ch.toml"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    server.restart();
-    let output =
-        tokio::task::spawn_blocking(move || wait_with_timeout(child, Duration::from_secs(120)))
-            .await
-            .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_while(&dir, "ch.toml", || server.restart()).await;
 
     let expected = archive(&dir);
     let answer = server
@@ -242,21 +232,7 @@ path = "rejected.ndjson"
         server.url()
     );
     write_file(dir.path(), "dl.toml", &config(&sink));
-    let child = sluice(dir.path())
-        .args(["run", "-c", "dl.toml"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output =
-        tokio::task::spawn_blocking(move || wait_with_timeout(child, Duration::from_secs(120)))
-            .await
-            .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_while(&dir, "dl.toml", || ()).await;
 
     let expected = archive(&dir);
     let server_errors: std::collections::BTreeSet<String> = expected

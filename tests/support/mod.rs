@@ -21,6 +21,20 @@ pub fn sluice(dir: &Path) -> Command {
     command
 }
 
+/// Runs `sluice run -c <config>` in `dir` to completion (within a minute) and asserts it exited
+/// 0, showing its stderr otherwise.
+pub fn run_ok(dir: &Path, config: &str) -> Output {
+    let mut command = sluice(dir);
+    command.args(["run", "-c", config]);
+    let output = run_with_timeout(command, Duration::from_secs(60));
+    assert!(
+        output.status.success(),
+        "sluice run -c {config} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// Runs `command` to completion within `timeout`, killing it otherwise.
 pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Output {
     let child = command
