@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use sluice_pipelines::{Batch, Event};
 use sluice_sink::Sink;
 use sluice_sink::driver::{Acker, Driver, DriverConfig, DriverInput, Outcome};
@@ -398,4 +399,23 @@ pub fn fast_retry(mut config: DriverConfig) -> DriverConfig {
     config.retry.max = sluice_sink::units::HumanDuration(Duration::from_millis(500));
     config.batch.timeout = sluice_sink::units::HumanDuration(Duration::from_millis(50));
     config
+}
+
+/// A web request event with every value type the stores care about.
+pub fn request(n: i64) -> Event {
+    let ts: DateTime<Utc> = DateTime::from_timestamp(1_714_564_800 + n, 250_000_000).unwrap();
+    let mut event = Event::default();
+    event.insert("request_id", format!("req-{n:08}"));
+    event.insert("timestamp", ts);
+    event.insert("path", format!("/page/{}", n % 7));
+    event.insert("status", 200 + (n % 5) * 100);
+    event.insert("bytes", n * 1000);
+    event.insert("request_time", n as f64 / 8.0);
+    event.insert("bot", n % 3 == 0);
+    event
+}
+
+/// Requests `range`.
+pub fn requests(range: std::ops::Range<i64>) -> Vec<Event> {
+    range.map(request).collect()
 }

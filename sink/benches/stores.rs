@@ -1,4 +1,12 @@
-//! Benchmarks as ignored tests printing figures (run in release, one at a time).
+//! Store benchmarks: events/s into a real ClickHouse and PostgreSQL (started on free ports, as in
+//! the store tests) and MiB/s of the file sink with and without gzip, through the driver.
+//!
+//! `cargo bench -p sluice-sink --bench stores` (needs clickhouse-server and PostgreSQL's binaries).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[allow(dead_code)]
+#[path = "../tests/stores/support.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -8,8 +16,7 @@ use sluice_sink::driver::{DriverConfig, Outcome};
 use sluice_sink::encoding::Compression;
 use sluice_sink::sinks::{ClickhouseConfig, FileConfig, PostgresConfig};
 
-use crate::requests;
-use crate::support::{Clickhouse, Postgres, Run};
+use support::{Clickhouse, Postgres, Run, requests};
 
 const EVENTS: i64 = 500_000;
 const INPUT: i64 = 1000;
@@ -37,8 +44,6 @@ async fn drive(
     started.elapsed()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark"]
 async fn bench_clickhouse() {
     let server = Clickhouse::start();
     server
@@ -69,8 +74,6 @@ async fn bench_clickhouse() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark"]
 async fn bench_postgres() {
     let server = Postgres::start();
     let client = server.client().await;
@@ -166,8 +169,6 @@ async fn bench_postgres() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark"]
 async fn bench_file_gzip() {
     let dir = tempfile::tempdir().unwrap();
     for compression in [Compression::None, Compression::Gzip] {
@@ -190,5 +191,28 @@ async fn bench_file_gzip() {
             mib / elapsed.as_secs_f64(),
             EVENTS as f64 / elapsed.as_secs_f64()
         );
+    }
+}
+
+fn main() {
+    // `cargo bench` passes flags such as `--bench`; a filter word picks benchmarks by name.
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if wanted("clickhouse") {
+        runtime.block_on(bench_clickhouse());
+    }
+    if wanted("postgres") {
+        runtime.block_on(bench_postgres());
+    }
+    if wanted("file") {
+        runtime.block_on(bench_file_gzip());
     }
 }
