@@ -590,4 +590,99 @@ mod tests {
             Err(GunzipError::Corrupt { .. })
         ));
     }
+
+    /// Fuzz-style properties over bodies clients control: any bytes in any format never panic,
+    /// and every non-blank line is either an event or counted as invalid.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_format() -> impl Strategy<Value = Format> {
+            prop_oneof![Just(Format::Ndjson), Just(Format::Json), Just(Format::Text)]
+        }
+
+        fn non_blank_lines(body: &[u8]) -> usize {
+            body.split(|b| *b == b'\n')
+                .filter(|line| !line.trim_ascii().is_empty())
+                .count()
+        }
+
+        /// A body of valid objects and garbage lines; the flags say which lines are good.
+        fn mixed_ndjson() -> impl Strategy<Value = (String, Vec<bool>)> {
+            let good = (any::<u32>(), "[a-z]{0,8}")
+                .prop_map(|(n, s)| (format!(r#"{{"n":{n},"s":"{s}"}}"#), true));
+            let bad = prop_oneof![
+                Just("{".to_owned()),
+                Just(r#"{"n":}"#.to_owned()),
+                Just("[1,2]".to_owned()),
+                Just("plain words".to_owned()),
+                Just(r#"{"a":1} trailing"#.to_owned()),
+            ]
+            .prop_map(|line| (line, false));
+            prop::collection::vec(prop_oneof![3 => good, 1 => bad], 0..40).prop_map(|lines| {
+                let body = lines
+                    .iter()
+                    .map(|(line, _)| line.as_str())
+                    .collect::<Vec<_>>();
+                (body.join("\n"), lines.iter().map(|(_, ok)| *ok).collect())
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic_and_every_line_is_accounted_for(
+                body in prop::collection::vec(any::<u8>(), 0..512),
+                format in any_format(),
+            ) {
+                let body = Bytes::from(body);
+                let kept = decode(&body, format, Partial::AcceptValid, EventMeta::default(), &stamp());
+                if format != Format::Json {
+                    prop_assert_eq!(kept.events.len() + kept.invalid as usize, non_blank_lines(&body));
+                }
+                prop_assert_eq!(kept.invalid > 0, kept.error.is_some());
+                let rejected = decode(&body, format, Partial::Reject, EventMeta::default(), &stamp());
+                if rejected.error.is_some() {
+                    prop_assert!(rejected.events.is_empty());
+                } else {
+                    prop_assert_eq!(rejected.invalid, 0);
+                    prop_assert_eq!(rejected.events.len(), kept.events.len());
+                }
+            }
+
+            #[test]
+            fn ndjson_keeps_exactly_the_good_lines_and_names_the_first_bad_one(
+                (body, good) in mixed_ndjson(),
+            ) {
+                let decoded = run(&body, Format::Ndjson, Partial::AcceptValid);
+                prop_assert_eq!(decoded.events.len(), good.iter().filter(|ok| **ok).count());
+                prop_assert_eq!(decoded.invalid as usize, good.iter().filter(|ok| !**ok).count());
+                let first_bad = good.iter().position(|ok| !*ok).map(|at| Position::Line(at + 1));
+                prop_assert_eq!(decoded.error.and_then(|error| error.position), first_bad);
+                for event in &decoded.events {
+                    prop_assert!(event.get("n").is_some());
+                    prop_assert_eq!(event.get("path").unwrap().as_str(), Some("/in"));
+                }
+            }
+
+            #[test]
+            fn gunzip_never_panics_and_round_trips_within_its_cap(
+                data in prop::collection::vec(any::<u8>(), 0..4096),
+                garbage in prop::collection::vec(any::<u8>(), 0..256),
+                cap in 0u64..8192,
+            ) {
+                use std::io::Write;
+                let _ = gunzip_capped(&garbage, cap, &mut |_| true);
+                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                encoder.write_all(&data).unwrap();
+                let gz = encoder.finish().unwrap();
+                match gunzip_capped(&gz, cap, &mut |_| true) {
+                    Ok(out) => prop_assert_eq!(out, data),
+                    Err(error) => {
+                        prop_assert!(data.len() as u64 > cap);
+                        prop_assert_eq!(error, GunzipError::TooLarge { max: cap });
+                    }
+                }
+            }
+        }
+    }
 }

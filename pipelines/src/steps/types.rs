@@ -6,7 +6,12 @@
 //!   (`+02:00`) and `%#z` read numeric offsets; `%Z` at the very end of the format reads a zone
 //!   *name*, of which only `UTC`, `GMT`, `UT` and `Z` are accepted (named zones such as `CET` are
 //!   ambiguous abbreviations, so a time with one is rejected rather than guessed). A format with
-//!   no zone reads UTC; one without a time of day reads midnight.
+//!   no zone reads UTC unless a zone follows it: `timestamp|<format>|<zone>` reads times without
+//!   an offset in `<zone>` — an IANA name (`Europe/Berlin`, daylight saving applied; a time that
+//!   occurs twice when clocks go back reads as the earlier one, a time skipped when they go
+//!   forward is an error), a fixed offset (`+02:00`), `UTC` or `local` (the machine's zone, from
+//!   `TZ` or `/etc/localtime`). Times that carry an offset keep it. A format without a time of
+//!   day reads midnight.
 //! - `rfc3339` (the same as plain `timestamp`);
 //! - `unix`, `unix_ms`, `unix_us`, `unix_ns`: seconds (or milli-, micro-, nanoseconds) since
 //!   1970-01-01 UTC, from an int, a float or a numeric string.
@@ -19,7 +24,7 @@
 //! JSON `null` become `null`. Other text that does not convert is an error the caller reports.
 
 use chrono::format::{Fixed, Item, Parsed, StrftimeItems};
-use chrono::{DateTime, FixedOffset, NaiveTime, Utc};
+use chrono::{DateTime, FixedOffset, Local, NaiveDateTime, NaiveTime, TimeZone, Utc};
 
 use crate::codec::json::{encode_value, format_timestamp};
 use crate::event::{FieldName, Str, Value};
@@ -55,6 +60,72 @@ pub(crate) struct Strftime {
     zone_name: bool,
     /// The format is exactly the nginx one, which has a fast path.
     clf: bool,
+    /// The zone of times that carry no offset.
+    zone: Zone,
+}
+
+/// The zone a strftime format reads times without an offset in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Zone {
+    /// UTC (the default).
+    Utc,
+    /// A fixed offset from UTC.
+    Fixed(FixedOffset),
+    /// An IANA zone, with its daylight saving rules.
+    Named(chrono_tz::Tz),
+    /// The machine's zone.
+    Local,
+}
+
+impl Zone {
+    /// Parses `UTC`, `local`, an offset such as `+02:00` / `-0530`, or an IANA zone name.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("utc") || text == "Z" {
+            return Ok(Zone::Utc);
+        }
+        if text.eq_ignore_ascii_case("local") {
+            return Ok(Zone::Local);
+        }
+        if text.starts_with(['+', '-']) {
+            let digits: String = text[1..].chars().filter(|c| *c != ':').collect();
+            let valid = digits.len() == 4 && digits.bytes().all(|b| b.is_ascii_digit());
+            let hours: i32 = digits.get(..2).and_then(|h| h.parse().ok()).unwrap_or(99);
+            let minutes: i32 = digits.get(2..).and_then(|m| m.parse().ok()).unwrap_or(99);
+            let seconds = (hours * 60 + minutes) * 60 * if text.starts_with('-') { -1 } else { 1 };
+            return (valid && hours < 24 && minutes < 60)
+                .then(|| FixedOffset::east_opt(seconds))
+                .flatten()
+                .map(Zone::Fixed)
+                .ok_or_else(|| format!("invalid UTC offset `{text}`; expected e.g. +02:00"));
+        }
+        text.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| {
+            format!(
+                "unknown time zone `{text}`; expected an IANA name such as Europe/Berlin, an \
+                 offset such as +02:00, UTC or local"
+            )
+        })
+    }
+
+    /// The UTC time of `local`, read in this zone: the earlier one when it occurs twice, `None`
+    /// when it does not occur at all (skipped by a daylight saving change).
+    fn to_utc(self, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+        match self {
+            Zone::Utc => Some(local.and_utc()),
+            Zone::Fixed(offset) => offset
+                .from_local_datetime(&local)
+                .earliest()
+                .map(|ts| ts.with_timezone(&Utc)),
+            Zone::Named(zone) => zone
+                .from_local_datetime(&local)
+                .earliest()
+                .map(|ts| ts.with_timezone(&Utc)),
+            Zone::Local => Local
+                .from_local_datetime(&local)
+                .earliest()
+                .map(|ts| ts.with_timezone(&Utc)),
+        }
+    }
 }
 
 /// The nginx `$time_local` / Apache `%t` format.
@@ -192,28 +263,31 @@ pub(crate) fn parse_float(text: &str) -> Option<f64> {
 }
 
 impl TimestampFormat {
-    /// Parses a format: `rfc3339`, `unix`, `unix_ms`, `unix_us`, `unix_ns` or a strftime format.
+    /// Parses a format: `rfc3339`, `unix`, `unix_ms`, `unix_us`, `unix_ns` or a strftime format,
+    /// the latter optionally followed by `|<zone>` (see [`Zone::parse`]).
     pub(crate) fn parse(format: &str) -> Result<Self, String> {
-        Ok(match format {
+        let (format, zone) = match format.rsplit_once('|') {
+            Some((format, zone)) => (format, Some(Zone::parse(zone)?)),
+            None => (format, None),
+        };
+        let unix = |per_second, name| TimestampFormat::Unix { per_second, name };
+        let fixed = match format {
             "rfc3339" => TimestampFormat::Rfc3339,
-            "unix" => TimestampFormat::Unix {
-                per_second: 1,
-                name: "unix",
-            },
-            "unix_ms" => TimestampFormat::Unix {
-                per_second: 1_000,
-                name: "unix_ms",
-            },
-            "unix_us" => TimestampFormat::Unix {
-                per_second: 1_000_000,
-                name: "unix_us",
-            },
-            "unix_ns" => TimestampFormat::Unix {
-                per_second: 1_000_000_000,
-                name: "unix_ns",
-            },
-            strftime => TimestampFormat::Strftime(Strftime::parse(strftime)?),
-        })
+            "unix" => unix(1, "unix"),
+            "unix_ms" => unix(1_000, "unix_ms"),
+            "unix_us" => unix(1_000_000, "unix_us"),
+            "unix_ns" => unix(1_000_000_000, "unix_ns"),
+            strftime => {
+                let zone = zone.unwrap_or(Zone::Utc);
+                return Ok(TimestampFormat::Strftime(Strftime::parse(strftime, zone)?));
+            }
+        };
+        match zone {
+            None => Ok(fixed),
+            Some(_) => Err(format!(
+                "a time zone only applies to strftime formats: `{format}` times are absolute"
+            )),
+        }
     }
 
     fn describe(&self) -> String {
@@ -221,7 +295,13 @@ impl TimestampFormat {
             TimestampFormat::Rfc3339 => "timestamp (RFC 3339)".to_owned(),
             TimestampFormat::Unix { name, .. } => format!("timestamp ({name})"),
             TimestampFormat::Strftime(format) => {
-                format!("timestamp with format `{}`", format.source)
+                let zone = match format.zone {
+                    Zone::Utc => String::new(),
+                    Zone::Fixed(offset) => format!(" at {offset}"),
+                    Zone::Named(zone) => format!(" in {}", zone.name()),
+                    Zone::Local => " in local time".to_owned(),
+                };
+                format!("timestamp with format `{}`{zone}", format.source)
             }
         }
     }
@@ -260,7 +340,7 @@ fn from_float_units(units: f64, per_second: i64) -> Option<DateTime<Utc>> {
 }
 
 impl Strftime {
-    fn parse(format: &str) -> Result<Self, String> {
+    fn parse(format: &str, zone: Zone) -> Result<Self, String> {
         let invalid = |reason: &str| format!("invalid timestamp format `{format}`: {reason}");
         let mut items = StrftimeItems::new(format)
             .parse_to_owned()
@@ -278,6 +358,7 @@ impl Strftime {
             items,
             zone_name,
             clf: format == CLF_FORMAT,
+            zone,
         })
     }
 
@@ -298,21 +379,27 @@ impl Strftime {
         } else {
             chrono::format::parse(&mut parsed, text, self.items.iter()).ok()?;
         }
-        let offset = parsed.offset().unwrap_or(0);
-        let local = parsed
-            .to_naive_datetime_with_offset(offset)
-            .ok()
-            .or_else(|| {
-                parsed
-                    .to_naive_date()
-                    .ok()
-                    .map(|date| date.and_time(NaiveTime::MIN))
-            })?;
-        let zone = FixedOffset::east_opt(offset)?;
-        local
-            .and_local_timezone(zone)
-            .single()
-            .map(|ts| ts.with_timezone(&Utc))
+        let date_time = |offset: i32| {
+            parsed
+                .to_naive_datetime_with_offset(offset)
+                .ok()
+                .or_else(|| {
+                    parsed
+                        .to_naive_date()
+                        .ok()
+                        .map(|date| date.and_time(NaiveTime::MIN))
+                })
+        };
+        match parsed.offset() {
+            Some(offset) => {
+                let zone = FixedOffset::east_opt(offset)?;
+                date_time(offset)?
+                    .and_local_timezone(zone)
+                    .single()
+                    .map(|ts| ts.with_timezone(&Utc))
+            }
+            None => self.zone.to_utc(date_time(0)?),
+        }
     }
 }
 
@@ -577,13 +664,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn strftime_zones() {
-        let ty = |spec: &str| match FieldType::parse(spec).unwrap() {
+    /// The timestamp format of a type spec such as `timestamp|%Y`.
+    fn timestamp_type(spec: &str) -> TimestampFormat {
+        match FieldType::parse(spec).unwrap() {
             FieldType::Timestamp(format) => format,
             _ => panic!("not a timestamp"),
-        };
-        let named = ty("timestamp|%Y-%m-%d %H:%M:%S %Z");
+        }
+    }
+
+    #[test]
+    fn strftime_zones() {
+        let named = timestamp_type("timestamp|%Y-%m-%d %H:%M:%S %Z");
         assert_eq!(
             named.parse_str("2026-01-01 10:00:00 UTC"),
             Some(ts("2026-01-01T10:00:00Z"))
@@ -593,12 +684,12 @@ mod tests {
             Some(ts("2026-01-01T10:00:00Z"))
         );
         assert_eq!(named.parse_str("2026-01-01 10:00:00 CET"), None);
-        let colon = ty("timestamp|%Y-%m-%dT%H:%M:%S%:z");
+        let colon = timestamp_type("timestamp|%Y-%m-%dT%H:%M:%S%:z");
         assert_eq!(
             colon.parse_str("2026-01-01T10:00:00+02:00"),
             Some(ts("2026-01-01T08:00:00Z"))
         );
-        let unix = ty("timestamp|unix");
+        let unix = timestamp_type("timestamp|unix");
         assert_eq!(
             unix.parse_str("1767225600"),
             Some(ts("2026-01-01T00:00:00Z"))
@@ -607,7 +698,7 @@ mod tests {
             unix.parse_str("1767225600.25"),
             Some(ts("2026-01-01T00:00:00.25Z"))
         );
-        let millis = ty("timestamp|unix_ms");
+        let millis = timestamp_type("timestamp|unix_ms");
         assert_eq!(
             millis.parse_str("1767225600123"),
             Some(ts("2026-01-01T00:00:00.123Z"))
@@ -623,6 +714,69 @@ mod tests {
                 .unwrap_err()
                 .contains("only supported at the end")
         );
+    }
+
+    #[test]
+    fn named_zones_and_offsets_read_times_without_an_offset() {
+        let berlin = timestamp_type("timestamp|%Y-%m-%d %H:%M:%S|Europe/Berlin");
+        assert_eq!(
+            berlin.parse_str("2026-01-15 10:00:00"),
+            Some(ts("2026-01-15T09:00:00Z"))
+        );
+        assert_eq!(
+            berlin.parse_str("2026-07-15 10:00:00"),
+            Some(ts("2026-07-15T08:00:00Z"))
+        );
+        // Clocks go back at 03:00 CEST on 2026-10-25: 02:30 happens twice, the first is CEST.
+        assert_eq!(
+            berlin.parse_str("2026-10-25 02:30:00"),
+            Some(ts("2026-10-25T00:30:00Z"))
+        );
+        // Clocks go forward at 02:00 CET on 2026-03-29: 02:30 never happens.
+        assert_eq!(berlin.parse_str("2026-03-29 02:30:00"), None);
+        let date_only = timestamp_type("timestamp|%Y-%m-%d|America/New_York");
+        assert_eq!(
+            date_only.parse_str("2026-01-15"),
+            Some(ts("2026-01-15T05:00:00Z"))
+        );
+        let with_offset = timestamp_type("timestamp|%Y-%m-%d %H:%M:%S %z|Europe/Berlin");
+        assert_eq!(
+            with_offset.parse_str("2026-01-15 10:00:00 +0000"),
+            Some(ts("2026-01-15T10:00:00Z")),
+            "an offset in the text wins over the configured zone"
+        );
+        let india = timestamp_type("timestamp|%Y-%m-%d %H:%M:%S|+05:30");
+        assert_eq!(
+            india.parse_str("2026-01-15 10:00:00"),
+            Some(ts("2026-01-15T04:30:00Z"))
+        );
+        let west = timestamp_type("timestamp|%Y-%m-%d %H:%M:%S|-0800");
+        assert_eq!(
+            west.parse_str("2026-01-15 10:00:00"),
+            Some(ts("2026-01-15T18:00:00Z"))
+        );
+        let utc = timestamp_type("timestamp|%Y-%m-%d %H:%M:%S|UTC");
+        assert_eq!(
+            utc.parse_str("2026-01-15 10:00:00"),
+            Some(ts("2026-01-15T10:00:00Z"))
+        );
+        assert!(matches!(Zone::parse("local"), Ok(Zone::Local)));
+        for (spec, expected) in [
+            (
+                "timestamp|%Y|Mars/Olympus",
+                "unknown time zone `Mars/Olympus`",
+            ),
+            ("timestamp|%Y|+25:00", "invalid UTC offset `+25:00`"),
+            ("timestamp|%Y|+2", "invalid UTC offset `+2`"),
+            (
+                "timestamp|rfc3339|Europe/Berlin",
+                "only applies to strftime formats",
+            ),
+            ("timestamp|unix_ms|UTC", "only applies to strftime formats"),
+        ] {
+            let error = FieldType::parse(spec).unwrap_err();
+            assert!(error.contains(expected), "{spec}: {error}");
+        }
     }
 
     #[test]
@@ -651,6 +805,29 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn named_zones_give_back_the_local_time_they_read(
+            secs in 0i64..4_102_444_800,
+            zone in prop::sample::select(vec![
+                "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata",
+                "Pacific/Chatham", "America/Sao_Paulo",
+            ]),
+        ) {
+            let local = DateTime::from_timestamp(secs, 0).unwrap().naive_utc();
+            let text = local.format("%Y-%m-%d %H:%M:%S").to_string();
+            let format = TimestampFormat::parse(&format!("%Y-%m-%d %H:%M:%S|{zone}")).unwrap();
+            let tz: chrono_tz::Tz = zone.parse().unwrap();
+            match format.parse_str(&text) {
+                Some(utc) => {
+                    prop_assert_eq!(utc.with_timezone(&tz).naive_local(), local);
+                    // A local time that happens twice reads as the earlier instant.
+                    let candidates = tz.from_local_datetime(&local);
+                    prop_assert_eq!(Some(utc), candidates.earliest().map(|t| t.with_timezone(&Utc)));
+                }
+                None => prop_assert!(tz.from_local_datetime(&local).earliest().is_none()),
+            }
+        }
+
         #[test]
         fn clf_fast_path_agrees_with_chrono(
             day in 0u32..33, month in prop::sample::select(vec!["Jan", "Feb", "Apr", "Dec", "jan", "Foo"]),

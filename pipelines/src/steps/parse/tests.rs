@@ -922,6 +922,17 @@ fn event_time_moves_to_timestamp() {
         Err("field `ts`: cannot convert \"yesterday\" to timestamp with format `%Y-%m-%d %H:%M:%S %Z`".to_owned())
     );
 
+    // Local times of a named zone, daylight saving applied.
+    let mut parser = step(
+        "format = \"logfmt\"\ntimestamp_field = \"ts\"\ntimestamp_format = \"%Y-%m-%d %H:%M:%S|Europe/Paris\"",
+    );
+    let event = parse_one(&mut parser, raw("ts=\"2026-07-01 10:00:00\"")).unwrap();
+    assert_eq!(event.get("timestamp"), Some(&ts("2026-07-01T08:00:00Z")));
+    assert_eq!(
+        parse_one(&mut parser, raw("ts=\"2026-03-29 02:30:00\"")),
+        Err("field `ts`: cannot convert \"2026-03-29 02:30:00\" to timestamp with format `%Y-%m-%d %H:%M:%S` in Europe/Paris".to_owned())
+    );
+
     // JSON epoch numbers, nested, into a target: the event time is still top-level.
     let mut parser = step(
         "format = \"json\"\ntimestamp_field = \"meta.t\"\ntimestamp_format = \"unix_ms\"\ntarget = \"doc\"",
