@@ -41,6 +41,22 @@ fn curl(args: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
+/// Starts `command` (a `sluice run` with an http_server on `port` with the default health path)
+/// and waits until it answers.
+fn start_server(command: &mut Command, port: u16) -> Child {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let health = format!("http://127.0.0.1:{port}/health");
+    assert!(
+        wait_until(Duration::from_secs(20), || curl(&[&health]).0 == 200),
+        "the server did not come up"
+    );
+    child
+}
+
 /// Stops `child` with SIGTERM and checks that it drained and exited cleanly.
 fn stop(child: Child) {
     let pid = child.id() as i32;
@@ -94,17 +110,11 @@ path = "out.ndjson"
 "#
         ),
     );
-    let child = sluice(dir.path())
-        .args(["run", "-c", "http.toml"])
-        .env("INGEST_TOKEN", "first-token")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let health = format!("http://127.0.0.1:{port}/health");
-    assert!(
-        wait_until(Duration::from_secs(20), || curl(&[&health]).0 == 200),
-        "the server did not come up"
+    let child = start_server(
+        sluice(dir.path())
+            .args(["run", "-c", "http.toml"])
+            .env("INGEST_TOKEN", "first-token"),
+        port,
     );
     let auth = "Authorization: Bearer first-token";
     let ndjson = "Content-Type: application/x-ndjson";
@@ -203,6 +213,73 @@ path = "out.ndjson"
     }
     assert_eq!(lines[5]["page"], "/product/5");
     assert_eq!(lines[5]["latency_ms"], 12.5);
+}
+
+#[test]
+fn bad_lines_of_accepted_bodies_land_in_the_dead_letter_topic() {
+    let dir = TempDir::new().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    write_file(
+        dir.path(),
+        "partial.toml",
+        &format!(
+            r#"data_dir = "state"
+
+[sources.web]
+type = "http_server"
+address = "127.0.0.1:{port}"
+topic = "raw"
+partial = "accept_valid"
+
+[sinks.out]
+type = "file"
+input = "raw"
+path = "out.ndjson"
+
+[sinks.dead]
+type = "file"
+input = "dead_letter"
+path = "dead.ndjson"
+"#
+        ),
+    );
+    let child = start_server(sluice(dir.path()).args(["run", "-c", "partial.toml"]), port);
+    let body = format!("{}not json at all\n{}", events(0..2), events(2..3));
+    let (code, answer) = curl(&[
+        "-H",
+        "Content-Type: application/x-ndjson",
+        "--data-binary",
+        &body,
+        &url,
+    ]);
+    assert_eq!(code, 400, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        (answer["line"].as_u64(), answer["accepted"].as_u64()),
+        (Some(3), Some(3))
+    );
+
+    let (out, dead) = (
+        dir.path().join("out.ndjson"),
+        dir.path().join("dead.ndjson"),
+    );
+    assert!(wait_until(Duration::from_secs(20), || {
+        read_lines(&out).len() >= 3 && !read_lines(&dead).is_empty()
+    }));
+    stop(child);
+    let ids: Vec<u64> = json_lines(&out)
+        .iter()
+        .map(|line| line["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [0, 1, 2]);
+    let dead = json_lines(&dead);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["message"], "not json at all");
+    assert_eq!(dead[0]["remote_addr"], "127.0.0.1");
+    assert_eq!(dead[0]["dead_letter"]["source"], "web");
+    let error = dead[0]["dead_letter"]["error"].as_str().unwrap();
+    assert!(error.starts_with("line 3: "), "{error}");
 }
 
 /// The test API: what it has served, and the items of its cursor endpoint.

@@ -288,6 +288,7 @@ mod tests {
             shutdown,
             data_dir: std::env::temp_dir(),
             metrics: Metrics::new().register("gen", Role::Source),
+            dead_letter: None,
         }
     }
 

@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use sluice_pipelines::{Batch, BuildError, SourceId, component_kinds};
+use sluice_pipelines::{Batch, BuildError, Event, Fields, SourceId, Value, component_kinds};
 
 use crate::metrics::ComponentMetrics;
 use crate::shutdown::Shutdown;
@@ -85,6 +85,10 @@ pub struct SourceContext {
     pub data_dir: PathBuf,
     /// The source's counters: `events_out`, `bytes_out`, `errors`, and its own.
     pub metrics: Arc<ComponentMetrics>,
+    /// The dead-letter topic, for input the source received but cannot make an event of (`None`
+    /// when the config has no dead-letter topic: nothing could read it, so rejects are only
+    /// counted).
+    pub dead_letter: Option<Producer>,
 }
 
 impl SourceContext {
@@ -105,6 +109,63 @@ impl SourceContext {
         self.metrics.bytes_out.add(raw_bytes);
         true
     }
+
+    /// Keeps input the source could not make an event of in the dead-letter topic: each
+    /// `(event, error)` becomes the event (usually the raw input) with a `dead_letter` map naming
+    /// the source, the error and the time. The caller counts them. Returns `false`, without
+    /// sending, when shutdown fires while the topic is full.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a cancelled call sent nothing.
+    pub async fn dead_letter(&self, rejected: Vec<(Event, String)>) -> bool {
+        let Some(topic) = &self.dead_letter else {
+            return true;
+        };
+        if rejected.is_empty() {
+            return true;
+        }
+        let events = dead_letter_events(&self.name, rejected);
+        tokio::select! {
+            biased;
+            _ = topic.send(Batch::new(events)) => true,
+            () = self.shutdown.wait() => false,
+        }
+    }
+}
+
+/// `rejected` input of source `source` as dead-letter events: each event with a `dead_letter`
+/// map of `source`, `error` and `at` (now).
+pub fn dead_letter_events(source: &str, rejected: Vec<(Event, String)>) -> Vec<Event> {
+    let at = Value::Timestamp(chrono::Utc::now());
+    rejected
+        .into_iter()
+        .map(|(mut event, error)| {
+            let mut info = Fields::with_capacity(3);
+            info.insert("source".into(), Value::from(source));
+            info.insert("error".into(), Value::from(error));
+            info.insert("at".into(), at.clone());
+            event.insert("dead_letter", Value::Map(info));
+            event
+        })
+        .collect()
+}
+
+/// A source's dead letter as `(raw input, error, source name)`, for tests.
+#[cfg(test)]
+pub(crate) fn dead_letter_parts(event: &Event) -> (String, String, String) {
+    let info = |key: &str| {
+        event
+            .get_path(&["dead_letter", key])
+            .and_then(Value::as_str)
+            .expect("a dead-letter field")
+            .to_owned()
+    };
+    let raw = event.raw().expect("the raw input");
+    (
+        String::from_utf8_lossy(raw).into_owned(),
+        info("error"),
+        info("source"),
+    )
 }
 
 component_kinds! {

@@ -194,6 +194,7 @@ mod tests {
             shutdown,
             data_dir: std::env::temp_dir(),
             metrics: Metrics::new().register("in", Role::Source),
+            dead_letter: None,
         }
     }
 

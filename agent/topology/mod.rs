@@ -122,6 +122,9 @@ impl Topology {
                 shutdown: shutdown.clone(),
                 data_dir: config.data_dir.clone(),
                 metrics: metrics.register(name, Role::Source),
+                dead_letter: topics
+                    .get(DEFAULT_DEAD_LETTER_TOPIC)
+                    .map(|topic| topic.producer()),
             };
             sources.push((name.clone(), source, ctx));
         }

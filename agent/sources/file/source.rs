@@ -94,6 +94,7 @@ async fn run(settings: FileSettings, ctx: SourceContext) -> Result<(), SourceErr
         shutdown,
         data_dir,
         metrics,
+        dead_letter: _,
     } = ctx;
     let (wake_tx, wake_rx) = sync_channel(WAKE_QUEUE);
     let stop = HardStop {

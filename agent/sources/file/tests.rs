@@ -37,6 +37,7 @@ fn context(topic: &Topic, shutdown: Shutdown, data_dir: &Path) -> SourceContext 
         shutdown,
         data_dir: data_dir.to_path_buf(),
         metrics: Metrics::new().register("files", Role::Source),
+        dead_letter: None,
     }
 }
 

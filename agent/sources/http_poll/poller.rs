@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use reqwest::header::{
     CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER,
 };
-use sluice_pipelines::codec::json::JsonDecoder;
+use sluice_pipelines::codec::json::{JsonDecoder, encode_value};
 use sluice_pipelines::{Batch, BuildError, Event, EventMeta, Value};
 use sluice_sink::sinks::http::Auth;
 use tokio::sync::watch;
@@ -24,6 +24,9 @@ use crate::metrics::Counter;
 use crate::sources::throttle::Throttle;
 use crate::sources::{BATCH_EVENTS, Source, SourceContext, SourceError, SourceFuture};
 use crate::topic::{Offset, Published};
+
+/// Decoded items: the events, and what could not become one (raw input and the reason).
+type Decoded = (Vec<Event>, Vec<(Event, String)>);
 
 /// How long a stopping poller waits for its last items to become safe, so their cursor is kept.
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
@@ -386,7 +389,7 @@ impl Poller {
         } else {
             self.json(&answer.body)
         };
-        let (events, invalid) = match items {
+        let (events, rejected) = match items {
             Ok(items) => items,
             Err(message) => {
                 self.counters.poll_errors.add(1);
@@ -397,8 +400,24 @@ impl Poller {
                 return true;
             }
         };
-        self.counters.invalid_events.add(invalid);
-        self.ctx.metrics.errors.add(invalid);
+        if !rejected.is_empty() {
+            let invalid = rejected.len() as u64;
+            self.counters.invalid_events.add(invalid);
+            self.ctx.metrics.errors.add(invalid);
+            if let Some(left_out) = self.log.hit() {
+                tracing::warn!(source = %self.ctx.name, target = %self.target, invalid, first = %rejected[0].1, left_out, "Items that are not JSON objects go to the dead-letter topic");
+            }
+            let rejected = rejected
+                .into_iter()
+                .map(|(mut event, error)| {
+                    *event.meta_mut() = meta;
+                    (event, error)
+                })
+                .collect();
+            if !self.ctx.dead_letter(rejected).await {
+                return false;
+            }
+        }
         let mut cursor = self.state.cursor.clone();
         if let Some(path) = &self.settings.cursor {
             for event in &events {
@@ -447,23 +466,31 @@ impl Poller {
         true
     }
 
-    fn ndjson(&mut self, body: &Bytes) -> Result<(Vec<Event>, u64), String> {
+    /// The objects of an NDJSON answer, and the lines that are not objects (raw, with the
+    /// reason).
+    fn ndjson(&mut self, body: &Bytes) -> Result<Decoded, String> {
         let mut events = Vec::new();
-        let mut invalid = 0;
-        for line in body.split(|&b| b == b'\n') {
+        let mut rejected = Vec::new();
+        for (index, line) in body.split(|&b| b == b'\n').enumerate() {
             let line = line.trim_ascii();
             if line.is_empty() {
                 continue;
             }
-            match self.decoder.decode_object_shared(&body.slice_ref(line)) {
+            let line = body.slice_ref(line);
+            match self.decoder.decode_object_shared(&line) {
                 Ok(fields) => events.push(Event::from_fields(fields)),
-                Err(_) => invalid += 1,
+                Err(error) => rejected.push((
+                    Event::from_raw(line, EventMeta::default()),
+                    format!("line {}: {error}", index + 1),
+                )),
             }
         }
-        Ok((events, invalid))
+        Ok((events, rejected))
     }
 
-    fn json(&mut self, body: &Bytes) -> Result<(Vec<Event>, u64), String> {
+    /// The objects of a JSON answer (one object, or the array at `items_path`), and the array
+    /// items that are not objects (as raw JSON, with the reason).
+    fn json(&mut self, body: &Bytes) -> Result<Decoded, String> {
         let value = self
             .decoder
             .decode_value(body)
@@ -497,16 +524,23 @@ impl Poller {
         match items {
             Value::Array(items) => {
                 let mut events = Vec::with_capacity(items.len());
-                let mut invalid = 0;
-                for item in items {
+                let mut rejected = Vec::new();
+                for (index, item) in items.into_iter().enumerate() {
                     match item {
                         Value::Map(fields) => events.push(Event::from_fields(fields)),
-                        _ => invalid += 1,
+                        other => {
+                            let error =
+                                format!("item {}: {}, not an object", index + 1, other.kind());
+                            let mut raw = Vec::new();
+                            encode_value(&other, &mut raw);
+                            let raw = Event::from_raw(Bytes::from(raw), EventMeta::default());
+                            rejected.push((raw, error));
+                        }
                     }
                 }
-                Ok((events, invalid))
+                Ok((events, rejected))
             }
-            Value::Map(fields) => Ok((vec![Event::from_fields(fields)], 0)),
+            Value::Map(fields) => Ok((vec![Event::from_fields(fields)], Vec::new())),
             other => Err(format!(
                 "expected a JSON object or array, found {}",
                 other.kind()

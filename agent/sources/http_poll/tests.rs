@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::*;
 use crate::metrics::{ComponentMetrics, Metrics, Role};
 use crate::shutdown::{self, ShutdownTrigger};
-use crate::sources::{Source, SourceContext, SourceError};
+use crate::sources::{Source, SourceContext, SourceError, dead_letter_parts};
 use crate::topic::{Delivery, Subscription, SubscriptionSettings, Topic, TopicSettings};
 
 /// A request as the test server saw it.
@@ -152,7 +152,10 @@ struct Polling {
     metrics: Arc<ComponentMetrics>,
     trigger: ShutdownTrigger,
     task: JoinHandle<Result<(), SourceError>>,
+    /// What the source sent to its dead-letter topic.
+    dead_letters: Subscription,
     _topic: Topic,
+    _dead_letter_topic: Topic,
 }
 
 fn start(config: &str, data_dir: &std::path::Path) -> Polling {
@@ -162,6 +165,8 @@ fn start(config: &str, data_dir: &std::path::Path) -> Polling {
     let sub = topic.subscribe(SubscriptionSettings::new("test"));
     let (trigger, shutdown) = shutdown::channel();
     let metrics = Metrics::new().register("api", Role::Source);
+    let dead_letter_topic = Topic::in_memory("dead_letter", TopicSettings::default());
+    let dead_letters = dead_letter_topic.subscribe(SubscriptionSettings::new("test"));
     let ctx = SourceContext {
         name: "api".into(),
         id: SourceId(4),
@@ -169,17 +174,34 @@ fn start(config: &str, data_dir: &std::path::Path) -> Polling {
         shutdown,
         data_dir: data_dir.to_owned(),
         metrics: metrics.clone(),
+        dead_letter: Some(dead_letter_topic.producer()),
     };
     Polling {
         task: tokio::spawn(Box::new(source).run(ctx)),
         sub,
         metrics,
         trigger,
+        dead_letters,
         _topic: topic,
+        _dead_letter_topic: dead_letter_topic,
     }
 }
 
 impl Polling {
+    /// The next dead letter, acknowledged: its raw input, error and source.
+    async fn dead_letter(&self) -> (String, String, String) {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), self.dead_letters.next())
+            .await
+            .expect("a dead letter arrives")
+            .unwrap();
+        assert_eq!(delivery.events().len(), 1);
+        let event = &delivery.events()[0];
+        assert_eq!(event.meta().source, SourceId(4));
+        let letter = dead_letter_parts(event);
+        delivery.ack();
+        letter
+    }
+
     /// The next `count` events, delivered but not acknowledged.
     async fn deliveries(&self, count: usize) -> Vec<Delivery> {
         let mut deliveries = Vec::new();
@@ -267,6 +289,14 @@ async fn json_arrays_objects_and_nested_items_become_events() {
     assert_eq!(events[0].get("kind").unwrap().as_str(), Some("a"));
     assert_eq!(events[0].meta().source, SourceId(4));
     assert_eq!(polling.counter("invalid_events"), 1);
+    assert_eq!(
+        polling.dead_letter().await,
+        (
+            "3".into(),
+            "item 3: int, not an object".into(),
+            "api".into()
+        )
+    );
     polling.nothing_more().await;
     polling.stop().await;
 
@@ -305,6 +335,9 @@ async fn ndjson_answers_are_read_line_by_line() {
     let polling = start(&format!("url = \"{base}/\""), dir.path());
     assert_eq!(ids(&polling.take(3).await), [1, 2, 3]);
     assert_eq!(polling.counter("invalid_events"), 1);
+    let (raw, error, source) = polling.dead_letter().await;
+    assert_eq!((raw.as_str(), source.as_str()), ("not json", "api"));
+    assert!(error.starts_with("line 4: "), "{error}");
     polling.stop().await;
 }
 

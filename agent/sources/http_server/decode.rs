@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::io::Read;
 
 use bytes::Bytes;
-use sluice_pipelines::codec::json::{JsonDecodeError, JsonDecoder};
+use sluice_pipelines::codec::json::{JsonDecodeError, JsonDecoder, encode_value};
 use sluice_pipelines::{Event, EventMeta, FieldName, Fields, Value};
 
 use super::config::{Decoding, Partial};
@@ -188,6 +188,9 @@ pub struct Decoded {
     pub invalid: u64,
     /// The first bad line or item, if any.
     pub error: Option<BadInput>,
+    /// With [`Partial::AcceptValid`]: every bad line or item (the whole body when it is one
+    /// bad value) as a raw, stamped event with its error, for the dead-letter topic.
+    pub rejected: Vec<(Event, String)>,
 }
 
 /// Fields stamped onto every event of a request: `(name, value)`, replacing any field of the
@@ -216,7 +219,31 @@ pub fn decode(
     if partial == Partial::Reject && out.error.is_some() {
         out.events.clear();
     }
+    if partial == Partial::AcceptValid && out.invalid > 0 && out.rejected.is_empty() {
+        // One bad value for the whole body: keep it whole.
+        let message = out
+            .error
+            .as_ref()
+            .map_or_else(String::new, ToString::to_string);
+        let event = stamped(Event::from_raw(body.clone(), meta), stamp);
+        out.rejected.push((event, message));
+    }
     out
+}
+
+/// Keeps `raw` (bad input at `position`) for the dead-letter topic when good input is kept.
+fn reject(
+    out: &mut Decoded,
+    partial: Partial,
+    raw: Bytes,
+    bad: &BadInput,
+    meta: EventMeta,
+    stamp: &Stamp,
+) {
+    if partial == Partial::AcceptValid {
+        let event = stamped(Event::from_raw(raw, meta), stamp);
+        out.rejected.push((event, bad.to_string()));
+    }
 }
 
 fn first_non_space(body: &[u8]) -> Option<u8> {
@@ -283,11 +310,13 @@ fn ndjson(
             Ok(fields) => out.events.push(fields_event(fields, meta, stamp)),
             Err(error) => {
                 out.invalid += 1;
+                let bad = BadInput {
+                    position: Some(Position::Line(number)),
+                    message: error.to_string(),
+                };
+                reject(out, partial, body.slice_ref(line), &bad, meta, stamp);
                 if out.error.is_none() {
-                    out.error = Some(BadInput {
-                        position: Some(Position::Line(number)),
-                        message: error.to_string(),
-                    });
+                    out.error = Some(bad);
                 }
                 if partial == Partial::Reject {
                     return;
@@ -389,11 +418,17 @@ fn array(
             Value::Map(fields) => out.events.push(fields_event(fields, meta, stamp)),
             other => {
                 out.invalid += 1;
+                let bad = BadInput {
+                    position: Some(Position::Item(index + 1)),
+                    message: format!("expected a JSON object, found {}", json_kind(&other)),
+                };
+                if partial == Partial::AcceptValid {
+                    let mut raw = Vec::new();
+                    encode_value(&other, &mut raw);
+                    reject(out, partial, Bytes::from(raw), &bad, meta, stamp);
+                }
                 if out.error.is_none() {
-                    out.error = Some(BadInput {
-                        position: Some(Position::Item(index + 1)),
-                        message: format!("expected a JSON object, found {}", json_kind(&other)),
-                    });
+                    out.error = Some(bad);
                 }
                 if partial == Partial::Reject {
                     return;
@@ -640,7 +675,9 @@ mod tests {
                     prop_assert_eq!(kept.events.len() + kept.invalid as usize, non_blank_lines(&body));
                 }
                 prop_assert_eq!(kept.invalid > 0, kept.error.is_some());
+                prop_assert_eq!(kept.rejected.len() as u64, kept.invalid);
                 let rejected = decode(&body, format, Partial::Reject, EventMeta::default(), &stamp());
+                prop_assert!(rejected.rejected.is_empty());
                 if rejected.error.is_some() {
                     prop_assert!(rejected.events.is_empty());
                 } else {

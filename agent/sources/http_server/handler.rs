@@ -26,7 +26,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use sluice_pipelines::{Batch, EventMeta, SourceId, Str, Value};
+use sluice_pipelines::{Batch, Event, EventMeta, SourceId, Str, Value};
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -35,6 +35,7 @@ use super::config::{Partial, Settings};
 use super::decode::{self, ACCEPTED_TYPES, Choice, Decoded, GunzipError, Stamp};
 use crate::metrics::{ComponentMetrics, Counter};
 use crate::shutdown::Shutdown;
+use crate::sources::dead_letter_events;
 use crate::topic::{Producer, Published};
 
 /// Bodies at least this large (on the wire) are decoded on the blocking pool, not inline.
@@ -132,6 +133,8 @@ pub struct Counters {
     pub invalid_events: Arc<Counter>,
     /// Events accepted but discarded by a `drop_newest` topic.
     pub dropped_events: Arc<Counter>,
+    /// Bad lines not kept because the dead-letter topic stayed full.
+    pub dead_letters_dropped: Arc<Counter>,
     /// Connections accepted.
     pub connections: Arc<Counter>,
     /// Times the accept loop waited because `max_connections` were open.
@@ -158,6 +161,7 @@ impl Counters {
                 .collect(),
             invalid_events: component.counter("invalid_events"),
             dropped_events: component.counter("dropped_events"),
+            dead_letters_dropped: component.counter("dead_letters_dropped"),
             connections: component.counter("connections"),
             connection_limit_reached: component.counter("connection_limit_reached"),
             connections_idle_closed: component.counter("connections_idle_closed"),
@@ -194,6 +198,10 @@ pub struct Shared {
     pub budget: Arc<Semaphore>,
     /// The value of the path field.
     pub path_value: Value,
+    /// The source's name, for dead letters.
+    pub name: String,
+    /// The dead-letter topic, for the bad lines of `accept_valid` bodies.
+    pub dead_letter: Option<Producer>,
 }
 
 /// What the connection tells its requests.
@@ -451,6 +459,7 @@ async fn receive(
         events,
         invalid,
         error,
+        rejected,
     } = decoded;
     shared.counters.invalid_events.add(invalid);
     shared.counters.component.errors.add(invalid);
@@ -473,6 +482,9 @@ async fn receive(
         publish(shared, Batch::new(events), raw_bytes).await?;
     }
     drop(permit);
+    if !rejected.is_empty() {
+        keep_dead_letters(shared, rejected).await;
+    }
     match error {
         Some(bad) => Err((
             Rejection {
@@ -677,6 +689,26 @@ fn prepare(
     let format = choice.resolve(&body);
     let decoded = decode::decode(&body, format, settings.partial, meta, stamp);
     Ok((decoded, body.len() as u64))
+}
+
+/// Sends the bad lines of an `accept_valid` body to the dead-letter topic, waiting at most
+/// `max_wait` for room (the client is waiting for its answer); what finds no room is counted in
+/// `dead_letters_dropped` and logged.
+async fn keep_dead_letters(shared: &Shared, rejected: Vec<(Event, String)>) {
+    let Some(topic) = &shared.dead_letter else {
+        return;
+    };
+    let count = rejected.len() as u64;
+    let events = dead_letter_events(&shared.name, rejected);
+    let sent = tokio::select! {
+        biased;
+        () = shared.shutdown.wait() => false,
+        sent = topic.send_timeout(Batch::new(events), shared.settings.max_wait) => sent.is_ok(),
+    };
+    if !sent {
+        shared.counters.dead_letters_dropped.add(count);
+        tracing::warn!(source = %shared.name, count, "The dead-letter topic is full: bad lines of a request were not kept");
+    }
 }
 
 /// Publishes the batch, waiting at most `max_wait` for room.

@@ -114,6 +114,8 @@ async fn serve(server: HttpServer, ctx: SourceContext) -> Result<(), SourceError
         path_value: handler::path_value(&settings),
         settings: settings.clone(),
         output: ctx.output,
+        dead_letter: ctx.dead_letter,
+        name: ctx.name.clone(),
         shutdown: ctx.shutdown.clone(),
         source: ctx.id,
         counters: Counters::new(ctx.metrics),

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::metrics::{ComponentMetrics, Metrics, Role};
 use crate::shutdown::{self, ShutdownTrigger};
-use crate::sources::{Source, SourceContext, SourceError};
+use crate::sources::{Source, SourceContext, SourceError, dead_letter_parts};
 use crate::topic::{Subscription, SubscriptionSettings, Topic, TopicSettings};
 
 struct Harness {
@@ -31,6 +31,9 @@ struct Harness {
     trigger: ShutdownTrigger,
     task: JoinHandle<Result<(), SourceError>>,
     client: reqwest::Client,
+    /// What the server sent to the dead-letter topic.
+    dead_letters: Subscription,
+    _dead_letter_topic: Topic,
 }
 
 async fn start(extra: &str) -> Harness {
@@ -46,6 +49,8 @@ async fn start_with(extra: &str, topic_settings: TopicSettings) -> Harness {
     let sub = topic.subscribe(SubscriptionSettings::new("test"));
     let (trigger, shutdown) = shutdown::channel();
     let metrics = Metrics::new().register("web", Role::Source);
+    let dead_letter_topic = Topic::in_memory("dead_letter", TopicSettings::default());
+    let dead_letters = dead_letter_topic.subscribe(SubscriptionSettings::new("test"));
     let ctx = SourceContext {
         name: "web".into(),
         id: SourceId(3),
@@ -53,6 +58,7 @@ async fn start_with(extra: &str, topic_settings: TopicSettings) -> Harness {
         shutdown,
         data_dir: std::env::temp_dir(),
         metrics: metrics.clone(),
+        dead_letter: Some(dead_letter_topic.producer()),
     };
     let task = tokio::spawn(Box::new(server).run(ctx));
     Harness {
@@ -64,6 +70,8 @@ async fn start_with(extra: &str, topic_settings: TopicSettings) -> Harness {
         trigger,
         task,
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        dead_letters,
+        _dead_letter_topic: dead_letter_topic,
     }
 }
 
@@ -113,6 +121,17 @@ impl Harness {
             delivery.ack();
         }
         assert_eq!(events.len(), count);
+        events
+    }
+
+    /// The next dead letters (one request's), acknowledged.
+    async fn dead_letters(&self) -> Vec<Event> {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), self.dead_letters.next())
+            .await
+            .expect("dead letters arrive")
+            .unwrap();
+        let events = delivery.events().to_vec();
+        delivery.ack();
         events
     }
 
@@ -254,6 +273,11 @@ async fn a_bad_line_gets_400_naming_it_and_partial_decides_the_rest() {
     h.nothing_more().await;
     assert_eq!(h.counter("rejected_requests_bad_request"), 1);
     assert_eq!(h.counter("invalid_events"), 1);
+    let dead = tokio::time::timeout(Duration::from_millis(100), h.dead_letters.next()).await;
+    assert!(
+        dead.is_err(),
+        "a rejected body is the client's to resend, not a dead letter"
+    );
     h.stop().await;
 
     let h = start("partial = \"accept_valid\"").await;
@@ -262,6 +286,16 @@ async fn a_bad_line_gets_400_naming_it_and_partial_decides_the_rest() {
     assert_eq!(a.json["line"], 3);
     assert_eq!(a.json["accepted"], 4);
     assert_eq!(ids(&h.take(4).await), [0, 1, 3, 4]);
+    let letter_of = |event: &Event| {
+        assert_eq!(event.get("path").and_then(Value::as_str), Some("/"));
+        assert_eq!(event.meta().source, SourceId(3));
+        dead_letter_parts(event)
+    };
+    let dead = h.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    let (raw, error, source) = letter_of(&dead[0]);
+    assert_eq!((raw.as_str(), source.as_str()), (r#"{"id": oops}"#, "web"));
+    assert!(error.starts_with("line 3: invalid JSON"), "{error}");
     let item = h
         .post(Some("application/json"), r#"[{"id":7}, "nope", {"id":8}]"#)
         .await;
@@ -269,6 +303,11 @@ async fn a_bad_line_gets_400_naming_it_and_partial_decides_the_rest() {
     assert_eq!(item.json["item"], 2);
     assert_eq!(item.json["accepted"], 2);
     assert_eq!(ids(&h.take(2).await), [7, 8]);
+    let dead = h.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    let (raw, error, _) = letter_of(&dead[0]);
+    assert_eq!(raw, r#""nope""#);
+    assert_eq!(error, "item 2: expected a JSON object, found a string");
     assert_eq!(h.metrics.events_out.get(), 6);
     assert_eq!(h.metrics.errors.get(), 2);
     h.stop().await;
