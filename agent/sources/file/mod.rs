@@ -9,7 +9,7 @@
 //! topic = "nginx.raw"
 //! read_from = "beginning"      # or "end": files without checkpoint at the first start
 //! follow = true                # false: read every file to its end once (a finite source)
-//! watch = "auto"               # inotify + 1s safety poll, polling if it fails; or "poll"
+//! watch = "auto"               # inotify + 1s safety poll; polls if it fails or on NFS etc.; or "poll"
 //! poll_interval = "250ms"      # how often everything is checked when polling
 //! fingerprint_bytes = "1KiB"   # leading bytes that identify a file
 //! checkpoint_interval = "1s"   # how often safe positions are written at most

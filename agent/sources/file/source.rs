@@ -28,7 +28,7 @@ use tokio::sync::{Notify, watch};
 use super::checkpoint::{Acks, CheckpointStore};
 use super::config::{FileSettings, WatchMode};
 use super::tailer::{Tailer, Turn};
-use super::watcher::{Wake, Watcher};
+use super::watcher::{Wake, WatchError, Watcher};
 use crate::metrics::ComponentMetrics;
 use crate::shutdown::Shutdown;
 use crate::sources::{Source, SourceContext, SourceError, SourceFuture};
@@ -229,7 +229,7 @@ impl Shell {
                 self.tailer.scan(now);
                 if let Some(watcher) = &mut self.watcher {
                     if let Err(error) = watcher.ensure(&self.tailer.watch_dirs()) {
-                        self.fall_back_to_polling(&error.to_string());
+                        self.stop_watching(&error);
                     }
                 }
                 schedule.rescan_at = None;
@@ -281,14 +281,31 @@ impl Shell {
     }
 
     fn start_watcher(&mut self) {
-        let started =
-            Watcher::new(self.wake_tx.clone(), self.overflow.clone()).and_then(|mut watcher| {
+        let started = Watcher::new(self.wake_tx.clone(), self.overflow.clone())
+            .map_err(WatchError::from)
+            .and_then(|mut watcher| {
                 watcher.ensure(&self.tailer.watch_dirs())?;
                 Ok(watcher)
             });
         match started {
             Ok(watcher) => self.watcher = Some(watcher),
-            Err(error) => self.fall_back_to_polling(&error.to_string()),
+            Err(error) => self.stop_watching(&error),
+        }
+    }
+
+    /// Polls from now on: quietly for a network file system, as a failure otherwise.
+    fn stop_watching(&mut self, error: &WatchError) {
+        match error {
+            WatchError::NetworkFileSystem { .. } => {
+                self.watcher = None;
+                tracing::info!(
+                    source = %self.name,
+                    reason = %error,
+                    poll_interval = ?self.poll_interval,
+                    "Polling for changes instead of watching"
+                );
+            }
+            WatchError::Notify(error) => self.fall_back_to_polling(&error.to_string()),
         }
     }
 
