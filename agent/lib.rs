@@ -8,6 +8,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod api;
 pub mod config;
 pub mod graph;
 pub mod metrics;

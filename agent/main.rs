@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use sluice::api::AdminApi;
 use sluice::config::{self, Loaded};
 use sluice::topology::{RunOutcome, Topology, status};
 use sluice_pipelines::units::HumanDuration;
@@ -198,12 +199,28 @@ fn run(loaded: Loaded, status_interval: Duration, quiet: bool) -> anyhow::Result
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let started = Instant::now();
+        let api = match &loaded.config.api {
+            Some(api) => Some(AdminApi::bind(api.address)?),
+            None => None,
+        };
         let topology = Topology::build(&loaded.config)
             .await
             .context("building the topology")?;
         let topics = topology.topics().clone();
         let metrics = topology.metrics().clone();
         let mut running = topology.start();
+        let api = match api {
+            Some(api) => {
+                tracing::info!(address = %api.local_addr()?, "Admin API listening");
+                let serving = api.serve(metrics.clone(), topics.clone(), running.shutdown_signal());
+                Some(tokio::spawn(async move {
+                    if let Err(error) = serving.await {
+                        tracing::error!(%error, "The admin API stopped");
+                    }
+                }))
+            }
+            None => None,
+        };
         tracing::info!(
             sources = loaded.config.sources.len(),
             pipelines = loaded.config.pipelines.len(),
@@ -220,6 +237,9 @@ fn run(loaded: Loaded, status_interval: Duration, quiet: bool) -> anyhow::Result
             ))
         });
         let outcome = running.wait(shutdown_signal()).await;
+        if let Some(api) = api {
+            api.abort();
+        }
         if let Some(reporter) = reporter {
             reporter.abort();
             if terminal {

@@ -16,30 +16,11 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::{read_lines, sluice, wait_until, wait_with_timeout, write_file};
+use crate::support::{
+    curl, free_port, read_lines, sluice, wait_until, wait_with_timeout, write_file,
+};
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// A port nothing listens on (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Runs `curl` with `args` and returns the status code and the body of the answer.
-fn curl(args: &[&str]) -> (u16, String) {
-    let output = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl must be installed for this test");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
-}
 
 /// Starts `command` (a `sluice run` with an http_server on `port` with the default health path)
 /// and waits until it answers.

@@ -11,7 +11,8 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::support::{
-    NGINX_PATTERN, read_lines, run_ok, sluice, wait_until, wait_with_timeout, write_file,
+    NGINX_PATTERN, curl, free_port, read_lines, run_ok, sluice, wait_until, wait_with_timeout,
+    write_file,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -223,11 +224,16 @@ fn sigterm_stops_a_following_run_after_draining() {
     let dir = TempDir::new().unwrap();
     let log = dir.path().join("live.log");
     std::fs::write(&log, "").unwrap();
+    let api_port = free_port();
     write_file(
         dir.path(),
         "follow.toml",
-        r#"
+        &format!(
+            r#"
 data_dir = "state"
+[api]
+address = "127.0.0.1:{api_port}"
+
 [sources.live]
 type = "file"
 include = ["live.log"]
@@ -240,7 +246,8 @@ type = "file"
 input = "raw"
 path = "out/copy.log"
 encoding = "text"
-"#,
+"#
+        ),
     );
     let child = sluice(dir.path())
         .args(["run", "-c", "follow.toml"])
@@ -264,6 +271,31 @@ encoding = "text"
             "appended lines must arrive while following"
         );
     }
+    // The admin API reports what the run did.
+    let api = format!("http://127.0.0.1:{api_port}");
+    let (code, health) = curl(&[&format!("{api}/health")]);
+    assert_eq!(code, 200, "{health}");
+    assert!(health.contains(r#""status":"ok""#), "{health}");
+    // The sink counts and acknowledges just after its write: poll until the counters caught up.
+    let expected = [
+        r#"sluice_component_events_out_total{component="live",role="source"} 1000"#,
+        r#"sluice_component_events_out_total{component="out",role="sink"} 1000"#,
+        r#"sluice_subscription_lag_events{topic="raw",subscription="out"} 0"#,
+    ];
+    let mut metrics = String::new();
+    let reported = wait_until(Duration::from_secs(10), || {
+        let (code, text) = curl(&[&format!("{api}/metrics")]);
+        metrics = text;
+        code == 200
+            && expected
+                .iter()
+                .all(|line| metrics.lines().any(|l| l == *line))
+    });
+    assert!(reported, "expected {expected:?} in\n{metrics}");
+    let (_, topics) = curl(&[&format!("{api}/topics")]);
+    let topics: Value = serde_json::from_str(&topics).unwrap();
+    assert_eq!(topics[0]["name"], "raw");
+    assert_eq!(topics[0]["counters"]["published_events"], 1000);
     let pid = child.id() as i32;
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);

@@ -13,8 +13,8 @@
 //! Environment overrides: `SLUICE_<KEY>` with `__` between levels, such as `SLUICE_DATA_DIR`,
 //! `SLUICE_SINKS__PG__URL` or `SLUICE_TOPICS__RAW__MAX_EVENTS`. Keys come lowercased, so they
 //! reach only lowercase component names, and only variables under a known top-level key
-//! (`data_dir`, `shutdown_timeout`, `sources__`, `topics__`, `pipelines__`, `sinks__`) are taken:
-//! others (`SLUICE_LOG`) belong to the command line.
+//! (`data_dir`, `shutdown_timeout`, `api__address`, `sources__`, `topics__`, `pipelines__`,
+//! `sinks__`) are taken: others (`SLUICE_LOG`) belong to the command line.
 //!
 //! Every problem is collected, positioned and reported as `FILE:LINE:COL: KEY.PATH: message`.
 //! A problem only the layered pass sees (an environment value, or files that are fine alone but
@@ -227,6 +227,7 @@ pub(super) fn override_path(name: &str) -> Option<KeyPath> {
     let rest = lowered.strip_prefix(&format!("{}_", ENV_PREFIX.to_lowercase()))?;
     let known = rest == "data_dir"
         || rest == "shutdown_timeout"
+        || rest == "api__address"
         || SECTIONS
             .iter()
             .any(|section| rest.starts_with(&format!("{section}__")));

@@ -63,6 +63,37 @@ pub struct Config {
     pub pipelines: IndexMap<String, PipelineDef>,
     /// Sinks by name.
     pub sinks: IndexMap<String, SinkDef>,
+    /// The admin API (`[api]`), when enabled.
+    pub api: Option<ApiConfig>,
+}
+
+/// The admin API's settings, as written under `[api]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Where it listens (`address = "127.0.0.1:9598"`); keep it off public interfaces: it has
+    /// no authentication.
+    #[serde(
+        default = "default_api_address",
+        deserialize_with = "deserialize_socket_address"
+    )]
+    pub address: std::net::SocketAddr,
+}
+
+/// An `ip:port` address, with an error that shows the expected form.
+fn deserialize_socket_address<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::net::SocketAddr, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+    text.parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "expected an IP address and port such as \"127.0.0.1:9598\", found {text:?}"
+        ))
+    })
+}
+
+fn default_api_address() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9598))
 }
 
 /// A source and the topic it publishes to.

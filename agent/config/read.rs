@@ -23,19 +23,20 @@ use sluice_pipelines::{ComponentKind, OnError, StepConfig};
 use sluice_sink::SinkConfig;
 use sluice_sink::driver::DriverConfig;
 
-use super::TopicDef;
 use super::path::{Issue, KeyPath};
 use super::tree::{KindFailure, Tree};
 use super::validate::{Draft, PipelineDraft, SinkDraft, SourceDraft, SubscriptionDraft};
+use super::{ApiConfig, TopicDef};
 use crate::sources::SourceConfig;
 
 /// The tables of named components (and topics) at the top level.
 pub(super) const SECTIONS: [&str; 4] = ["sources", "topics", "pipelines", "sinks"];
 
 /// Every key allowed at the top level.
-const TOP_LEVEL_KEYS: [&str; 7] = [
+const TOP_LEVEL_KEYS: [&str; 8] = [
     "data_dir",
     "shutdown_timeout",
+    "api",
     "sources",
     "topics",
     "pipelines",
@@ -105,6 +106,17 @@ impl<'a> Reader<'a> {
                         .map(PathBuf::from);
                 }
                 "shutdown_timeout" => draft.shutdown_timeout = self.duration(value, &path),
+                "api" => match value.deserialize_tracked::<ApiConfig>() {
+                    Ok(api) => draft.api = Some(api),
+                    Err((key, message)) => {
+                        let message = if key.is_root() && message.starts_with("invalid type") {
+                            format!("expected a table of admin API settings, {message}")
+                        } else {
+                            message
+                        };
+                        self.issue(path.join(&key), message);
+                    }
+                },
                 "sources" => {
                     for (name, value) in self.section(value, &path, "sources") {
                         let path = path.key(&name);

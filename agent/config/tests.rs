@@ -271,11 +271,16 @@ fn environment_overrides_keys_and_fills_numbers_from_strings() {
             ("SLUICE_PIPELINES__APP__WORKERS", "3"),
             ("SLUICE_SINKS__OUT__BLOCKING", "false"),
             ("SLUICE_SINKS__OUT__TARGET", "stderr"),
+            ("SLUICE_API__ADDRESS", "127.0.0.1:9700"),
             // Not a config key: left to the command line.
             ("SLUICE_LOG", "debug"),
         ],
     ));
     assert_eq!(config.data_dir, PathBuf::from("/var/lib/sluice"));
+    assert_eq!(
+        config.api.map(|api| api.address),
+        Some(([127, 0, 0, 1], 9700).into())
+    );
     assert_eq!(config.topics["raw"].max_events, 10);
     assert_eq!(config.pipelines["app"].subscription.workers, 3);
     assert!(!config.sinks["out"].subscription.blocking);
@@ -417,7 +422,7 @@ fn unknown_keys_point_at_their_own_line() {
         errors(load_one(&text)),
         [
             "pipeline.toml:1:1: log_level: unknown key `log_level`, expected one of `data_dir`, \
-             `shutdown_timeout`, `sources`, `topics`, `pipelines`, `sinks`, `tests`",
+             `shutdown_timeout`, `api`, `sources`, `topics`, `pipelines`, `sinks`, `tests`",
             "pipeline.toml:5:1: sources.in.max_line: unknown key `max_line`, expected \
              `max_line_bytes` or `line_delimiter`",
             "pipeline.toml:10:1: pipelines.app.worker: unknown key `worker`, expected one of \

@@ -30,7 +30,7 @@ use sluice_sink::driver::DriverConfig;
 
 use super::path::{Issue, KeyPath};
 use super::{
-    Config, DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_WORKERS, PipelineDef, SinkDef, SourceDef,
+    ApiConfig, Config, DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_WORKERS, PipelineDef, SinkDef, SourceDef,
     StorageKind, SubscriptionDef, TopicDef,
 };
 use crate::sources::SourceConfig;
@@ -61,6 +61,8 @@ pub(super) struct Draft {
     pub(super) pipelines: IndexMap<String, PipelineDraft>,
     /// Sinks by name.
     pub(super) sinks: IndexMap<String, SinkDraft>,
+    /// `[api]`, when present and valid.
+    pub(super) api: Option<ApiConfig>,
     /// Whether reading reported problems (then no [`Config`] is made).
     pub(super) incomplete: bool,
 }
@@ -694,6 +696,7 @@ fn build(draft: Draft, usage: &Usage) -> Option<Config> {
         topics,
         pipelines,
         sinks,
+        api: draft.api,
     })
 }
 

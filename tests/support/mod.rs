@@ -122,3 +122,24 @@ pub const NGINX_PATTERN: &str = r#"^(?P<ip>\S+) \S+ (?P<user>\S+) \[(?P<timestam
 #[allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 #[path = "../../sink/tests/stores/support.rs"]
 pub mod stores;
+
+/// A port nothing listens on (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `curl` with `args` and returns the status code and the body of the answer.
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let output = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl must be installed for this test");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}

@@ -1,0 +1,552 @@
+//! The admin API (`[api]`): what a running agent is doing, over HTTP, for operators and their
+//! monitoring.
+//!
+//! - `GET /health`: `200 {"status":"ok", …}` while running, `503 {"status":"draining"}` once
+//!   shutdown has started (so a load balancer stops sending to an `http_server` source first);
+//! - `GET /metrics`: every counter of every component and every topic and subscription depth, in
+//!   the Prometheus text format;
+//! - `GET /topics`: each topic's depth, capacity, offsets, counters and subscriptions (lag,
+//!   committed offset, batches in flight) as JSON;
+//! - `GET /components`: each source, pipeline and sink with its counters, as JSON.
+//!
+//! It reads the same atomics and topic snapshots as the status line: serving it costs the hot
+//! path nothing. It has no authentication, so the default address is loopback.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use indexmap::IndexMap;
+use serde_json::{Value as Json, json};
+
+use crate::metrics::{Metrics, Role};
+use crate::shutdown::Shutdown;
+use crate::topic::Topic;
+
+/// What the handlers read.
+struct ApiState {
+    metrics: Arc<Metrics>,
+    topics: IndexMap<String, Topic>,
+    shutdown: Shutdown,
+    started: Instant,
+}
+
+/// The admin API, bound and ready to serve.
+pub struct AdminApi {
+    listener: std::net::TcpListener,
+}
+
+impl AdminApi {
+    /// Binds `address`, so a port in use fails at start-up rather than later.
+    ///
+    /// # Errors
+    /// The bind error, naming the address.
+    pub fn bind(address: SocketAddr) -> std::io::Result<Self> {
+        let listener = std::net::TcpListener::bind(address).map_err(|error| {
+            std::io::Error::new(
+                error.kind(),
+                format!("cannot listen on {address} for the admin API: {error}"),
+            )
+        })?;
+        listener.set_nonblocking(true)?;
+        Ok(AdminApi { listener })
+    }
+
+    /// The address it listens on.
+    ///
+    /// # Errors
+    /// The OS error.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until the future is dropped (the agent aborts it when the run ends). Must be called
+    /// inside a tokio runtime.
+    ///
+    /// # Errors
+    /// An error of the listening socket.
+    pub async fn serve(
+        self,
+        metrics: Arc<Metrics>,
+        topics: IndexMap<String, Topic>,
+        shutdown: Shutdown,
+    ) -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
+        let state = Arc::new(ApiState {
+            metrics,
+            topics,
+            shutdown,
+            started: Instant::now(),
+        });
+        axum::serve(listener, router(state)).await
+    }
+}
+
+fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/topics", get(topics))
+        .route("/components", get(components))
+        .fallback(|| async {
+            json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "not found; try /health, /metrics, /topics or /components"}),
+            )
+        })
+        .with_state(state)
+}
+
+/// `value` as a JSON response.
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+async fn health(State(state): State<Arc<ApiState>>) -> Response {
+    let uptime = state.started.elapsed().as_secs_f64();
+    if state.shutdown.is_triggered() {
+        let body = json!({"status": "draining", "uptime_seconds": uptime});
+        json_response(StatusCode::SERVICE_UNAVAILABLE, &body)
+    } else {
+        let body = json!({
+            "status": "ok",
+            "uptime_seconds": uptime,
+            "version": env!("CARGO_PKG_VERSION"),
+        });
+        json_response(StatusCode::OK, &body)
+    }
+}
+
+async fn topics(State(state): State<Arc<ApiState>>) -> Response {
+    let stats: Vec<_> = state.topics.values().map(Topic::stats).collect();
+    json_response(StatusCode::OK, &stats)
+}
+
+async fn components(State(state): State<Arc<ApiState>>) -> Response {
+    let components: Vec<Json> = state
+        .metrics
+        .components()
+        .iter()
+        .map(|component| {
+            let extra: serde_json::Map<String, Json> = component
+                .extra_counters()
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), json!(value)))
+                .collect();
+            json!({
+                "name": component.name,
+                "role": component.role,
+                "events_in": component.events_in.get(),
+                "events_out": component.events_out.get(),
+                "bytes_out": component.bytes_out.get(),
+                "errors": component.errors.get(),
+                "discarded": component.discarded.get(),
+                "counters": extra,
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &components)
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let text = prometheus_text(
+        &state.metrics,
+        &state.topics,
+        state.started.elapsed().as_secs_f64(),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// One metric family being written: its samples follow its `HELP` and `TYPE` lines.
+struct Family<'a> {
+    out: &'a mut String,
+    name: String,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &str, kind: &str, help: &str) -> Self {
+        let name = format!("sluice_{name}");
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Family { out, name }
+    }
+
+    fn sample(&mut self, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.out.push_str(&self.name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (index, (name, value)) in labels.iter().enumerate() {
+                if index > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{name}=\"{}\"", escape_label(value));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// A label value as the text format wants it: `\`, `"` and newlines escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Source => "source",
+        Role::Pipeline => "pipeline",
+        Role::Sink => "sink",
+    }
+}
+
+/// The fields of a counters struct, by name, from its serde form.
+fn counter_fields(counters: &impl serde::Serialize) -> Vec<(String, u64)> {
+    match serde_json::to_value(counters) {
+        Ok(Json::Object(fields)) => fields
+            .into_iter()
+            .filter_map(|(name, value)| value.as_u64().map(|value| (name, value)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Every metric in the Prometheus text exposition format (version 0.0.4).
+pub fn prometheus_text(
+    metrics: &Metrics,
+    topics: &IndexMap<String, Topic>,
+    uptime_seconds: f64,
+) -> String {
+    let mut out = String::new();
+    Family::new(
+        &mut out,
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the agent started.",
+    )
+    .sample(&[], uptime_seconds);
+    Family::new(&mut out, "build_info", "gauge", "The agent's version.")
+        .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1);
+
+    let components = metrics.components();
+    type Read = fn(&crate::metrics::ComponentMetrics) -> u64;
+    let standard: [(&str, &str, Read); 5] = [
+        (
+            "component_events_in_total",
+            "Events a pipeline or sink received.",
+            |c| c.events_in.get(),
+        ),
+        (
+            "component_events_out_total",
+            "Events a source produced, a pipeline published or a sink delivered.",
+            |c| c.events_out.get(),
+        ),
+        (
+            "component_bytes_out_total",
+            "Bytes passed on (raw bytes read by sources, encoded bytes written by sinks).",
+            |c| c.bytes_out.get(),
+        ),
+        (
+            "component_errors_total",
+            "Events that failed: rejected by a step, refused by a store, undecodable input.",
+            |c| c.errors.get(),
+        ),
+        (
+            "component_discarded_total",
+            "Events discarded on purpose (filtered out, sampled away, deduplicated).",
+            |c| c.discarded.get(),
+        ),
+    ];
+    for (name, help, read) in standard {
+        let mut family = Family::new(&mut out, name, "counter", help);
+        for component in &components {
+            let role = role_name(component.role);
+            family.sample(
+                &[("component", &component.name), ("role", role)],
+                read(component),
+            );
+        }
+    }
+    let mut family = Family::new(
+        &mut out,
+        "component_counter_total",
+        "counter",
+        "A component's own counters (invalid_utf8, retries, rejected_requests, …) by name.",
+    );
+    for component in &components {
+        let role = role_name(component.role);
+        for (counter, value) in component.extra_counters() {
+            family.sample(
+                &[
+                    ("component", &component.name),
+                    ("role", role),
+                    ("counter", counter),
+                ],
+                value,
+            );
+        }
+    }
+
+    let stats: Vec<_> = topics.values().map(Topic::stats).collect();
+    type Gauge = fn(&crate::topic::TopicStats) -> u64;
+    let gauges: [(&str, &str, Gauge); 5] = [
+        (
+            "topic_retained_events",
+            "Events held by the topic now.",
+            |t| t.retained_events,
+        ),
+        (
+            "topic_retained_bytes",
+            "Estimated bytes held by the topic now.",
+            |t| t.retained_bytes,
+        ),
+        ("topic_max_events", "The topic's capacity in events.", |t| {
+            t.max_events
+        }),
+        ("topic_max_bytes", "The topic's capacity in bytes.", |t| {
+            t.max_bytes
+        }),
+        (
+            "topic_end_offset",
+            "The offset the topic's next event will get.",
+            |t| t.end_offset.0,
+        ),
+    ];
+    for (name, help, read) in gauges {
+        let mut family = Family::new(&mut out, name, "gauge", help);
+        for topic in &stats {
+            family.sample(&[("topic", &topic.name)], read(topic));
+        }
+    }
+    let counter_names: Vec<String> = stats
+        .first()
+        .map(|topic| counter_fields(&topic.counters))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    for counter in &counter_names {
+        let mut family = Family::new(
+            &mut out,
+            &format!("topic_{counter}_total"),
+            "counter",
+            &format!("The topic's `{counter}` counter."),
+        );
+        for topic in &stats {
+            let value = counter_fields(&topic.counters)
+                .into_iter()
+                .find(|(name, _)| name == counter)
+                .map_or(0, |(_, value)| value);
+            family.sample(&[("topic", &topic.name)], value);
+        }
+    }
+
+    type SubGauge = fn(&crate::topic::SubscriptionStats) -> u64;
+    let sub_gauges: [(&str, &str, SubGauge); 3] = [
+        (
+            "subscription_lag_events",
+            "Events published to the topic and not yet acknowledged by the subscription.",
+            |s| s.lag_events,
+        ),
+        (
+            "subscription_committed_offset",
+            "Everything before this offset is acknowledged by the subscription.",
+            |s| s.committed_offset.0,
+        ),
+        (
+            "subscription_in_flight_batches",
+            "Batches handed to the subscription's workers and not yet acknowledged.",
+            |s| s.in_flight_batches as u64,
+        ),
+    ];
+    for (name, help, read) in sub_gauges {
+        let mut family = Family::new(&mut out, name, "gauge", help);
+        for topic in &stats {
+            for sub in &topic.subscriptions {
+                family.sample(
+                    &[("topic", &topic.name), ("subscription", &sub.name)],
+                    read(sub),
+                );
+            }
+        }
+    }
+    let sub_counter_names: Vec<String> = stats
+        .iter()
+        .flat_map(|topic| topic.subscriptions.first())
+        .next()
+        .map(|sub| counter_fields(&sub.counters))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    for counter in &sub_counter_names {
+        let mut family = Family::new(
+            &mut out,
+            &format!("subscription_{counter}_total"),
+            "counter",
+            &format!("The subscription's `{counter}` counter."),
+        );
+        for topic in &stats {
+            for sub in &topic.subscriptions {
+                let value = counter_fields(&sub.counters)
+                    .into_iter()
+                    .find(|(name, _)| name == counter)
+                    .map_or(0, |(_, value)| value);
+                family.sample(
+                    &[("topic", &topic.name), ("subscription", &sub.name)],
+                    value,
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::{SubscriptionSettings, TopicSettings};
+    use sluice_pipelines::{Batch, Event};
+
+    #[tokio::test]
+    async fn metrics_name_every_component_topic_and_subscription() {
+        let metrics = Metrics::new();
+        let source = metrics.register("nginx \"edge\"", Role::Source);
+        source.events_out.add(3);
+        source.counter("invalid_utf8").add(2);
+        let sink = metrics.register("pg", Role::Sink);
+        sink.errors.add(1);
+        let topic = Topic::in_memory("raw", TopicSettings::default());
+        let sub = topic.subscribe(SubscriptionSettings::new("pg"));
+        let producer = topic.producer();
+        producer
+            .send(Batch::new(vec![Event::default(), Event::default()]))
+            .await;
+        let mut topics = IndexMap::new();
+        topics.insert("raw".to_owned(), topic);
+
+        let text = prometheus_text(&metrics, &topics, 1.5);
+        for line in [
+            "# TYPE sluice_component_events_out_total counter",
+            r#"sluice_component_events_out_total{component="nginx \"edge\"",role="source"} 3"#,
+            r#"sluice_component_errors_total{component="pg",role="sink"} 1"#,
+            r#"sluice_component_counter_total{component="nginx \"edge\"",role="source",counter="invalid_utf8"} 2"#,
+            r#"sluice_topic_retained_events{topic="raw"} 2"#,
+            r#"sluice_topic_end_offset{topic="raw"} 2"#,
+            r#"sluice_topic_published_events_total{topic="raw"} 2"#,
+            r#"sluice_topic_dropped_newest_total{topic="raw"} 0"#,
+            r#"sluice_subscription_lag_events{topic="raw",subscription="pg"} 2"#,
+            r#"sluice_subscription_acked_events_total{topic="raw",subscription="pg"} 0"#,
+            "sluice_uptime_seconds 1.5",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        // Every sample belongs to a family declared just before it.
+        let mut declared = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.insert(rest.split(' ').next().unwrap().to_owned());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(declared.contains(name), "undeclared {name}");
+            }
+        }
+
+        let delivery = sub.next().await.unwrap();
+        delivery.ack();
+        let text = prometheus_text(&metrics, &topics, 2.0);
+        assert!(
+            text.contains(r#"sluice_subscription_lag_events{topic="raw",subscription="pg"} 0"#),
+            "{text}"
+        );
+        drop(producer);
+    }
+
+    #[tokio::test]
+    async fn serves_health_topics_components_and_draining() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.register("gen", Role::Source).events_out.add(5);
+        let topic = Topic::in_memory("raw", TopicSettings::default());
+        let _sub = topic.subscribe(SubscriptionSettings::new("out"));
+        let mut topics = IndexMap::new();
+        topics.insert("raw".to_owned(), topic);
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let api = AdminApi::bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let base = format!("http://{}", api.local_addr().unwrap());
+        let server = tokio::spawn(api.serve(metrics, topics, shutdown));
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let get = |path: &str| client.get(format!("{base}{path}")).send();
+
+        let health = get("/health").await.unwrap();
+        assert_eq!(health.status(), 200);
+        let body: Json = serde_json::from_slice(&health.bytes().await.unwrap()).unwrap();
+        assert_eq!(body["status"], "ok");
+
+        let topics: Json =
+            serde_json::from_slice(&get("/topics").await.unwrap().bytes().await.unwrap()).unwrap();
+        assert_eq!(topics[0]["name"], "raw");
+        assert_eq!(topics[0]["subscriptions"][0]["name"], "out");
+        assert_eq!(topics[0]["max_events"], 20000);
+
+        let components: Json =
+            serde_json::from_slice(&get("/components").await.unwrap().bytes().await.unwrap())
+                .unwrap();
+        assert_eq!(components[0]["name"], "gen");
+        assert_eq!(components[0]["role"], "source");
+        assert_eq!(components[0]["events_out"], 5);
+
+        let metrics = get("/metrics").await.unwrap();
+        assert_eq!(
+            metrics.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let text = metrics.text().await.unwrap();
+        assert!(
+            text.contains(r#"sluice_component_events_out_total{component="gen",role="source"} 5"#)
+        );
+
+        assert_eq!(get("/nope").await.unwrap().status(), 404);
+
+        trigger.trigger();
+        let draining = get("/health").await.unwrap();
+        assert_eq!(draining.status(), 503);
+        let body: Json = serde_json::from_slice(&draining.bytes().await.unwrap()).unwrap();
+        assert_eq!(body["status"], "draining");
+        server.abort();
+    }
+
+    #[test]
+    fn a_port_in_use_is_named() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap();
+        let error = AdminApi::bind(address).err().unwrap().to_string();
+        assert!(
+            error.contains(&format!("cannot listen on {address} for the admin API")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label("a\\b\"c\nd"), "a\\\\b\\\"c\\nd");
+    }
+}
