@@ -7,7 +7,10 @@
 //!   the Prometheus text format;
 //! - `GET /topics`: each topic's depth, capacity, offsets, counters and subscriptions (lag,
 //!   committed offset, batches in flight) as JSON;
-//! - `GET /components`: each source, pipeline and sink with its counters, as JSON.
+//! - `GET /components`: each source, pipeline and sink with its counters, as JSON;
+//! - `GET /tap/<topic>?limit=10&timeout=5s`: the next events published to a topic, as NDJSON
+//!   (at most `limit`, waiting at most `timeout`). A tap is best effort and never slows the
+//!   pipeline: it skips what it cannot keep up with (see [`Topic::tap`]). `sluice tap` calls it.
 //!
 //! It reads the same atomics and topic snapshots as the status line: serving it costs the hot
 //! path nothing. It has no authentication, so the default address is loopback.
@@ -15,15 +18,17 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use indexmap::IndexMap;
 use serde_json::{Value as Json, json};
+use sluice_pipelines::codec::json::encode_event;
+use sluice_pipelines::units::parse_duration;
 
 use crate::metrics::{Metrics, Role};
 use crate::shutdown::Shutdown;
@@ -94,10 +99,11 @@ fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/topics", get(topics))
         .route("/components", get(components))
+        .route("/tap/{topic}", get(tap))
         .fallback(|| async {
             json_response(
                 StatusCode::NOT_FOUND,
-                &json!({"error": "not found; try /health, /metrics, /topics or /components"}),
+                &json!({"error": "not found; try /health, /metrics, /topics, /components or /tap/<topic>"}),
             )
         })
         .with_state(state)
@@ -157,6 +163,83 @@ async fn components(State(state): State<Arc<ApiState>>) -> Response {
     json_response(StatusCode::OK, &components)
 }
 
+/// The most events one tap request returns, and the longest it waits.
+const TAP_MAX_EVENTS: usize = 10_000;
+const TAP_MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// `limit` and `timeout` of a tap request's query string.
+fn tap_options(query: Option<&str>) -> Result<(usize, Duration), String> {
+    let mut limit = 10;
+    let mut timeout = Duration::from_secs(5);
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=TAP_MAX_EVENTS).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "limit must be a number from 1 to {TAP_MAX_EVENTS}, found {value:?}"
+                        )
+                    })?;
+            }
+            "timeout" => {
+                timeout = parse_duration(value)
+                    .ok()
+                    .filter(|wait| *wait <= TAP_MAX_WAIT)
+                    .ok_or_else(|| {
+                        format!("timeout must be a duration up to 60s such as 5s, found {value:?}")
+                    })?;
+            }
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?}; expected limit or timeout"
+                ));
+            }
+        }
+    }
+    Ok((limit, timeout))
+}
+
+async fn tap(State(state): State<Arc<ApiState>>, Path(name): Path<String>, uri: Uri) -> Response {
+    let Some(topic) = state.topics.get(&name) else {
+        let known: Vec<&str> = state.topics.keys().map(String::as_str).collect();
+        let message = format!("no topic {name:?}; the topics are: {}", known.join(", "));
+        return json_response(StatusCode::NOT_FOUND, &json!({ "error": message }));
+    };
+    let (limit, timeout) = match tap_options(uri.query()) {
+        Ok(options) => options,
+        Err(message) => {
+            return json_response(StatusCode::BAD_REQUEST, &json!({ "error": message }));
+        }
+    };
+    let mut batches = topic.tap(64);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut body = Vec::new();
+    let mut taken = 0;
+    while taken < limit {
+        let batch = tokio::select! {
+            batch = tokio::time::timeout_at(deadline, batches.recv()) => batch,
+            () = state.shutdown.wait() => break,
+        };
+        let Ok(Some(batch)) = batch else {
+            break;
+        };
+        for event in batch.events().iter().take(limit - taken) {
+            encode_event(event, &mut body);
+            body.push(b'\n');
+            taken += 1;
+        }
+    }
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+}
+
 async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     let text = prometheus_text(
         &state.metrics,
@@ -171,6 +254,44 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         text,
     )
         .into_response()
+}
+
+/// Fetches up to `limit` events published to `topic` within `timeout` from the admin API at
+/// `api` (`host:port`), as NDJSON: what `sluice tap` prints.
+///
+/// # Errors
+/// A message saying what failed: the agent unreachable, or its answer (no such topic).
+pub async fn tap_remote(
+    api: &str,
+    topic: &str,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let url = format!(
+        "http://{api}/tap/{topic}?limit={limit}&timeout={}ms",
+        timeout.as_millis()
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(timeout + Duration::from_secs(10))
+        .build()
+        .map_err(|error| error.to_string())?;
+    let response = client.get(&url).send().await.map_err(|error| {
+        format!("cannot reach the admin API at {api} (is `[api]` in the agent's config?): {error}")
+    })?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|error| format!("reading the answer of {url}: {error}"))?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<Json>(&body)
+            .ok()
+            .and_then(|answer| answer["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        return Err(format!("{status}: {message}"));
+    }
+    Ok(body.to_vec())
 }
 
 /// One metric family being written: its samples follow its `HELP` and `TYPE` lines.
@@ -531,6 +652,79 @@ mod tests {
         assert_eq!(draining.status(), 503);
         let body: Json = serde_json::from_slice(&draining.bytes().await.unwrap()).unwrap();
         assert_eq!(body["status"], "draining");
+        server.abort();
+    }
+
+    #[test]
+    fn tap_options_have_defaults_and_bounds() {
+        assert_eq!(tap_options(None), Ok((10, Duration::from_secs(5))));
+        assert_eq!(
+            tap_options(Some("limit=3&timeout=250ms")),
+            Ok((3, Duration::from_millis(250)))
+        );
+        for (query, expected) in [
+            ("limit=0", "limit must be a number from 1 to 10000"),
+            ("limit=many", "limit must be a number"),
+            ("timeout=2h", "timeout must be a duration up to 60s"),
+            ("timeout=", "timeout must be a duration"),
+            ("follow=1", "unknown parameter \"follow\""),
+        ] {
+            let error = tap_options(Some(query)).unwrap_err();
+            assert!(error.contains(expected), "{query}: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn tap_returns_the_next_events_of_a_topic() {
+        let topic = Topic::in_memory("web.raw", TopicSettings::default());
+        let producer = topic.producer();
+        let mut topics = IndexMap::new();
+        topics.insert("web.raw".to_owned(), topic);
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let api = AdminApi::bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let address = api.local_addr().unwrap().to_string();
+        let server = tokio::spawn(api.serve(Arc::new(Metrics::new()), topics, shutdown));
+
+        // Events published while the tap waits: it takes the first three.
+        let publisher = tokio::spawn(async move {
+            for round in 0..1000 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let mut event = Event::default();
+                event.insert("n", round as i64);
+                producer.send(Batch::new(vec![event.clone(), event])).await;
+            }
+        });
+        let lines = tap_remote(&address, "web.raw", 3, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let lines: Vec<Json> = String::from_utf8(lines)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["n"], lines[1]["n"]);
+        assert_eq!(
+            lines[2]["n"].as_i64(),
+            lines[0]["n"].as_i64().map(|n| n + 1)
+        );
+        publisher.abort();
+        let _ = publisher.await;
+
+        // Nothing published: an empty answer after the timeout.
+        let nothing = tap_remote(&address, "web.raw", 3, Duration::from_millis(100));
+        assert_eq!(nothing.await.unwrap(), b"");
+        let missing = tap_remote(&address, "nope", 3, Duration::from_millis(100)).await;
+        assert_eq!(
+            missing.unwrap_err(),
+            "404 Not Found: no topic \"nope\"; the topics are: web.raw"
+        );
+        let unreachable = tap_remote("127.0.0.1:1", "web.raw", 1, Duration::from_millis(100)).await;
+        assert!(
+            unreachable
+                .unwrap_err()
+                .contains("cannot reach the admin API at 127.0.0.1:1")
+        );
         server.abort();
     }
 

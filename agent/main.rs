@@ -62,6 +62,22 @@ enum Command {
         #[arg(short, long = "config", value_name = "FILE", required = true, num_args = 1..)]
         config: Vec<PathBuf>,
     },
+    /// Print the next events published to a topic of a running agent, as JSON lines, through its
+    /// admin API (`[api]` in its config). Best effort: a tap never slows the pipeline and skips
+    /// what it cannot keep up with. Exits 1 when the agent cannot be reached or has no such topic.
+    Tap {
+        /// The topic to watch.
+        topic: String,
+        /// The address of the agent's admin API.
+        #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:9598")]
+        api: String,
+        /// How many events to print at most.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        limit: usize,
+        /// How long to wait for them.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+        timeout: HumanDuration,
+    },
     /// Print the graph of sources, topics, pipelines and sinks in Graphviz DOT
     /// (`sluice graph -c app.toml | dot -Tsvg > graph.svg`).
     Graph {
@@ -126,6 +142,33 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
+            }
+        }
+        Command::Tap {
+            topic,
+            api,
+            limit,
+            timeout,
+        } => {
+            let fetched = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())
+                .and_then(|runtime| {
+                    runtime.block_on(sluice::api::tap_remote(&api, &topic, limit, timeout.get()))
+                });
+            match fetched {
+                Ok(lines) => {
+                    use std::io::Write as _;
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = stdout.write_all(&lines);
+                    let _ = stdout.flush();
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::from(1)
+                }
             }
         }
         Command::Graph { config } => match load(&config) {

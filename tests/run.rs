@@ -292,10 +292,52 @@ encoding = "text"
                 .all(|line| metrics.lines().any(|l| l == *line))
     });
     assert!(reported, "expected {expected:?} in\n{metrics}");
+    // `sluice tap` shows lines appended while it waits.
+    let tap = sluice(dir.path())
+        .args([
+            "tap",
+            "raw",
+            "--api",
+            &format!("127.0.0.1:{api_port}"),
+            "-n",
+            "3",
+        ])
+        .args(["--timeout", "20s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tapped = std::thread::spawn(move || wait_with_timeout(tap, MINUTE));
+    let mut appended = 0;
+    while !tapped.is_finished() && appended < 2000 {
+        std::thread::sleep(Duration::from_millis(20));
+        let line = format!("tapped line {appended}");
+        writeln!(file, "{line}").unwrap();
+        written.push(line);
+        appended += 1;
+    }
+    let output = tapped.join().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let shown: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(shown.len(), 3);
+    assert!(
+        shown.iter().all(|line| line["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("tapped line "))),
+        "{shown:?}"
+    );
     let (_, topics) = curl(&[&format!("{api}/topics")]);
     let topics: Value = serde_json::from_str(&topics).unwrap();
     assert_eq!(topics[0]["name"], "raw");
-    assert_eq!(topics[0]["counters"]["published_events"], 1000);
+    assert!(topics[0]["counters"]["published_events"].as_u64() >= Some(1000));
+    let expected = written.len();
+    assert!(wait_until(Duration::from_secs(20), || read_lines(&copy)
+        .len()
+        == expected));
     let pid = child.id() as i32;
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);

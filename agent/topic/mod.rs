@@ -250,6 +250,16 @@ impl Topic {
         }
     }
 
+    /// Watches the batches published from now on, for inspection (the admin API's tap): up to
+    /// `buffer` batches wait for the reader; when it falls behind, batches are skipped for it.
+    /// Unlike a subscription, a tap never holds producers back, is never waited for and needs no
+    /// acknowledgement; it ends when the receiver is dropped.
+    pub fn tap(&self, buffer: usize) -> tokio::sync::mpsc::Receiver<Arc<Batch>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(buffer.max(1));
+        self.shared.state.lock().taps.push(sender);
+        receiver
+    }
+
     /// A snapshot of the topic's occupancy and counters.
     pub fn stats(&self) -> TopicStats {
         let state = self.shared.state.lock();

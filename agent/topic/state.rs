@@ -156,6 +156,8 @@ pub(crate) struct TopicState {
     pub closed: bool,
     pub counters: TopicCounters,
     next_generation: u64,
+    /// Taps watching what is published (see [`super::Topic::tap`]).
+    pub taps: Vec<tokio::sync::mpsc::Sender<Arc<Batch>>>,
 }
 
 impl TopicState {
@@ -168,6 +170,7 @@ impl TopicState {
             closed: false,
             counters: TopicCounters::default(),
             next_generation: 0,
+            taps: Vec::new(),
         }
     }
 
@@ -211,7 +214,17 @@ impl TopicState {
                 self.evict_front();
             }
         }
-        let range = self.storage.append(Arc::new(batch));
+        let batch = Arc::new(batch);
+        if !self.taps.is_empty() {
+            // Best effort: a tap that cannot keep up misses batches; one whose reader left goes.
+            self.taps.retain(|tap| {
+                !matches!(
+                    tap.try_send(batch.clone()),
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_))
+                )
+            });
+        }
+        let range = self.storage.append(batch);
         self.counters.published_events += events;
         self.counters.published_bytes += bytes;
         PublishOutcome::Stored(range)

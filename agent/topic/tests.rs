@@ -700,3 +700,46 @@ async fn workers_started_before_the_producer_wait_for_it() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_tap_sees_new_batches_without_holding_anything_back() {
+    let topic = Topic::in_memory("t", settings(10, 1 << 20, WhenFull::Block));
+    let sub = topic.subscribe(SubscriptionSettings::new("sink"));
+    let producer = topic.producer();
+    producer.send(numbered(0, 5)).await;
+    let mut tap = topic.tap(2);
+    producer.send(numbered(5, 5)).await;
+    let tapped = tap.recv().await.unwrap();
+    assert_eq!(numbers(tapped.events()), (5..10).collect::<Vec<_>>());
+    // Shared with the topic, not copied.
+    let delivered = sub.next().await.unwrap();
+    assert_eq!(numbers(delivered.events()), (0..5).collect::<Vec<_>>());
+    delivered.ack();
+    let delivered = sub.next().await.unwrap();
+    assert!(Arc::ptr_eq(delivered.batch(), &tapped));
+    delivered.ack();
+
+    // A tap nobody reads: the topic goes on, the tap skips what does not fit its buffer.
+    for first in (10..60).step_by(5) {
+        producer.send(numbered(first, 5)).await;
+        let delivery = sub.next().await.unwrap();
+        delivery.ack();
+    }
+    let mut seen = Vec::new();
+    while let Ok(batch) = tap.try_recv() {
+        seen.extend(numbers(batch.events()));
+    }
+    assert_eq!(
+        seen,
+        (10..20).collect::<Vec<_>>(),
+        "the first 2 batches, then skipped"
+    );
+    assert_eq!(topic.stats().subscriptions[0].counters.acked_events, 60);
+
+    // A tap whose reader left is forgotten at the next publish.
+    drop(tap);
+    producer.send(numbered(60, 1)).await;
+    assert!(topic.shared.state.lock().taps.is_empty());
+    drop(producer);
+    assert_eq!(drain(&sub).await, [60]);
+}
