@@ -3,7 +3,7 @@
 //! Exit codes scripts can rely on:
 //! - `0`: success — the config is valid, or a run drained or shut down cleanly;
 //! - `1`: a run failed — a component stopped with an error, or the shutdown timed out with events
-//!   in flight;
+//!   in flight —, a pipeline test failed, or `tap` could not reach the agent or the topic;
 //! - `2`: the command line or the config is invalid (nothing was started).
 
 use std::io::IsTerminal;
