@@ -1036,34 +1036,31 @@ fn finish_crashed_member(file: &mut File, path: &Path, len: u64) -> io::Result<u
     {
         return Ok(len);
     }
-    let mut whole = Vec::new();
-    file.seek(SeekFrom::Start(0))?;
-    file.read_to_end(&mut whole)?;
-    let mended = last_member_start(&whole).and_then(|start| {
-        let member = &whole[start..];
-        match mend_member(member) {
+    let mended = match last_member_start(file, len)? {
+        Some(start) => match mend_member(file, start, len)? {
             Mended::Ended { keep, terminator } => Some((start + keep, Some(terminator))),
             // Nothing of it was acknowledged: drop it.
             Mended::NoBatch => Some((start, None)),
             Mended::Damaged => None,
-        }
-    });
+        },
+        None => None,
+    };
     match mended {
         Some((keep, terminator)) => {
-            file.set_len(keep as u64)?;
-            let mut len = keep as u64;
+            file.set_len(keep)?;
+            let mut mended_len = keep;
             if let Some(terminator) = terminator {
                 file.write_all(&terminator)?;
-                len += terminator.len() as u64;
+                mended_len += terminator.len() as u64;
             }
             file.sync_data()?;
             tracing::warn!(
                 path = %path.display(),
-                length_before = whole.len(),
-                length_after = len,
+                length_before = len,
+                length_after = mended_len,
                 "Ended the gzip member a crash left unfinished, cutting what was never acknowledged"
             );
-            Ok(len)
+            Ok(mended_len)
         }
         None => {
             let aside = path.with_file_name(format!(
@@ -1090,54 +1087,105 @@ fn finish_crashed_member(file: &mut File, path: &Path, len: u64) -> io::Result<u
     }
 }
 
-/// Where the last member written by this sink (with its fixed header) starts.
-fn last_member_start(data: &[u8]) -> Option<usize> {
-    data.windows(GZIP_HEADER.len())
-        .rposition(|window| window == GZIP_HEADER)
+/// Where the last member written by this sink (with its fixed header) starts in the first `len`
+/// bytes of `file`, searching backwards a chunk at a time.
+fn last_member_start(file: &mut File, len: u64) -> io::Result<Option<u64>> {
+    const CHUNK: u64 = 1 << 20;
+    let overlap = GZIP_HEADER.len() as u64 - 1;
+    let mut buffer = Vec::new();
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let read_end = (end + overlap).min(len);
+        buffer.resize((read_end - start) as usize, 0);
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buffer)?;
+        if let Some(at) = buffer
+            .windows(GZIP_HEADER.len())
+            .rposition(|window| window == GZIP_HEADER)
+        {
+            return Ok(Some(start + at as u64));
+        }
+        end = start;
+    }
+    Ok(None)
 }
 
 /// How an unfinished member can be ended.
 #[derive(Debug, PartialEq)]
 enum Mended {
-    /// Keep its first `keep` bytes, then write `terminator`.
-    Ended { keep: usize, terminator: [u8; 10] },
+    /// Keep its first `keep` bytes (header included), then write `terminator`.
+    Ended { keep: u64, terminator: [u8; 10] },
     /// It holds no whole batch.
     NoBatch,
     /// No sync-flush point decodes to whole lines.
     Damaged,
 }
 
-/// Finds the last sync-flush point of `member` (header included) up to which the deflate data
-/// decodes to whole lines, and the terminator that ends the member there.
-fn mend_member(member: &[u8]) -> Mended {
+/// Finds the last sync-flush point of the member at `start..len` in `file` up to which its
+/// deflate data decodes to whole lines, and the terminator that ends the member there. Reads
+/// the file in pieces: memory stays small however large the member is.
+fn mend_member<F: Read + Seek>(file: &mut F, start: u64, len: u64) -> io::Result<Mended> {
     const SYNC: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
     /// Sync points tried, from the last: a torn batch is cut at the first one.
     const ATTEMPTS: usize = 16;
-    let body = &member[GZIP_HEADER.len().min(member.len())..];
-    let points: Vec<usize> = body
-        .windows(SYNC.len())
-        .enumerate()
-        .filter(|(_, window)| *window == SYNC)
-        .map(|(at, _)| at + SYNC.len())
-        .collect();
-    if points.is_empty() {
-        return Mended::NoBatch;
+    let body_start = start + GZIP_HEADER.len() as u64;
+    if body_start >= len {
+        return Ok(Mended::NoBatch);
     }
-    for &end in points.iter().rev().take(ATTEMPTS) {
-        let mut deflate = body[..end].to_vec();
-        deflate.extend_from_slice(&DEFLATE_END);
-        let mut plain = Vec::new();
-        let decoded = flate2::read::DeflateDecoder::new(deflate.as_slice()).read_to_end(&mut plain);
-        if decoded.is_ok() && plain.last() == Some(&b'\n') {
-            let mut crc = Crc::new();
-            crc.update(&plain);
-            return Mended::Ended {
-                keep: GZIP_HEADER.len() + end,
+    // The ends (relative to `body_start`) of the last sync markers.
+    let mut points = std::collections::VecDeque::with_capacity(ATTEMPTS);
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut carried: Vec<u8> = Vec::new();
+    let mut offset = 0u64; // where `carried` starts, relative to `body_start`
+    file.seek(SeekFrom::Start(body_start))?;
+    let mut body = (&mut *file).take(len - body_start);
+    loop {
+        let read = body.read(&mut chunk)?;
+        if read == 0 {
+            break;
+        }
+        carried.extend_from_slice(&chunk[..read]);
+        for (at, window) in carried.windows(SYNC.len()).enumerate() {
+            if window == SYNC {
+                if points.len() == ATTEMPTS {
+                    points.pop_front();
+                }
+                points.push_back(offset + (at + SYNC.len()) as u64);
+            }
+        }
+        let keep = (SYNC.len() - 1).min(carried.len());
+        offset += (carried.len() - keep) as u64;
+        carried.drain(..carried.len() - keep);
+    }
+    if points.is_empty() {
+        return Ok(Mended::NoBatch);
+    }
+    for &end in points.iter().rev() {
+        file.seek(SeekFrom::Start(body_start))?;
+        let deflate = (&mut *file).take(end).chain(&DEFLATE_END[..]);
+        let mut decoder = flate2::read::DeflateDecoder::new(io::BufReader::new(deflate));
+        let mut crc = Crc::new();
+        let mut last = None;
+        let decoded = loop {
+            match decoder.read(&mut chunk) {
+                Ok(0) => break true,
+                Ok(read) => {
+                    crc.update(&chunk[..read]);
+                    last = Some(chunk[read - 1]);
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break false,
+            }
+        };
+        if decoded && last == Some(b'\n') {
+            return Ok(Mended::Ended {
+                keep: GZIP_HEADER.len() as u64 + end,
                 terminator: member_terminator(&crc),
-            };
+            });
         }
     }
-    Mended::Damaged
+    Ok(Mended::Damaged)
 }
 
 /// Makes a new directory entry durable.
@@ -1487,12 +1535,39 @@ mod tests {
 
     #[test]
     fn mending_finds_the_last_whole_batch() {
-        assert_eq!(mend_member(&GZIP_HEADER), Mended::NoBatch);
-        assert_eq!(mend_member(&[]), Mended::NoBatch);
+        let mend = |bytes: &[u8]| {
+            let mut cursor = io::Cursor::new(bytes.to_vec());
+            mend_member(&mut cursor, 0, bytes.len() as u64).unwrap()
+        };
+        assert_eq!(mend(&GZIP_HEADER), Mended::NoBatch);
+        assert_eq!(mend(&[]), Mended::NoBatch);
         let mut member = GZIP_HEADER.to_vec();
         member.extend_from_slice(&[0x00, 0x00, 0xff, 0xff]);
         // A sync point with no line before it is not a batch end.
-        assert_eq!(mend_member(&member), Mended::Damaged);
+        assert_eq!(mend(&member), Mended::Damaged);
+
+        // Batches written as the sink writes them, then a torn one: the member ends after the
+        // last whole batch, whose sync marker may straddle the pieces the search reads.
+        let mut encoder = DeflateEncoder::new(GZIP_HEADER.to_vec(), flate2::Compression::fast());
+        let mut plain = Vec::new();
+        for batch in 0..40 {
+            let lines: String = (0..200)
+                .map(|i| format!("batch {batch} line {i}\n"))
+                .collect();
+            encoder.write_all(lines.as_bytes()).unwrap();
+            encoder.flush().unwrap();
+            plain.extend_from_slice(lines.as_bytes());
+        }
+        let mut member = encoder.get_ref().clone();
+        let whole = member.len() as u64;
+        member.extend_from_slice(&[0x55; 100]);
+        let Mended::Ended { keep, terminator } = mend(&member) else {
+            panic!("not mended");
+        };
+        assert_eq!(keep, whole);
+        let mut crc = Crc::new();
+        crc.update(&plain);
+        assert_eq!(terminator, member_terminator(&crc));
     }
 
     /// A write that fails midway leaves bytes after the last acknowledged batch; they must be cut
