@@ -254,7 +254,11 @@ fn run(loaded: Loaded, status_interval: Duration, quiet: bool) -> anyhow::Result
         let mut running = topology.start();
         let api = match api {
             Some(api) => {
-                tracing::info!(address = %api.local_addr()?, "Admin API listening");
+                let address = api.local_addr()?;
+                tracing::info!(%address, "Admin API listening");
+                if !address.ip().is_loopback() {
+                    tracing::warn!(%address, "The admin API has no authentication and listens beyond this machine: anyone who reaches it can read counters and tap topics");
+                }
                 let serving = api.serve(metrics.clone(), topics.clone(), running.shutdown_signal());
                 Some(tokio::spawn(async move {
                     if let Err(error) = serving.await {
