@@ -736,6 +736,15 @@ impl FileIo {
             }
         }
         let truncate = self.options.truncate && !self.seen.contains(path);
+        if !truncate && self.options.gzip {
+            // A file rotated away must be whole too: end a member a crash left unfinished first.
+            if let Ok(mut existing) = OpenOptions::new().read(true).append(true).open(path) {
+                let len = existing.metadata()?.len();
+                if len > 0 {
+                    finish_crashed_member(&mut existing, path, len)?;
+                }
+            }
+        }
         if !truncate
             && let Some(max) = self.options.max_file_bytes
             && fs::metadata(path).is_ok_and(|meta| meta.len() >= max)
@@ -1489,6 +1498,32 @@ mod tests {
             );
             gzip_tool_accepts(&path);
         }
+    }
+
+    /// A crashed file over `max_file_bytes` is mended before it is rotated away.
+    #[tokio::test]
+    async fn a_crashed_gzip_file_is_mended_before_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.ndjson.gz");
+        let first = lines("first", 0..100);
+        let config = FileConfig {
+            max_file_bytes: Some(ByteSize(100)),
+            ..gzip_config(&path)
+        };
+        let mut sink = build(&config).await;
+        sink.write(&first).await.unwrap();
+        std::mem::forget(sink);
+        let mut sink = build(&config).await;
+        sink.write(&lines("second", 0..10)).await.unwrap();
+        sink.close().await.unwrap();
+        let rotated: Vec<PathBuf> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|p| *p != path)
+            .collect();
+        assert_eq!(rotated.len(), 1, "{rotated:?}");
+        assert_eq!(read_gzip(&rotated[0]), (expected_ndjson(&first), true));
+        gzip_tool_accepts(&rotated[0]);
     }
 
     /// A crash in the very first write of a member leaves no whole batch: the member is dropped.
