@@ -55,6 +55,12 @@
 //! finite run (stdin, `follow = false` files) drains and exits. A topic that never had a producer
 //! is not closed: its workers wait.
 //!
+//! # Taps
+//!
+//! [`Topic::tap`] watches what is published for inspection (the admin API's `/tap`): it gets each
+//! new batch (the same `Arc`) through a small channel, best effort. It is not a subscription: it
+//! holds nothing back, is never waited for, and misses batches when its reader is slow.
+//!
 //! # Locking
 //!
 //! Each topic has one mutex around its [`state`] machine, taken once per batch operation (never
