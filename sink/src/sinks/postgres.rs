@@ -25,9 +25,12 @@
 //! arrays as JSON, timestamps as RFC 3339), `int2`/`int4`/`int8` (integers, integral floats,
 //! numeric strings; out of range is an error), `float4`/`float8`, `bool` (also `"true"`/`"false"`,
 //! 0/1), `timestamptz`/`timestamp` (timestamps, RFC 3339 strings, unix seconds; `timestamp` holds
-//! the UTC wall time), `date`, `jsonb`/`json` (any value). `numeric`, `uuid` and other types are
-//! not supported (binary COPY needs their exact wire format): map those columns to `text` or
-//! `float8`, or give them a default. A value that cannot be converted rejects the request.
+//! the UTC wall time), `date`, `jsonb`/`json` (any value), `numeric` (integers, floats and
+//! decimal strings such as `"-12.50"`, written exactly as given; `NaN`), `uuid` (strings with or
+//! without hyphens) and `inet` (IPv4 or IPv6 addresses, optionally `/bits`: the `ip` of the access
+//! log presets). Other types are not supported (binary COPY needs their exact wire format): map
+//! those columns to `text`, or give them a default. A value that cannot be converted rejects its
+//! row, which the driver sends to the dead-letter topic.
 //!
 //! # Writing
 //! One binary `COPY table (columns) FROM STDIN` per request: measured fastest here (see the
@@ -263,6 +266,9 @@ enum Kind {
     Date,
     Jsonb,
     Json,
+    Numeric,
+    Uuid,
+    Inet,
 }
 
 impl Kind {
@@ -279,6 +285,9 @@ impl Kind {
             "date" => Kind::Date,
             "jsonb" => Kind::Jsonb,
             "json" => Kind::Json,
+            "numeric" => Kind::Numeric,
+            "uuid" => Kind::Uuid,
+            "inet" => Kind::Inet,
             _ => return None,
         })
     }
@@ -767,7 +776,145 @@ fn encode_cell(
             json::encode_value(value, scratch);
             put_json(column.kind, scratch, out, value, bad)
         }
+        Kind::Numeric => {
+            let text = match value {
+                Value::Int(n) => n.to_string(),
+                Value::Float(f) if f.is_nan() => "NaN".to_owned(),
+                Value::Float(f) if f.is_finite() => f.to_string(),
+                Value::String(text) => text.as_str().trim().to_owned(),
+                _ => return Err(bad(value)),
+            };
+            scratch.clear();
+            encode_numeric(&text, scratch).ok_or_else(|| bad(value))?;
+            put_bytes(scratch, out)
+        }
+        Kind::Uuid => {
+            let Value::String(text) = value else {
+                return Err(bad(value));
+            };
+            let uuid = parse_uuid(text.as_str()).ok_or_else(|| bad(value))?;
+            put_bytes(&uuid, out)
+        }
+        Kind::Inet => {
+            let Value::String(text) = value else {
+                return Err(bad(value));
+            };
+            scratch.clear();
+            encode_inet(text.as_str(), scratch).ok_or_else(|| bad(value))?;
+            put_bytes(scratch, out)
+        }
     }
+}
+
+/// Writes the binary form of a decimal (`-12.50`, `3`, `.5`, `NaN`) as PostgreSQL's `numeric`
+/// receives it: digit count, weight of the first base-10000 digit, sign, display scale, digits.
+/// `None` for anything else (exponents included).
+fn encode_numeric(text: &str, out: &mut Vec<u8>) -> Option<()> {
+    const NEGATIVE: u16 = 0x4000;
+    const NAN: u16 = 0xC000;
+    if text.eq_ignore_ascii_case("nan") {
+        for part in [0u16, 0, NAN, 0] {
+            out.extend_from_slice(&part.to_be_bytes());
+        }
+        return Some(());
+    }
+    let (negative, unsigned) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, ""));
+    let all_digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !all_digits(whole) || !all_digits(fraction) {
+        return None;
+    }
+    let scale = u16::try_from(fraction.len()).ok().filter(|s| *s <= 16383)?;
+    let whole = whole.trim_start_matches('0');
+    // Base-10000 digits: the whole part grouped from the right, the fraction from the left.
+    let mut padded = "0".repeat((4 - whole.len() % 4) % 4);
+    padded.push_str(whole);
+    let whole_groups = padded.len() / 4;
+    padded.push_str(fraction);
+    padded.push_str(&"0".repeat((4 - fraction.len() % 4) % 4));
+    let mut digits: Vec<i16> = padded
+        .as_bytes()
+        .chunks(4)
+        .map(|group| group.iter().fold(0i16, |n, b| n * 10 + i16::from(b - b'0')))
+        .collect();
+    let mut weight = i16::try_from(whole_groups).ok()? - 1;
+    let leading = digits.iter().take_while(|d| **d == 0).count();
+    digits.drain(..leading);
+    weight -= i16::try_from(leading).ok()?;
+    while digits.last() == Some(&0) {
+        digits.pop();
+    }
+    if digits.is_empty() {
+        weight = 0;
+    }
+    let sign = if negative && !digits.is_empty() {
+        NEGATIVE
+    } else {
+        0
+    };
+    out.extend_from_slice(&i16::try_from(digits.len()).ok()?.to_be_bytes());
+    out.extend_from_slice(&weight.to_be_bytes());
+    out.extend_from_slice(&sign.to_be_bytes());
+    out.extend_from_slice(&scale.to_be_bytes());
+    for digit in digits {
+        out.extend_from_slice(&digit.to_be_bytes());
+    }
+    Some(())
+}
+
+/// The 16 bytes of a UUID written as 32 hex digits, with or without the usual hyphens.
+fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    let text = text.trim();
+    let hex: Vec<u8> = text.bytes().filter(|b| *b != b'-').collect();
+    let hyphens = text.len() - hex.len();
+    if hex.len() != 32 || !(hyphens == 0 || (hyphens == 4 && is_canonical_uuid(text))) {
+        return None;
+    }
+    let mut uuid = [0u8; 16];
+    for (byte, pair) in uuid.iter_mut().zip(hex.chunks(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *byte = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(uuid)
+}
+
+/// Whether the hyphens of `text` sit where they do in `8-4-4-4-12`.
+fn is_canonical_uuid(text: &str) -> bool {
+    text.len() == 36
+        && [8, 13, 18, 23]
+            .iter()
+            .all(|at| text.as_bytes()[*at] == b'-')
+}
+
+/// Writes an `inet` (`10.0.0.1`, `::1`, `192.168.0.0/16`) in PostgreSQL's binary form: family,
+/// prefix bits, is-cidr flag, address length, address.
+fn encode_inet(text: &str, out: &mut Vec<u8>) -> Option<()> {
+    /// PostgreSQL's own family numbers (not the OS's `AF_*`).
+    const FAMILY_V4: u8 = 2;
+    const FAMILY_V6: u8 = 3;
+    let (address, bits) = match text.trim().split_once('/') {
+        Some((address, bits)) => (address, Some(bits.parse::<u8>().ok()?)),
+        None => (text.trim(), None),
+    };
+    match address.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => {
+            let bits = bits.unwrap_or(32);
+            (bits <= 32).then_some(())?;
+            out.extend_from_slice(&[FAMILY_V4, bits, 0, 4]);
+            out.extend_from_slice(&v4.octets());
+        }
+        std::net::IpAddr::V6(v6) => {
+            let bits = bits.unwrap_or(128);
+            (bits <= 128).then_some(())?;
+            out.extend_from_slice(&[FAMILY_V6, bits, 0, 16]);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+    Some(())
 }
 
 fn put_json(
@@ -813,7 +960,139 @@ fn to_timestamp(value: &Value) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    fn numeric(text: &str) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        encode_numeric(text, &mut out).map(|()| out)
+    }
+
+    /// Reads the binary form back as PostgreSQL's `numeric_out` would print it.
+    fn numeric_text(bytes: &[u8]) -> String {
+        let word = |at: usize| u16::from_be_bytes([bytes[at], bytes[at + 1]]);
+        let (count, weight, sign, scale) = (word(0), word(2) as i16, word(4), word(6));
+        if sign == 0xC000 {
+            return "NaN".to_owned();
+        }
+        let digits: Vec<u16> = (0..count as usize).map(|i| word(8 + 2 * i)).collect();
+        let digit = |power: i32| -> u16 {
+            // The base-10000 digit whose weight is `power`.
+            let index = i32::from(weight) - power;
+            usize::try_from(index)
+                .ok()
+                .and_then(|i| digits.get(i).copied())
+                .unwrap_or(0)
+        };
+        let mut text = String::new();
+        if sign == 0x4000 {
+            text.push('-');
+        }
+        let top = i32::from(weight).max(0);
+        let whole: String = (0..=top)
+            .rev()
+            .map(|p| format!("{:04}", digit(p)))
+            .collect();
+        let whole = whole.trim_start_matches('0');
+        text.push_str(if whole.is_empty() { "0" } else { whole });
+        if scale > 0 {
+            let groups = (i32::from(scale) + 3) / 4;
+            let fraction: String = (1..=groups).map(|p| format!("{:04}", digit(-p))).collect();
+            text.push('.');
+            text.push_str(&fraction[..scale as usize]);
+        }
+        text
+    }
+
+    #[test]
+    fn numerics_take_postgres_binary_form() {
+        // 12.5: one digit before the point (weight 0) and 5000 after, scale 1.
+        assert_eq!(
+            numeric("12.5").unwrap(),
+            [0, 2, 0, 0, 0, 0, 0, 1, 0, 12, 0x13, 0x88]
+        );
+        assert_eq!(
+            numeric("-0.001").unwrap(),
+            [0, 1, 0xFF, 0xFF, 0x40, 0, 0, 3, 0, 10]
+        );
+        assert_eq!(numeric("0").unwrap(), [0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(numeric("NaN").unwrap(), [0, 0, 0, 0, 0xC0, 0, 0, 0]);
+        for (text, shown) in [
+            ("100000000", "100000000"),
+            ("123456789.0123456789", "123456789.0123456789"),
+            ("0.00010000", "0.00010000"),
+            ("-0", "0"),
+            ("+7", "7"),
+            (".5", "0.5"),
+            ("5.", "5"),
+            ("007.250", "7.250"),
+        ] {
+            assert_eq!(numeric_text(&numeric(text).unwrap()), shown, "{text}");
+        }
+        for bad in ["", "-", ".", "1e5", "1.2.3", "12a", " 1", "inf", "--1"] {
+            assert_eq!(numeric(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn uuids_and_inets_parse_strictly() {
+        let uuid = parse_uuid("123e4567-e89b-12d3-a456-426614174000").unwrap();
+        assert_eq!(uuid[0], 0x12);
+        assert_eq!(uuid[15], 0x00);
+        assert_eq!(parse_uuid("123E4567E89B12D3A456426614174000"), Some(uuid));
+        for bad in [
+            "123e4567-e89b-12d3-a456-42661417400",
+            "123e4567e-89b-12d3-a456-426614174000",
+            "123e4567-e89b-12d3-a456-42661417400g",
+            "",
+        ] {
+            assert_eq!(parse_uuid(bad), None, "{bad}");
+        }
+        let inet = |text: &str| {
+            let mut out = Vec::new();
+            encode_inet(text, &mut out).map(|()| out)
+        };
+        assert_eq!(inet("10.0.0.1").unwrap(), [2, 32, 0, 4, 10, 0, 0, 1]);
+        assert_eq!(
+            inet("192.168.0.0/16").unwrap(),
+            [2, 16, 0, 4, 192, 168, 0, 0]
+        );
+        let v6 = inet("::1").unwrap();
+        assert_eq!(&v6[..4], [3, 128, 0, 16]);
+        assert_eq!(v6[19], 1);
+        for bad in ["10.0.0.256", "10.0.0.1/33", "::1/129", "host", "-", ""] {
+            assert_eq!(inet(bad), None, "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn numerics_read_back_as_written(
+            negative in any::<bool>(),
+            whole in "[0-9]{0,30}",
+            fraction in proptest::option::of("[0-9]{0,30}"),
+        ) {
+            let text = format!(
+                "{}{whole}{}",
+                if negative { "-" } else { "" },
+                fraction.as_ref().map(|f| format!(".{f}")).unwrap_or_default()
+            );
+            let Some(bytes) = numeric(&text) else {
+                prop_assert!(whole.is_empty() && fraction.as_deref().unwrap_or("").is_empty());
+                return Ok(());
+            };
+            let trimmed = whole.trim_start_matches('0');
+            let mut expected = if trimmed.is_empty() { "0".to_owned() } else { trimmed.to_owned() };
+            if let Some(fraction) = fraction.as_ref().filter(|f| !f.is_empty()) {
+                expected = format!("{expected}.{fraction}");
+            }
+            let zero = expected.bytes().all(|b| b == b'0' || b == b'.');
+            if negative && !zero {
+                expected = format!("-{expected}");
+            }
+            prop_assert_eq!(numeric_text(&bytes), expected);
+        }
+    }
 
     #[test]
     fn config_validation() {

@@ -129,6 +129,99 @@ async fn postgres_rows_land_value_by_value() {
     assert_eq!(row.get::<_, String>(3), r#"["a", 1]"#);
     assert_eq!(row.get::<_, String>(4), r#"{"tags":["a",1]}"#);
     assert_eq!(row.get::<_, String>(5), "GET / 200");
+
+    // numeric (exact, with the scale given, typmods applied by the server), uuid and inet.
+    client
+        .batch_execute(
+            "CREATE TABLE typed (n int4, amount numeric, price numeric(10,2), id uuid, ip inet)",
+        )
+        .await
+        .unwrap();
+    let mut sink = PostgresConfig::new(server.url(), "typed")
+        .build()
+        .await
+        .unwrap();
+    let rows: [(Value, Value, &str, &str); 4] = [
+        (
+            Value::from("123456789.0123456789"),
+            Value::from("19.999"),
+            "123e4567-e89b-12d3-a456-426614174000",
+            "10.1.2.3",
+        ),
+        (
+            Value::Int(-42),
+            Value::Float(0.5),
+            "00000000000000000000000000000001",
+            "2001:db8::1",
+        ),
+        (
+            Value::Float(0.1),
+            Value::from("-0.001"),
+            "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF",
+            "192.168.0.0/16",
+        ),
+        (Value::from("NaN"), Value::Int(7), "", ""),
+    ];
+    let events: Vec<Event> = rows
+        .iter()
+        .enumerate()
+        .map(|(n, (amount, price, id, ip))| {
+            let mut event = Event::default();
+            event.insert("n", n as i64);
+            event.insert("amount", amount.clone());
+            event.insert("price", price.clone());
+            if !id.is_empty() {
+                event.insert("id", *id);
+                event.insert("ip", *ip);
+            }
+            event
+        })
+        .collect();
+    sink.write(&events).await.unwrap();
+    let got: Vec<[Option<String>; 4]> = client
+        .query(
+            "SELECT amount::text, price::text, id::text, ip::text FROM typed ORDER BY n",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| [row.get(0), row.get(1), row.get(2), row.get(3)])
+        .collect();
+    // `inet::text` shows the prefix length; PostgreSQL rounds -0.001 to 0.00, without a sign.
+    let some = |text: &str| Some(text.to_owned());
+    assert_eq!(
+        got,
+        [
+            [
+                some("123456789.0123456789"),
+                some("20.00"),
+                some("123e4567-e89b-12d3-a456-426614174000"),
+                some("10.1.2.3/32"),
+            ],
+            [
+                some("-42"),
+                some("0.50"),
+                some("00000000-0000-0000-0000-000000000001"),
+                some("2001:db8::1/128"),
+            ],
+            [
+                some("0.1"),
+                some("0.00"),
+                some("ffffffff-ffff-ffff-ffff-ffffffffffff"),
+                some("192.168.0.0/16"),
+            ],
+            [some("NaN"), some("7.00"), None, None],
+        ]
+    );
+    // A value the column cannot take rejects its row with a message naming both.
+    let mut bad = Event::default();
+    bad.insert("id", "not-a-uuid");
+    let error = sink.write(&[bad]).await.unwrap_err().to_string();
+    assert!(
+        error.contains("\"id\"") && error.contains("not-a-uuid"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
