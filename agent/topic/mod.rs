@@ -63,7 +63,7 @@
 //!
 //! # Locking
 //!
-//! Each topic has one mutex around its [`state`] machine, taken once per batch operation (never
+//! Each topic has one mutex around its `state` machine, taken once per batch operation (never
 //! per event); waiting uses [`tokio::sync::Notify`] and never holds the lock.
 
 mod offset;
