@@ -351,6 +351,29 @@ fn counter_fields(counters: &impl serde::Serialize) -> Vec<(String, u64)> {
     }
 }
 
+/// A sample row: its labels, and the fields of its counters struct by name.
+type CounterRow<'a> = (Vec<(&'a str, &'a str)>, Vec<(String, u64)>);
+
+/// One counter family per field of a counters struct (`<prefix>_<field>_total`), with a sample
+/// per row: its labels and the struct's fields, read once per row by [`counter_fields`]. Every
+/// row holds the same struct, so its fields come in the same order.
+fn counter_families(out: &mut String, prefix: &str, rows: &[CounterRow<'_>]) {
+    let Some((_, first)) = rows.first() else {
+        return;
+    };
+    for (index, (counter, _)) in first.iter().enumerate() {
+        let mut family = Family::new(
+            out,
+            &format!("{prefix}_{counter}_total"),
+            "counter",
+            &format!("The {prefix}'s `{counter}` counter."),
+        );
+        for (labels, fields) in rows {
+            family.sample(labels, fields[index].1);
+        }
+    }
+}
+
 /// Every metric in the Prometheus text exposition format (version 0.0.4).
 pub fn prometheus_text(
     metrics: &Metrics,
@@ -458,28 +481,16 @@ pub fn prometheus_text(
             family.sample(&[("topic", &topic.name)], read(topic));
         }
     }
-    let counter_names: Vec<String> = stats
-        .first()
-        .map(|topic| counter_fields(&topic.counters))
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, _)| name)
+    let topic_rows: Vec<_> = stats
+        .iter()
+        .map(|topic| {
+            (
+                vec![("topic", topic.name.as_str())],
+                counter_fields(&topic.counters),
+            )
+        })
         .collect();
-    for counter in &counter_names {
-        let mut family = Family::new(
-            &mut out,
-            &format!("topic_{counter}_total"),
-            "counter",
-            &format!("The topic's `{counter}` counter."),
-        );
-        for topic in &stats {
-            let value = counter_fields(&topic.counters)
-                .into_iter()
-                .find(|(name, _)| name == counter)
-                .map_or(0, |(_, value)| value);
-            family.sample(&[("topic", &topic.name)], value);
-        }
-    }
+    counter_families(&mut out, "topic", &topic_rows);
 
     type SubGauge = fn(&crate::topic::SubscriptionStats) -> u64;
     let sub_gauges: [(&str, &str, SubGauge); 3] = [
@@ -510,35 +521,19 @@ pub fn prometheus_text(
             }
         }
     }
-    let sub_counter_names: Vec<String> = stats
+    let subscription_rows: Vec<_> = stats
         .iter()
-        .flat_map(|topic| topic.subscriptions.first())
-        .next()
-        .map(|sub| counter_fields(&sub.counters))
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, _)| name)
+        .flat_map(|topic| {
+            topic.subscriptions.iter().map(|sub| {
+                let labels = vec![
+                    ("topic", topic.name.as_str()),
+                    ("subscription", sub.name.as_str()),
+                ];
+                (labels, counter_fields(&sub.counters))
+            })
+        })
         .collect();
-    for counter in &sub_counter_names {
-        let mut family = Family::new(
-            &mut out,
-            &format!("subscription_{counter}_total"),
-            "counter",
-            &format!("The subscription's `{counter}` counter."),
-        );
-        for topic in &stats {
-            for sub in &topic.subscriptions {
-                let value = counter_fields(&sub.counters)
-                    .into_iter()
-                    .find(|(name, _)| name == counter)
-                    .map_or(0, |(_, value)| value);
-                family.sample(
-                    &[("topic", &topic.name), ("subscription", &sub.name)],
-                    value,
-                );
-            }
-        }
-    }
+    counter_families(&mut out, "subscription", &subscription_rows);
     out
 }
 

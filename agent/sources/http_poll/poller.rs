@@ -380,10 +380,7 @@ impl Poller {
     /// Decodes and publishes an answer, then records the state it leads to. Returns `false` when
     /// shutdown interrupted publishing (the state is then not advanced: the items come again).
     async fn ingest(&mut self, answer: Answer) -> bool {
-        let meta = EventMeta {
-            source: self.ctx.id,
-            origin: None,
-        };
+        let meta = self.meta();
         let items = if answer.ndjson {
             self.ndjson(&answer.body)
         } else {
@@ -407,13 +404,6 @@ impl Poller {
             if let Some(left_out) = self.log.hit() {
                 tracing::warn!(source = %self.ctx.name, target = %self.target, invalid, first = %rejected[0].1, left_out, "Items that are not JSON objects go to the dead-letter topic");
             }
-            let rejected = rejected
-                .into_iter()
-                .map(|(mut event, error)| {
-                    *event.meta_mut() = meta;
-                    (event, error)
-                })
-                .collect();
             if !self.ctx.dead_letter(rejected).await {
                 return false;
             }
@@ -466,6 +456,14 @@ impl Poller {
         true
     }
 
+    /// The metadata of this source's events.
+    fn meta(&self) -> EventMeta {
+        EventMeta {
+            source: self.ctx.id,
+            origin: None,
+        }
+    }
+
     /// The objects of an NDJSON answer, and the lines that are not objects (raw, with the
     /// reason).
     fn ndjson(&mut self, body: &Bytes) -> Result<Decoded, String> {
@@ -480,7 +478,7 @@ impl Poller {
             match self.decoder.decode_object_shared(&line) {
                 Ok(fields) => events.push(Event::from_fields(fields)),
                 Err(error) => rejected.push((
-                    Event::from_raw(line, EventMeta::default()),
+                    Event::from_raw(line, self.meta()),
                     format!("line {}: {error}", index + 1),
                 )),
             }
@@ -533,7 +531,7 @@ impl Poller {
                                 format!("item {}: {}, not an object", index + 1, other.kind());
                             let mut raw = Vec::new();
                             encode_value(&other, &mut raw);
-                            let raw = Event::from_raw(Bytes::from(raw), EventMeta::default());
+                            let raw = Event::from_raw(Bytes::from(raw), self.meta());
                             rejected.push((raw, error));
                         }
                     }

@@ -231,19 +231,26 @@ pub fn decode(
     out
 }
 
-/// Keeps `raw` (bad input at `position`) for the dead-letter topic when good input is kept.
-fn reject(
+/// Records one bad line or item: counted, the first one named in the answer, and its raw input
+/// (made by `raw` only then) kept for the dead-letter topic when good input is kept. Returns
+/// whether decoding stops here (`partial = "reject"`).
+fn record_bad(
     out: &mut Decoded,
     partial: Partial,
-    raw: Bytes,
-    bad: &BadInput,
+    bad: BadInput,
+    raw: impl FnOnce() -> Bytes,
     meta: EventMeta,
     stamp: &Stamp,
-) {
+) -> bool {
+    out.invalid += 1;
     if partial == Partial::AcceptValid {
-        let event = stamped(Event::from_raw(raw, meta), stamp);
+        let event = stamped(Event::from_raw(raw(), meta), stamp);
         out.rejected.push((event, bad.to_string()));
     }
+    if out.error.is_none() {
+        out.error = Some(bad);
+    }
+    partial == Partial::Reject
 }
 
 fn first_non_space(body: &[u8]) -> Option<u8> {
@@ -309,16 +316,11 @@ fn ndjson(
         match decoder.decode_object_shared(&body.slice_ref(line)) {
             Ok(fields) => out.events.push(fields_event(fields, meta, stamp)),
             Err(error) => {
-                out.invalid += 1;
                 let bad = BadInput {
                     position: Some(Position::Line(number)),
                     message: error.to_string(),
                 };
-                reject(out, partial, body.slice_ref(line), &bad, meta, stamp);
-                if out.error.is_none() {
-                    out.error = Some(bad);
-                }
-                if partial == Partial::Reject {
+                if record_bad(out, partial, bad, || body.slice_ref(line), meta, stamp) {
                     return;
                 }
             }
@@ -417,20 +419,16 @@ fn array(
         match item {
             Value::Map(fields) => out.events.push(fields_event(fields, meta, stamp)),
             other => {
-                out.invalid += 1;
                 let bad = BadInput {
                     position: Some(Position::Item(index + 1)),
                     message: format!("expected a JSON object, found {}", json_kind(&other)),
                 };
-                if partial == Partial::AcceptValid {
+                let raw = || {
                     let mut raw = Vec::new();
                     encode_value(&other, &mut raw);
-                    reject(out, partial, Bytes::from(raw), &bad, meta, stamp);
-                }
-                if out.error.is_none() {
-                    out.error = Some(bad);
-                }
-                if partial == Partial::Reject {
+                    Bytes::from(raw)
+                };
+                if record_bad(out, partial, bad, raw, meta, stamp) {
                     return;
                 }
             }

@@ -110,20 +110,15 @@ impl Zone {
     /// The UTC time of `local`, read in this zone: the earlier one when it occurs twice, `None`
     /// when it does not occur at all (skipped by a daylight saving change).
     fn to_utc(self, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+        fn earliest<Z: TimeZone>(zone: &Z, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+            let earliest = zone.from_local_datetime(&local).earliest()?;
+            Some(earliest.with_timezone(&Utc))
+        }
         match self {
             Zone::Utc => Some(local.and_utc()),
-            Zone::Fixed(offset) => offset
-                .from_local_datetime(&local)
-                .earliest()
-                .map(|ts| ts.with_timezone(&Utc)),
-            Zone::Named(zone) => zone
-                .from_local_datetime(&local)
-                .earliest()
-                .map(|ts| ts.with_timezone(&Utc)),
-            Zone::Local => Local
-                .from_local_datetime(&local)
-                .earliest()
-                .map(|ts| ts.with_timezone(&Utc)),
+            Zone::Fixed(offset) => earliest(&offset, local),
+            Zone::Named(zone) => earliest(&zone, local),
+            Zone::Local => earliest(&Local, local),
         }
     }
 }

@@ -737,7 +737,8 @@ impl FileIo {
         }
         let truncate = self.options.truncate && !self.seen.contains(path);
         if !truncate && self.options.gzip {
-            // A file rotated away must be whole too: end a member a crash left unfinished first.
+            // End a member a crash left unfinished, before the file is rotated away or appended
+            // to (the one place this happens: every open comes through here).
             if let Ok(mut existing) = OpenOptions::new().read(true).append(true).open(path) {
                 let len = existing.metadata()?.len();
                 if len > 0 {
@@ -910,9 +911,6 @@ impl OpenFile {
             file.set_len(0)?;
         }
         let mut len = file.metadata()?.len();
-        if gzip && len > 0 {
-            len = finish_crashed_member(&mut file, path, len)?;
-        }
         if !gzip && len > 0 {
             let mut last = [0u8; 1];
             file.seek(SeekFrom::Start(len - 1))?;
