@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use indexmap::IndexMap;
 use sluice::api::AdminApi;
 use sluice::config::{self, Loaded};
+use sluice::sources::SourceConfig;
+use sluice::topic::Topic;
 use sluice::topology::{RunOutcome, Topology, status};
 use sluice_pipelines::units::HumanDuration;
 
@@ -305,14 +308,52 @@ fn run(loaded: Loaded, status_interval: Duration, quiet: bool) -> anyhow::Result
             }
             RunOutcome::TimedOut(pending) => {
                 eprintln!(
-                    "error: shutdown timed out with events in flight in: {}; unacknowledged \
-                     events are read again on the next start where the source keeps checkpoints",
+                    "error: shutdown timed out with events in flight in: {}",
                     pending.join(", ")
                 );
+                for line in undelivered(&loaded.config, &topics) {
+                    eprintln!("  {line}");
+                }
                 ExitCode::from(1)
             }
         })
     })
+}
+
+/// What a timed-out shutdown leaves undelivered, per source: the events it published that are
+/// not yet safe (acknowledged all the way to the stores, or stored by a disk topic), and what
+/// becomes of them.
+fn undelivered(config: &sluice::config::Config, topics: &IndexMap<String, Topic>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (name, def) in &config.sources {
+        let Some(topic) = topics.get(&def.topic) else {
+            continue;
+        };
+        let stats = topic.stats();
+        let waiting = stats.end_offset.0.saturating_sub(stats.safe_offset.0);
+        if waiting == 0 {
+            continue;
+        }
+        let fate = match &def.config {
+            SourceConfig::File(_) => {
+                "are read again from the source's checkpoint on the next start".to_owned()
+            }
+            SourceConfig::HttpPoll(_) => {
+                "are fetched again on the next start (the saved cursor stays before them)"
+                    .to_owned()
+            }
+            other => format!(
+                "are lost: a `{}` source cannot read them again",
+                sluice_pipelines::ComponentKind::kind(other)
+            ),
+        };
+        lines.push(format!(
+            "sources.{name}: {waiting} events published to `{}` (offsets {}..{}) are not yet \
+             delivered and {fate}",
+            def.topic, stats.safe_offset.0, stats.end_offset.0
+        ));
+    }
+    lines
 }
 
 /// Completes on the first SIGINT or SIGTERM; a second one exits the process at once.

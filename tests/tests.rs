@@ -4,6 +4,7 @@
 
 mod support;
 
+mod acknowledgements;
 mod cli;
 mod examples;
 mod file_tailing;

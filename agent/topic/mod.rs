@@ -26,6 +26,13 @@
 //! ignored. So delivery is at-least-once: a worker that is merely slow may see its batch processed
 //! twice.
 //!
+//! A worker that passes events on to something slower to confirm — a pipeline, whose output is
+//! safe only once its own subscribers acknowledged it, or whose windows hold events for a
+//! minute — calls [`Delivery::hold`] instead: the batch is processed (never handed out again, and
+//! its room in a memory topic is freed) but not acknowledged until [`Held::ack`]. The committed
+//! offset stops before it until then. That is how acknowledgements chain end to end: a source's
+//! safe offset means "delivered", however many topics and pipelines lie between it and the stores.
+//!
 //! # Capacity and back-pressure
 //!
 //! A topic holds at most `max_events` events and `max_bytes` bytes (estimated), counted from the
@@ -289,6 +296,7 @@ impl Topic {
                     committed_offset: sub.committed,
                     lag_events: end.0 - sub.committed.0,
                     in_flight_batches: sub.in_flight_batches(),
+                    held_batches: sub.held_batches(),
                     counters: sub.counters,
                 })
                 .collect(),
@@ -334,6 +342,8 @@ pub struct SubscriptionStats {
     pub lag_events: u64,
     /// Batches handed out and not yet acknowledged.
     pub in_flight_batches: usize,
+    /// Batches processed and waiting to be acknowledged (see [`Delivery::hold`]).
+    pub held_batches: usize,
     /// Its counters.
     pub counters: SubscriptionCounters,
 }
@@ -578,18 +588,35 @@ impl Delivery {
     /// Acknowledges the batch: it is safely passed on.
     pub fn ack(mut self) {
         self.settled = true;
-        let mut state = self.shared.state.lock();
-        let moved = state.ack(self.sub, &self.ticket);
-        let safe = state.safe_offset();
-        let ended = state.closed;
-        drop(state);
-        self.shared.update_safe_offset(safe);
+        acknowledge(
+            &self.shared,
+            &self.handle,
+            self.sub,
+            self.ticket.range,
+            self.ticket.generation,
+        );
+    }
+
+    /// Marks the batch as processed, to be acknowledged later with [`Held::ack`]: the worker has
+    /// passed its events on and waits until what it made of them is safe further down (a
+    /// pipeline waiting for its output to be delivered, or for the window its events were folded
+    /// into to close and be delivered). A held batch is never handed out again; unless the
+    /// topic's storage persists it, it no longer takes room in the topic, but the subscription's
+    /// committed offset — and so the offset sources checkpoint by — stays before it until it is
+    /// acknowledged. Dropping the [`Held`] without acknowledging leaves it unacknowledged for
+    /// the rest of the run (a restart reads it again from the source or the disk topic).
+    pub fn hold(mut self) -> Held {
+        self.settled = true;
+        let moved = self.shared.state.lock().hold(self.sub, &self.ticket);
         if moved {
             self.shared.space.notify_waiters();
         }
-        if ended {
-            // Other workers may be waiting only for this delivery to finish.
-            self.handle.notify.notify_waiters();
+        Held {
+            shared: self.shared.clone(),
+            sub: self.sub,
+            handle: self.handle.clone(),
+            range: self.ticket.range,
+            generation: self.ticket.generation,
         }
     }
 
@@ -612,5 +639,65 @@ impl Delivery {
 impl Drop for Delivery {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+/// A processed batch waiting to be acknowledged (see [`Delivery::hold`]). It keeps only the
+/// batch's offsets, not its events.
+pub struct Held {
+    shared: Arc<Shared>,
+    sub: usize,
+    handle: Arc<SubHandle>,
+    range: OffsetRange,
+    generation: u64,
+}
+
+impl Held {
+    /// The offsets of the held events.
+    pub fn range(&self) -> OffsetRange {
+        self.range
+    }
+
+    /// Acknowledges the batch: everything made of it is safely passed on.
+    pub fn ack(self) {
+        acknowledge(
+            &self.shared,
+            &self.handle,
+            self.sub,
+            self.range,
+            self.generation,
+        );
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("topic", &self.shared.name)
+            .field("range", &self.range)
+            .finish()
+    }
+}
+
+/// Acknowledges the delivery of `range` to subscription `sub` and wakes whoever that lets go on.
+fn acknowledge(
+    shared: &Shared,
+    handle: &SubHandle,
+    sub: usize,
+    range: OffsetRange,
+    generation: u64,
+) {
+    let mut state = shared.state.lock();
+    let moved = state.ack_range(sub, range, generation);
+    let safe = state.safe_offset();
+    let ended = state.closed;
+    drop(state);
+    shared.update_safe_offset(safe);
+    if moved {
+        shared.space.notify_waiters();
+    }
+    if ended {
+        // Other workers may be waiting only for this delivery to finish.
+        handle.notify.notify_waiters();
     }
 }

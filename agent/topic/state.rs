@@ -69,8 +69,12 @@ pub struct SubscriptionCounters {
 
 pub(crate) struct SubState {
     pub settings: SubscriptionSettings,
-    /// Everything before this offset is acknowledged (or was skipped).
+    /// Everything before this offset is acknowledged (or was skipped): safe to forget.
     pub committed: Offset,
+    /// Everything before this offset is acknowledged or *held* (processed by a worker that
+    /// acknowledges later, see [`TopicState::hold`]): this subscription no longer needs the
+    /// events themselves. `released >= committed`.
+    pub released: Offset,
     /// The first offset never handed out.
     pub next: Offset,
     /// Batches (by first offset) to hand out again, oldest first.
@@ -78,6 +82,10 @@ pub(crate) struct SubState {
     in_flight: HashMap<Offset, InFlight>,
     /// Acknowledged batches past `committed`: first offset to end offset.
     acked: BTreeMap<Offset, Offset>,
+    /// Acknowledged or held batches past `released`: first offset to end offset.
+    done: BTreeMap<Offset, Offset>,
+    /// Held batches not yet acknowledged: first offset to (end offset, generation).
+    held: HashMap<Offset, (Offset, u64)>,
     pub counters: SubscriptionCounters,
 }
 
@@ -86,46 +94,72 @@ impl SubState {
         SubState {
             settings,
             committed: at,
+            released: at,
             next: at,
             redeliver: VecDeque::new(),
             in_flight: HashMap::new(),
             acked: BTreeMap::new(),
+            done: BTreeMap::new(),
+            held: HashMap::new(),
             counters: SubscriptionCounters::default(),
         }
     }
 
-    /// Moves `committed` over the acknowledged batches that now follow it.
+    /// Moves `committed` over the acknowledged batches that now follow it, and `released` over
+    /// the acknowledged or held ones.
     fn advance_committed(&mut self) {
-        while let Some((&start, &end)) = self.acked.first_key_value() {
-            if start > self.committed {
-                break;
-            }
-            self.acked.remove(&start);
-            self.committed = self.committed.max(end);
+        advance_prefix(&mut self.committed, &mut self.acked);
+        self.released = self.released.max(self.committed);
+        advance_prefix(&mut self.released, &mut self.done);
+    }
+
+    /// Whether this subscription still needs the events of the batch starting at `start`: it
+    /// has not acknowledged it, nor (unless the storage keeps events until they are acknowledged)
+    /// held it.
+    fn needs(&self, start: Offset, persistent: bool) -> bool {
+        if persistent {
+            self.committed <= start && !self.acked.contains_key(&start)
+        } else {
+            self.released <= start && !self.done.contains_key(&start)
         }
     }
 
-    /// Gives up the batch at `range` (evicted from the topic): counts it as lost unless it was
-    /// already acknowledged, and moves past it.
+    /// Gives up the batch at `range` (evicted from the topic): counts it as lost unless this
+    /// subscription was done with it, and moves past it.
     fn skip(&mut self, range: OffsetRange) -> u64 {
-        if self.committed > range.start {
+        if self.committed >= range.end
+            || self.acked.contains_key(&range.start)
+            || self.held.contains_key(&range.start)
+        {
             return 0;
         }
         self.in_flight.remove(&range.start);
         self.redeliver.retain(|start| *start != range.start);
-        let lost = if self.acked.remove(&range.start).is_some() {
-            0
-        } else {
-            range.len()
-        };
-        self.committed = range.end;
+        self.acked.insert(range.start, range.end);
+        self.done.insert(range.start, range.end);
         self.next = self.next.max(range.end);
         self.advance_committed();
-        lost
+        range.len()
     }
 
     pub fn in_flight_batches(&self) -> usize {
         self.in_flight.len()
+    }
+
+    pub fn held_batches(&self) -> usize {
+        self.held.len()
+    }
+}
+
+/// Moves `prefix` over the batches of `ranges` (first offset to end offset) that now follow it,
+/// removing them.
+fn advance_prefix(prefix: &mut Offset, ranges: &mut BTreeMap<Offset, Offset>) {
+    while let Some((&start, &end)) = ranges.first_key_value() {
+        if start > *prefix {
+            break;
+        }
+        ranges.remove(&start);
+        *prefix = (*prefix).max(end);
     }
 }
 
@@ -158,11 +192,16 @@ pub(crate) struct TopicState {
     next_generation: u64,
     /// Taps watching what is published (see [`super::Topic::tap`]).
     pub taps: Vec<tokio::sync::mpsc::Sender<Arc<Batch>>>,
+    /// Whether the storage keeps events until they are acknowledged (disk): then held batches
+    /// stay stored, so a restarted agent can deliver them again.
+    persistent: bool,
 }
 
 impl TopicState {
     pub fn new(settings: TopicSettings, storage: Box<dyn Storage>) -> Self {
+        let persistent = storage.durable_end().is_some();
         TopicState {
+            persistent,
             settings,
             storage,
             subs: Vec::new(),
@@ -241,9 +280,10 @@ impl TopicState {
 
     /// Whether a blocking subscription has not yet acknowledged the batch starting at `start`.
     fn held_by_blocking(&self, start: Offset) -> bool {
+        let persistent = self.persistent;
         self.subs
             .iter()
-            .any(|sub| sub.settings.blocking && sub.committed <= start)
+            .any(|sub| sub.settings.blocking && sub.needs(start, persistent))
     }
 
     /// Removes the oldest batch; every subscription that still needed it loses it.
@@ -252,8 +292,9 @@ impl TopicState {
             return;
         };
         let mut anyone_needed_it = false;
+        let persistent = self.persistent;
         for sub in &mut self.subs {
-            if sub.committed <= stored.range.start {
+            if sub.needs(stored.range.start, persistent) {
                 anyone_needed_it = true;
                 let lost = sub.skip(stored.range);
                 // Losses of blocking subscriptions are the topic's drop_oldest, counted there.
@@ -348,21 +389,63 @@ impl TopicState {
     /// subscription's committed offset moved, so batches may be trimmed now or evictable (from
     /// non-blocking subscriptions) on the next try. A stale ticket (the delivery timed out and
     /// went to another worker, or was evicted) is ignored.
+    #[cfg(test)]
     pub fn ack(&mut self, sub_index: usize, ticket: &DeliveryTicket) -> bool {
+        self.ack_range(sub_index, ticket.range, ticket.generation)
+    }
+
+    /// [`TopicState::ack`] of the delivery of `range` with `generation`, in flight or held.
+    pub fn ack_range(&mut self, sub_index: usize, range: OffsetRange, generation: u64) -> bool {
         let Some(sub) = self.subs.get_mut(sub_index) else {
             return false;
         };
-        match sub.in_flight.get(&ticket.range.start) {
-            Some(flight) if flight.generation == ticket.generation => {}
-            _ => return false,
-        }
-        if let Some(flight) = sub.in_flight.remove(&ticket.range.start) {
-            sub.acked.insert(ticket.range.start, flight.end);
-        }
-        sub.counters.acked_events += ticket.range.len();
-        let before = sub.committed;
+        let start = range.start;
+        let end = match sub.in_flight.get(&start) {
+            Some(flight) if flight.generation == generation => {
+                let end = flight.end;
+                sub.in_flight.remove(&start);
+                sub.done.insert(start, end);
+                end
+            }
+            _ => match sub.held.get(&start) {
+                Some(&(end, held_generation)) if held_generation == generation => {
+                    sub.held.remove(&start);
+                    end
+                }
+                _ => return false,
+            },
+        };
+        sub.acked.insert(start, end);
+        sub.counters.acked_events += range.len();
+        let before = (sub.committed, sub.released);
         sub.advance_committed();
-        let moved = sub.committed != before;
+        let moved = (sub.committed, sub.released) != before;
+        self.trim();
+        moved
+    }
+
+    /// Marks a delivery as processed but not yet acknowledged: the worker passed its events on
+    /// and acknowledges later, once what it made of them is safe further down (a pipeline waiting
+    /// for its output to be delivered, or for a window to close). A held batch is never handed
+    /// out again and, unless the storage persists, no longer takes room in the topic; the
+    /// subscription's committed offset — and so the safe offset sources checkpoint by — stays
+    /// before it until [`TopicState::ack`]. Returns whether producers waiting for room should
+    /// look again. A stale ticket is ignored.
+    pub fn hold(&mut self, sub_index: usize, ticket: &DeliveryTicket) -> bool {
+        let Some(sub) = self.subs.get_mut(sub_index) else {
+            return false;
+        };
+        let start = ticket.range.start;
+        let end = match sub.in_flight.get(&start) {
+            Some(flight) if flight.generation == ticket.generation => flight.end,
+            _ => return false,
+        };
+        sub.in_flight.remove(&start);
+        sub.held.insert(start, (end, ticket.generation));
+        sub.done.insert(start, end);
+        let before = sub.released;
+        sub.advance_committed();
+        let moved = sub.released != before;
         self.trim();
         moved
     }
@@ -392,11 +475,23 @@ impl TopicState {
     /// Drops the batches every subscription is done with. A topic without subscriptions keeps
     /// its batches until it needs room.
     fn trim(&mut self) {
-        let Some(min_committed) = self.subs.iter().map(|sub| sub.committed).min() else {
+        let persistent = self.persistent;
+        let Some(min_needed) = self
+            .subs
+            .iter()
+            .map(|sub| {
+                if persistent {
+                    sub.committed
+                } else {
+                    sub.released
+                }
+            })
+            .min()
+        else {
             return;
         };
         while let Some(front) = self.storage.front() {
-            if front.range.end > min_committed {
+            if front.range.end > min_needed {
                 break;
             }
             self.storage.pop_front();

@@ -406,6 +406,8 @@ enum Op {
     Poll { sub: usize },
     Ack { pick: usize },
     Nack { pick: usize },
+    Hold { pick: usize },
+    AckHeld { pick: usize },
     Advance { secs: u64 },
 }
 
@@ -415,6 +417,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0usize..3).prop_map(|sub| Op::Poll { sub }),
         3 => any::<usize>().prop_map(|pick| Op::Ack { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Nack { pick }),
+        2 => any::<usize>().prop_map(|pick| Op::Hold { pick }),
+        2 => any::<usize>().prop_map(|pick| Op::AckHeld { pick }),
         1 => (1u64..20).prop_map(|secs| Op::Advance { secs }),
     ]
 }
@@ -468,6 +472,9 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
     let mut stored: HashMap<u64, u64> = HashMap::new();
     let mut attempted = 0u64;
     let mut outstanding: Vec<(usize, DeliveryTicket)> = Vec::new();
+    // Processed batches waiting for their acknowledgement: subscription, first event number,
+    // offsets and generation.
+    let mut held: Vec<(usize, u64, OffsetRange, u64)> = Vec::new();
     // Per subscription: first event numbers of acknowledged batches, in ack order.
     let mut acked: Vec<Vec<u64>> = vec![Vec::new(); 3];
     let mut committed = vec![Offset(0); 3];
@@ -489,7 +496,20 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
                     sub.committed >= committed[i],
                     "committed offsets never go back"
                 );
+                prop_assert!(sub.released >= sub.committed);
                 committed[i] = sub.committed;
+            }
+            let blocking_committed = state
+                .subs
+                .iter()
+                .filter(|sub| sub.settings.blocking)
+                .map(|sub| sub.committed)
+                .min();
+            if let Some(blocking_committed) = blocking_committed {
+                prop_assert!(
+                    state.safe_offset() <= blocking_committed,
+                    "nothing held or unacknowledged is safe"
+                );
             }
             Ok(())
         };
@@ -517,7 +537,12 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
             }
             Op::Poll { sub } => {
                 if let Poll::Ready(ticket) = state.poll(sub, now) {
-                    prop_assert!(stored.contains_key(&first_number(&ticket.batch)));
+                    let first = first_number(&ticket.batch);
+                    prop_assert!(stored.contains_key(&first));
+                    prop_assert!(
+                        !held.iter().any(|h| h.0 == sub && h.1 == first),
+                        "a held batch is never handed out again"
+                    );
                     outstanding.push((sub, ticket));
                 }
             }
@@ -533,8 +558,36 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
                 let (sub, ticket) = outstanding.remove(pick % outstanding.len());
                 state.nack(sub, &ticket);
             }
+            Op::Hold { pick } if !outstanding.is_empty() => {
+                let (sub, ticket) = outstanding.remove(pick % outstanding.len());
+                let committed_before = state.subs[sub].committed;
+                let held_before = state.subs[sub].held_batches();
+                state.hold(sub, &ticket);
+                prop_assert_eq!(
+                    state.subs[sub].committed,
+                    committed_before,
+                    "holding commits nothing"
+                );
+                // A stale ticket (timed out and handed to another worker) is not held.
+                if state.subs[sub].held_batches() > held_before {
+                    held.push((
+                        sub,
+                        first_number(&ticket.batch),
+                        ticket.range,
+                        ticket.generation,
+                    ));
+                }
+            }
+            Op::AckHeld { pick } if !held.is_empty() => {
+                let (sub, first, range, generation) = held.remove(pick % held.len());
+                let before = state.subs[sub].counters.acked_events;
+                state.ack_range(sub, range, generation);
+                if state.subs[sub].counters.acked_events > before {
+                    acked[sub].push(first);
+                }
+            }
             Op::Advance { secs } => now += Duration::from_secs(secs),
-            Op::Ack { .. } | Op::Nack { .. } => {}
+            Op::Ack { .. } | Op::Nack { .. } | Op::Hold { .. } | Op::AckHeld { .. } => {}
         }
         check_invariants(&state, &mut committed)?;
     }
@@ -542,6 +595,14 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
     // Crash every outstanding worker, close the topic, and drain each subscription.
     for (sub, ticket) in outstanding.drain(..) {
         state.nack(sub, &ticket);
+    }
+    // Held batches were processed: their workers acknowledge them once their output is safe.
+    for (sub, first, range, generation) in held.drain(..) {
+        let before = state.subs[sub].counters.acked_events;
+        state.ack_range(sub, range, generation);
+        if state.subs[sub].counters.acked_events > before {
+            acked[sub].push(first);
+        }
     }
     state.producers = 0;
     state.closed = true;
@@ -742,4 +803,48 @@ async fn a_tap_sees_new_batches_without_holding_anything_back() {
     assert!(topic.shared.state.lock().taps.is_empty());
     drop(producer);
     assert_eq!(drain(&sub).await, [60]);
+}
+
+#[tokio::test]
+async fn a_held_batch_frees_its_room_but_stays_unsafe_until_acknowledged() {
+    let topic = Topic::in_memory("t", settings(4, u64::MAX, WhenFull::Block));
+    let sub = topic.subscribe(SubscriptionSettings::new("pipeline"));
+    let producer = topic.producer();
+    let safe = producer.safe_offset();
+    producer.send(numbered(0, 4)).await;
+    assert!(
+        producer.try_send(numbered(4, 1)).is_err(),
+        "the topic is full"
+    );
+    let held = sub.next().await.unwrap().hold();
+    assert_eq!(held.range(), OffsetRange::new(Offset(0), Offset(4)));
+    assert_eq!(topic.stats().subscriptions[0].held_batches, 1);
+    assert!(
+        producer.try_send(numbered(4, 4)).is_ok(),
+        "a held batch no longer takes room"
+    );
+    assert_eq!(*safe.borrow(), Offset(0), "held is not safe");
+    assert_eq!(topic.stats().subscriptions[0].committed_offset, Offset(0));
+    // The next batch is acknowledged first: the committed offset waits for the held one.
+    sub.next().await.unwrap().ack();
+    assert_eq!(*safe.borrow(), Offset(0));
+    held.ack();
+    assert_eq!(*safe.borrow(), Offset(8));
+    assert_eq!(topic.stats().subscriptions[0].held_batches, 0);
+}
+
+#[tokio::test]
+async fn a_subscription_ends_with_batches_still_held() {
+    let topic = Topic::in_memory("t", TopicSettings::default());
+    let sub = topic.subscribe(SubscriptionSettings::new("pipeline"));
+    let producer = topic.producer();
+    producer.send(numbered(0, 3)).await;
+    drop(producer);
+    let held = sub.next().await.unwrap().hold();
+    assert!(
+        sub.next().await.is_none(),
+        "held batches do not keep the subscription open"
+    );
+    held.ack();
+    assert_eq!(topic.stats().safe_offset, Offset(3));
 }

@@ -1,22 +1,41 @@
 //! A pipeline worker: one subscription worker running every step of the pipeline, fused.
 //!
 //! The worker takes a delivery from its input topic, runs the batch through its steps (each
-//! worker owns its own instances), publishes the result to the output topic and the rejected
-//! events to the dead-letter topic, and only then acknowledges the delivery — so an input batch is
-//! never acknowledged before its output was accepted. Once a second it ticks the steps so windows
-//! can close on time even when no events arrive.
+//! worker owns its own instances), and publishes the result to the output topic, routed events
+//! to their topics and rejected events to the dead-letter topic. Once a second it ticks the steps
+//! so windows can close on time even when no events arrive.
+//!
+//! # Acknowledgements end to end
+//!
+//! An input batch is acknowledged only once everything made of it is safe further down: the
+//! offsets it produced in the output and route topics are behind those topics' safe offsets
+//! (acknowledged by every blocking subscriber — a sink's store, or the next pipeline's own
+//! downstream — or stored by a disk topic). Dead letters count as delivered once their topic took
+//! them. A batch a step still holds (events folded into an open window, see
+//! [`Step::oldest_held_input`]) waits until the window closed and its result is safe. Meanwhile
+//! the batch is *held* ([`Delivery::hold`]): it no longer takes room in a memory topic, so a
+//! minute-long window does not stall the source, but the source's safe offset — and its
+//! checkpoint — stays before it. A batch that produced nothing and is held by no step (filtered
+//! out, rejected) is acknowledged at once.
+//!
+//! When the input ends the worker flushes its windows (unless a shutdown says not to), publishes,
+//! drops its producers so the topics below can finish, and waits until what it made is safe
+//! before acknowledging its last batches. A shutdown that times out aborts that wait: the
+//! unacknowledged batches are read again from the source's checkpoint (or the disk topic) on the
+//! next start.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use sluice_pipelines::event::compact_events;
 use sluice_pipelines::{Batch, DeadLetter, Event, Fields, OnError, Step, StepContext, Value};
+use tokio::sync::watch;
 
 use crate::metrics::ComponentMetrics;
 use crate::shutdown::Shutdown;
-use crate::topic::{Producer, Subscription};
+use crate::topic::{Delivery, Held, Offset, Producer, Published, Subscription};
 
 /// One step with the name its dead letters carry (`steps[0] (parse)`).
 pub struct NamedStep {
@@ -56,10 +75,26 @@ const COMPACT_BELOW: usize = 4;
 /// How often steps are ticked.
 const TICK: Duration = Duration::from_secs(1);
 
+/// How often held batches are looked at while only a route topic's safe offset can free them.
+const SETTLE_POLL: Duration = Duration::from_millis(20);
+
+/// Where the worker's output went, by index: 0 is the output topic, then the route topics in
+/// `route_names` order.
+type Produced = Vec<(usize, Offset)>;
+
 impl PipelineWorker {
-    /// Runs until the input topic ends.
+    /// Runs until the input topic ends, then waits until what it made is safe.
     pub async fn run(mut self) {
         let mut ctx = StepContext::new(self.on_error);
+        let route_names: Vec<Arc<str>> = self.routes.keys().cloned().collect();
+        let mut watched = vec![self.output.safe_offset()];
+        for name in &route_names {
+            if let Some(producer) = self.routes.get(name) {
+                watched.push(producer.safe_offset());
+            }
+        }
+        let mut acks = PendingAcks::new(watched);
+        let mut output_safe = self.output.safe_offset();
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -67,6 +102,8 @@ impl PipelineWorker {
             tokio::select! {
                 delivery = self.input.next() => {
                     let Some(delivery) = delivery else { break };
+                    let seq = acks.next_seq();
+                    ctx.set_input_seq(seq);
                     let mut events = delivery.events().to_vec();
                     let received = events.len();
                     self.metrics.events_in.add(received as u64);
@@ -76,8 +113,10 @@ impl PipelineWorker {
                     if !events.is_empty() && events.len() * COMPACT_BELOW <= received {
                         compact_events(&mut events);
                     }
-                    self.publish(events, &mut ctx).await;
-                    delivery.ack();
+                    let produced = self.publish(events, &mut ctx, &route_names).await;
+                    let oldest_held = oldest_held_input(&self.steps);
+                    acks.add(seq, delivery, produced, oldest_held);
+                    acks.settle(oldest_held);
                 }
                 _ = ticker.tick() => {
                     let now = Utc::now();
@@ -92,7 +131,18 @@ impl PipelineWorker {
                             emitted.append(&mut out);
                         }
                     }
-                    self.publish(emitted, &mut ctx).await;
+                    self.publish(emitted, &mut ctx, &route_names).await;
+                    acks.settle(oldest_held_input(&self.steps));
+                }
+                changed = output_safe.changed(), if acks.waiting() => {
+                    if changed.is_err() {
+                        // The output topic is gone; nothing more will become safe there.
+                        output_safe = self.output.safe_offset();
+                    }
+                    acks.settle(oldest_held_input(&self.steps));
+                }
+                () = tokio::time::sleep(SETTLE_POLL), if acks.waiting_on_routes() => {
+                    acks.settle(oldest_held_input(&self.steps));
                 }
             }
         }
@@ -108,12 +158,24 @@ impl PipelineWorker {
                     emitted.append(&mut out);
                 }
             }
-            self.publish(emitted, &mut ctx).await;
+            self.publish(emitted, &mut ctx, &route_names).await;
         }
+        acks.settle(oldest_held_input(&self.steps));
+        // Let the topics below finish (a pipeline further down flushes its windows only when its
+        // input ends), then wait for what this worker made to be delivered.
+        drop(self);
+        acks.finish().await;
     }
 
-    /// Publishes results and dead letters, and updates counters.
-    async fn publish(&mut self, events: Vec<Event>, ctx: &mut StepContext) {
+    /// Publishes results, routed events and dead letters, and updates counters. Returns where
+    /// the results and routed events went.
+    async fn publish(
+        &mut self,
+        events: Vec<Event>,
+        ctx: &mut StepContext,
+        route_names: &[Arc<str>],
+    ) -> Produced {
+        let mut produced = Produced::new();
         let (rejected, discarded) = ctx.take_counts();
         self.metrics.errors.add(rejected);
         self.metrics.discarded.add(discarded);
@@ -121,7 +183,9 @@ impl PipelineWorker {
         let routed = ctx.take_routed();
         if !events.is_empty() {
             self.metrics.events_out.add(events.len() as u64);
-            self.output.send(Batch::new(events)).await;
+            if let Published::Stored(range) = self.output.send(Batch::new(events)).await {
+                produced.push((0, range.end));
+            }
         }
         if !routed.is_empty() {
             self.metrics.events_out.add(routed.len() as u64);
@@ -134,11 +198,14 @@ impl PipelineWorker {
                 }
             }
             for (topic, events) in by_topic {
-                match self.routes.get(&topic) {
-                    Some(producer) => {
-                        producer.send(Batch::new(events)).await;
+                let index = route_names.iter().position(|name| *name == topic);
+                match (self.routes.get(&topic), index) {
+                    (Some(producer), Some(index)) => {
+                        if let Published::Stored(range) = producer.send(Batch::new(events)).await {
+                            produced.push((index + 1, range.end));
+                        }
                     }
-                    None => {
+                    _ => {
                         // Validation wires every route topic; this would be a bug, so keep the
                         // events as dead letters rather than lose them.
                         tracing::error!(pipeline = %self.name, %topic, "Route to an unknown topic");
@@ -161,7 +228,143 @@ impl PipelineWorker {
                 .into_iter()
                 .map(|letter| dead_letter_event(&self.name, letter))
                 .collect();
+            // Dead letters count as delivered once their topic took them.
             self.dead_letter.send(Batch::new(events)).await;
+        }
+        produced
+    }
+}
+
+/// The oldest input batch any step still holds.
+fn oldest_held_input(steps: &[NamedStep]) -> Option<u64> {
+    steps
+        .iter()
+        .filter_map(|step| step.step.oldest_held_input())
+        .min()
+}
+
+/// An input batch processed but not yet acknowledged.
+struct Pending {
+    seq: u64,
+    held: Held,
+    /// The offsets that must be safe before it is acknowledged; `None` while a step holds it.
+    needs: Option<Produced>,
+}
+
+/// The input batches a worker holds until what it made of them is safe (see the module doc).
+struct PendingAcks {
+    /// The safe offsets of the output topic (index 0) and the route topics.
+    safe: Vec<watch::Receiver<Offset>>,
+    /// The end of what was published to each of them.
+    published: Vec<Offset>,
+    pending: VecDeque<Pending>,
+    next_seq: u64,
+}
+
+impl PendingAcks {
+    fn new(safe: Vec<watch::Receiver<Offset>>) -> Self {
+        let published = vec![Offset(0); safe.len()];
+        PendingAcks {
+            safe,
+            published,
+            pending: VecDeque::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// The sequence number of the next input batch.
+    fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// Takes in a processed input batch: acknowledged at once when it produced nothing and no step
+    /// holds it, held otherwise.
+    fn add(&mut self, seq: u64, delivery: Delivery, produced: Produced, oldest_held: Option<u64>) {
+        for &(index, end) in &produced {
+            if let Some(published) = self.published.get_mut(index) {
+                *published = (*published).max(end);
+            }
+        }
+        let held_by_step = oldest_held.is_some_and(|oldest| oldest <= seq);
+        if !held_by_step && produced.is_empty() {
+            delivery.ack();
+            return;
+        }
+        self.pending.push_back(Pending {
+            seq,
+            held: delivery.hold(),
+            needs: (!held_by_step).then_some(produced),
+        });
+    }
+
+    /// Whether some held batch waits only for a safe offset to move.
+    fn waiting(&self) -> bool {
+        self.pending.iter().any(|pending| pending.needs.is_some())
+    }
+
+    /// Whether some held batch waits for a route topic, whose safe offset is polled.
+    fn waiting_on_routes(&self) -> bool {
+        self.pending.iter().any(|pending| {
+            pending
+                .needs
+                .as_ref()
+                .is_some_and(|needs| needs.iter().any(|&(index, _)| index > 0))
+        })
+    }
+
+    /// Frees the batches no step holds any more (they wait for everything published so far,
+    /// which includes what their windows produced) and acknowledges those whose output is safe.
+    fn settle(&mut self, oldest_held: Option<u64>) {
+        for pending in &mut self.pending {
+            if pending.needs.is_none() && oldest_held.is_none_or(|oldest| oldest > pending.seq) {
+                pending.needs = Some(
+                    self.published
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, end)| end.0 > 0)
+                        .map(|(index, end)| (index, *end))
+                        .collect(),
+                );
+            }
+        }
+        let safe: Vec<Offset> = self
+            .safe
+            .iter()
+            .map(|receiver| *receiver.borrow())
+            .collect();
+        let is_safe = |needs: &Produced| {
+            needs
+                .iter()
+                .all(|&(index, end)| safe.get(index).is_some_and(|safe| *safe >= end))
+        };
+        let mut kept = VecDeque::with_capacity(self.pending.len());
+        for pending in self.pending.drain(..) {
+            match &pending.needs {
+                Some(needs) if is_safe(needs) => pending.held.ack(),
+                _ => kept.push_back(pending),
+            }
+        }
+        self.pending = kept;
+    }
+
+    /// After the input ended: waits until every batch no step holds is acknowledged. Batches
+    /// a step still holds (windows not flushed at a shutdown) stay unacknowledged. Gives up when
+    /// a topic it waits for is gone.
+    async fn finish(mut self) {
+        loop {
+            self.settle(None);
+            if !self.waiting() {
+                break;
+            }
+            let gone = self
+                .safe
+                .iter()
+                .any(|receiver| receiver.has_changed().is_err());
+            if gone {
+                break;
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
         }
     }
 }

@@ -32,6 +32,14 @@ pub trait Step: Send {
     fn flush(&mut self, out: &mut Vec<Event>, ctx: &mut StepContext) {
         let _ = (out, ctx);
     }
+
+    /// The oldest input batch (its [`StepContext::input_seq`]) whose events this step still
+    /// holds without having emitted what it made of them — an open window's — or `None` when it
+    /// holds nothing. The pipeline acknowledges an input batch only once no step holds it and
+    /// what was made of it is delivered. Steps that keep no events keep the default.
+    fn oldest_held_input(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What a pipeline does with events a step rejects.
@@ -65,6 +73,7 @@ pub struct StepContext {
     routed: Vec<(Arc<str>, Event)>,
     rejected: u64,
     dropped_by_policy: u64,
+    input_seq: u64,
 }
 
 impl StepContext {
@@ -82,6 +91,18 @@ impl StepContext {
         if !Arc::ptr_eq(&self.step, name) {
             self.step = name.clone();
         }
+    }
+
+    /// Sets the sequence number of the input batch about to be processed (increasing from one
+    /// batch to the next), which steps that hold events record (see
+    /// [`Step::oldest_held_input`]).
+    pub fn set_input_seq(&mut self, seq: u64) {
+        self.input_seq = seq;
+    }
+
+    /// The sequence number of the input batch being processed.
+    pub fn input_seq(&self) -> u64 {
+        self.input_seq
     }
 
     /// Rejects `event` because of `error`: kept as a dead letter or dropped, and counted.

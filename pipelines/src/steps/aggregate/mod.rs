@@ -385,6 +385,8 @@ impl AggregateConfig {
             state,
             max_time: None,
             seq: 0,
+            input_seq: 0,
+            held_inputs: InputHolds::default(),
             clock: Box::new(Utc::now),
             starts: Vec::new(),
             input: Vec::new(),
@@ -408,6 +410,10 @@ pub struct Aggregate {
     max_time: Option<i64>,
     /// Arrival counter, to order `first`/`last` ties.
     seq: u64,
+    /// The input batch being processed (see [`Step::oldest_held_input`]).
+    input_seq: u64,
+    /// The first input batch of every open window or session.
+    held_inputs: InputHolds,
     clock: Clock,
     /// Scratch: the windows an event goes to, with its group there if it exists.
     starts: Vec<(i64, Option<u32>)>,
@@ -472,9 +478,39 @@ struct Output {
     function: Function,
 }
 
+/// The input batches open windows hold, as a multiset of each window's first input batch: the
+/// pipeline acknowledges an input batch only once no window holds it.
+#[derive(Default)]
+struct InputHolds(BTreeMap<u64, usize>);
+
+impl InputHolds {
+    fn add(&mut self, seq: u64) {
+        *self.0.entry(seq).or_default() += 1;
+    }
+
+    fn remove(&mut self, seq: u64) {
+        if let Some(count) = self.0.get_mut(&seq) {
+            *count -= 1;
+            if *count == 0 {
+                self.0.remove(&seq);
+            }
+        }
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        self.0.keys().next().copied()
+    }
+}
+
+/// One tumbling or hopping window: its groups and the first input batch folded into it.
+struct Window {
+    groups: Groups<Vec<Acc>>,
+    first_input: u64,
+}
+
 enum State {
     /// Tumbling and hopping windows by start time.
-    Fixed(BTreeMap<i64, Groups<Vec<Acc>>>),
+    Fixed(BTreeMap<i64, Window>),
     Sessions(Sessions),
 }
 
@@ -489,6 +525,8 @@ struct Sessions {
 
 struct Session {
     serial: u64,
+    /// The first input batch folded into the session.
+    first_input: u64,
     start: i64,
     /// The latest event time in the session; it ends at `last + gap`.
     last: i64,
@@ -779,7 +817,7 @@ impl Aggregate {
                 }
                 let hash = spec.key_hash(event);
                 for (start, slot) in starts.iter_mut() {
-                    if let Some(groups) = windows.get(start) {
+                    if let Some(Window { groups, .. }) = windows.get(start) {
                         *slot = groups.find(hash, |key| spec.key_matches(event, key));
                         if slot.is_none() && groups.live >= spec.max_groups {
                             return Err(format!(
@@ -794,7 +832,15 @@ impl Aggregate {
                     }
                 }
                 for &(start, slot) in starts.iter() {
-                    let groups = windows.entry(start).or_default();
+                    let input_seq = self.input_seq;
+                    let held_inputs = &mut self.held_inputs;
+                    let Window { groups, .. } = windows.entry(start).or_insert_with(|| {
+                        held_inputs.add(input_seq);
+                        Window {
+                            groups: Groups::default(),
+                            first_input: input_seq,
+                        }
+                    });
                     let slot = match slot {
                         Some(slot) => slot,
                         None => groups.insert(hash, spec.owned_key(event), spec.new_accs()),
@@ -854,11 +900,13 @@ impl Aggregate {
                         let mut accs = spec.new_accs();
                         spec.update(&mut accs, event, time, seq);
                         sessions.by_end.insert((end, slot, serial));
+                        self.held_inputs.add(self.input_seq);
                         let at = list.partition_point(|other| other.start <= time);
                         list.insert(
                             at,
                             Session {
                                 serial,
+                                first_input: self.input_seq,
                                 start: time,
                                 last: time,
                                 accs,
@@ -874,6 +922,10 @@ impl Aggregate {
                                 .by_end
                                 .remove(&(other.last + gap, slot, other.serial));
                             let session = &mut list[first];
+                            // The merged session is held by the older of the two first inputs.
+                            self.held_inputs
+                                .remove(session.first_input.max(other.first_input));
+                            session.first_input = session.first_input.min(other.first_input);
                             session.last = session.last.max(other.last);
                             for (acc, theirs) in session.accs.iter_mut().zip(other.accs) {
                                 acc.merge(theirs);
@@ -905,7 +957,11 @@ impl Aggregate {
                     if start.saturating_add(size) > bound {
                         break;
                     }
-                    let groups = entry.remove();
+                    let Window {
+                        groups,
+                        first_input,
+                    } = entry.remove();
+                    self.held_inputs.remove(first_input);
                     out.reserve(groups.live);
                     for group in groups.into_groups() {
                         out.push(spec.output(start, start + size, &group.key, &group.data));
@@ -925,6 +981,7 @@ impl Aggregate {
                         continue;
                     };
                     let session = group.data.remove(at);
+                    self.held_inputs.remove(session.first_input);
                     let empty = group.data.is_empty();
                     if let Some(group) = sessions.groups.get(slot) {
                         out.push(spec.output(
@@ -952,6 +1009,7 @@ impl Aggregate {
 
 impl Step for Aggregate {
     fn process(&mut self, events: &mut Vec<Event>, ctx: &mut StepContext) {
+        self.input_seq = ctx.input_seq();
         let now = match self.spec.time {
             TimeSource::Processing => (self.clock)().timestamp_nanos_opt(),
             TimeSource::Event { .. } => None,
@@ -984,5 +1042,9 @@ impl Step for Aggregate {
 
     fn flush(&mut self, out: &mut Vec<Event>, _ctx: &mut StepContext) {
         self.emit_until(i64::MAX, out);
+    }
+
+    fn oldest_held_input(&self) -> Option<u64> {
+        self.held_inputs.oldest()
     }
 }

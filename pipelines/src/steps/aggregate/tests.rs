@@ -746,3 +746,83 @@ proptest! {
         let _ = all_outputs(&mut sessions, vec![events]);
     }
 }
+
+/// Feeds `batch` as input batch `seq` and returns the oldest input the step then holds.
+fn feed(
+    step: &mut Aggregate,
+    ctx: &mut StepContext,
+    seq: u64,
+    mut batch: Vec<Event>,
+) -> Option<u64> {
+    ctx.set_input_seq(seq);
+    step.process(&mut batch, ctx);
+    step.oldest_held_input()
+}
+
+#[test]
+fn tumbling_windows_hold_their_first_input_batch_until_they_close() {
+    let mut step = aggregate(
+        r#"group_by = ["path"]
+           window = "1m"
+           fields = { hits = "count()" }"#,
+    );
+    let mut ctx = StepContext::new(OnError::DeadLetter);
+    assert_eq!(step.oldest_held_input(), None);
+    assert_eq!(
+        feed(&mut step, &mut ctx, 1, vec![event("/a", 10, 1)]),
+        Some(1)
+    );
+    assert_eq!(
+        feed(&mut step, &mut ctx, 2, vec![event("/b", 20, 1)]),
+        Some(1)
+    );
+    // Batch 3 opens the next window, which closes the first one (no lateness).
+    assert_eq!(
+        feed(&mut step, &mut ctx, 3, vec![event("/a", 70, 1)]),
+        Some(3)
+    );
+    // A batch whose events all go nowhere (late) is held by nothing new.
+    assert_eq!(
+        feed(&mut step, &mut ctx, 4, vec![event("/a", 5, 1)]),
+        Some(3)
+    );
+    let mut out = Vec::new();
+    step.flush(&mut out, &mut ctx);
+    assert_eq!(
+        step.oldest_held_input(),
+        None,
+        "flushed windows hold nothing"
+    );
+}
+
+#[test]
+fn merged_sessions_are_held_by_the_older_first_input() {
+    let mut step = aggregate(
+        r#"group_by = ["path"]
+           window = { type = "session", gap = "30s" }
+           allowed_lateness = "60s"
+           fields = { hits = "count()" }"#,
+    );
+    let mut ctx = StepContext::new(OnError::DeadLetter);
+    assert_eq!(
+        feed(&mut step, &mut ctx, 1, vec![event("/a", 0, 1)]),
+        Some(1)
+    );
+    // A second session of the same path, then an event that bridges the two.
+    assert_eq!(
+        feed(&mut step, &mut ctx, 2, vec![event("/a", 50, 1)]),
+        Some(1)
+    );
+    assert_eq!(
+        feed(&mut step, &mut ctx, 3, vec![event("/a", 25, 1)]),
+        Some(1)
+    );
+    // Event time moves far on: the merged session closes, only the new one holds.
+    assert_eq!(
+        feed(&mut step, &mut ctx, 4, vec![event("/b", 500, 1)]),
+        Some(4)
+    );
+    let mut out = Vec::new();
+    step.flush(&mut out, &mut ctx);
+    assert_eq!(step.oldest_held_input(), None);
+}
