@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod config;
+pub mod data_dir;
 pub mod graph;
 pub mod metrics;
 pub mod pipeline_tests;

@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use indexmap::IndexMap;
 use sluice::api::AdminApi;
 use sluice::config::{self, Loaded};
+use sluice::data_dir::DataDirLock;
 use sluice::sources::SourceConfig;
 use sluice::topic::Topic;
 use sluice::topology::{RunOutcome, Topology, status};
@@ -243,6 +244,8 @@ fn run(loaded: Loaded, status_interval: Duration, quiet: bool) -> anyhow::Result
         .thread_name("sluice-worker")
         .build()
         .context("starting the async runtime")?;
+    // One agent per data_dir: held until the process exits.
+    let _data_dir = DataDirLock::acquire(&loaded.config.data_dir)?;
     runtime.block_on(async move {
         let started = Instant::now();
         let api = match &loaded.config.api {

@@ -466,3 +466,54 @@ path = "stats.ndjson"
     );
     assert_eq!(actual, expected);
 }
+
+/// Two agents on one data_dir would overwrite each other's checkpoints: the second refuses to
+/// start, naming the directory and the first agent's pid, even with memory topics only.
+#[test]
+fn a_second_agent_on_the_same_data_dir_refuses_to_start() {
+    let dir = TempDir::new().unwrap();
+    write_file(dir.path(), "app.log", "one\n");
+    write_file(
+        dir.path(),
+        "tail.toml",
+        &format!(
+            "data_dir = \"data\"\n[sources.app]\ntype = \"file\"\ninclude = [\"{}\"]\ntopic = \"raw\"\n\
+             [sinks.out]\ntype = \"blackhole\"\ninput = \"raw\"\n",
+            dir.path().join("app.log").display()
+        ),
+    );
+    let mut first = sluice(dir.path())
+        .args(["run", "-c", "tail.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || dir
+        .path()
+        .join("data/sluice.lock")
+        .exists()));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = sluice(dir.path());
+    second.args(["run", "-c", "tail.toml"]);
+    let output = crate::support::run_with_timeout(second, Duration::from_secs(20));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is in use by another sluice")
+            && stderr.contains(&format!("(pid {})", first.id())),
+        "{stderr}"
+    );
+    // The lock goes with the process, even after kill -9: a new agent starts.
+    let mut third = sluice(dir.path())
+        .args(["run", "-c", "tail.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(third.try_wait().unwrap().is_none(), "the third agent runs");
+    third.kill().unwrap();
+    third.wait().unwrap();
+}
