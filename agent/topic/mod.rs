@@ -215,15 +215,28 @@ impl Topic {
     ) -> Self {
         let state = TopicState::new(settings, storage);
         let (safe_offset, _) = watch::channel(state.safe_offset());
-        Topic {
-            shared: Arc::new(Shared {
-                name: name.into(),
-                state: Mutex::new(state),
-                space: Notify::new(),
-                subs: Mutex::new(Vec::new()),
-                safe_offset,
-            }),
-        }
+        let shared = Arc::new(Shared {
+            name: name.into(),
+            state: Mutex::new(state),
+            space: Notify::new(),
+            subs: Mutex::new(Vec::new()),
+            safe_offset,
+        });
+        // A persistent storage says (from its writer thread) when more is durable: that moves
+        // the safe offset sources wait for, and may free producers held back by its backlog.
+        let weak = Arc::downgrade(&shared);
+        shared
+            .state
+            .lock()
+            .storage
+            .set_durable_notifier(Box::new(move || {
+                if let Some(shared) = weak.upgrade() {
+                    let safe = shared.state.lock().safe_offset();
+                    shared.update_safe_offset(safe);
+                    shared.space.notify_waiters();
+                }
+            }));
+        Topic { shared }
     }
 
     /// The topic's name.
@@ -464,6 +477,23 @@ impl Producer {
     /// Watches the offset before which every event of this topic is safe (see the module doc).
     pub fn safe_offset(&self) -> watch::Receiver<Offset> {
         self.shared.safe_offset.subscribe()
+    }
+
+    /// Whether the topic's storage keeps events durably (a disk topic): then its safe offset is
+    /// the end of what is stored, whatever its subscribers did.
+    pub fn is_persistent(&self) -> bool {
+        self.shared.state.lock().storage.durable_end().is_some()
+    }
+
+    /// Waits until every event before `end` is safe: for a disk topic, stored (per its fsync
+    /// policy); for a memory topic, acknowledged by every blocking subscription. Returns `false`
+    /// if the topic went away first.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_safe(&self, end: Offset) -> bool {
+        let mut safe = self.safe_offset();
+        safe.wait_for(|safe| *safe >= end).await.is_ok()
     }
 }
 

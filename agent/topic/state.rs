@@ -216,7 +216,13 @@ impl TopicState {
     /// Adds a subscription that starts at the end of the topic (it sees what is published from
     /// now on). Returns its index.
     pub fn subscribe(&mut self, settings: SubscriptionSettings) -> usize {
-        let at = self.storage.end();
+        // A persistent storage resumes a subscription where an earlier run committed it.
+        let at = self
+            .storage
+            .committed(&settings.name)
+            .map_or(self.storage.end(), |committed| {
+                committed.clamp(self.storage.start(), self.storage.end())
+            });
         self.subs.push(SubState::new(settings, at));
         self.subs.len() - 1
     }
@@ -229,6 +235,10 @@ impl TopicState {
         }
         let events = batch.len() as u64;
         let bytes = batch.byte_size() as u64;
+        if self.storage.write_backlog_full() {
+            // The storage's writer is behind: wait for it like for room.
+            return PublishOutcome::Full(batch);
+        }
         loop {
             if self.fits(events, bytes) {
                 break;
@@ -300,6 +310,9 @@ impl TopicState {
                 // Losses of blocking subscriptions are the topic's drop_oldest, counted there.
                 if !sub.settings.blocking {
                     sub.counters.lost_events += lost;
+                }
+                if persistent {
+                    self.storage.commit(&sub.settings.name, sub.committed);
                 }
             }
         }
@@ -420,6 +433,9 @@ impl TopicState {
         let before = (sub.committed, sub.released);
         sub.advance_committed();
         let moved = (sub.committed, sub.released) != before;
+        if sub.committed != before.0 && self.persistent {
+            self.storage.commit(&sub.settings.name, sub.committed);
+        }
         self.trim();
         moved
     }

@@ -53,6 +53,23 @@ pub trait Storage: Send + 'static {
     fn durable_end(&self) -> Option<Offset> {
         None
     }
+
+    /// Whether appends are queued faster than they are written, beyond the storage's bound: the
+    /// topic should hold producers back (as when full) until the durable notifier fires.
+    fn write_backlog_full(&self) -> bool {
+        false
+    }
+
+    /// The committed offset persisted for subscription `name` by an earlier run, if any.
+    fn committed(&self, _name: &str) -> Option<Offset> {
+        None
+    }
+
+    /// Records subscription `name`'s committed offset, to be persisted (memory storage: no-op).
+    fn commit(&mut self, _name: &str, _offset: Offset) {}
+
+    /// Registers a callback run (from another thread) whenever [`Storage::durable_end`] moves.
+    fn set_durable_notifier(&mut self, _notify: Box<dyn Fn() + Send + Sync>) {}
 }
 
 /// Batches kept in memory, in a ring of shared pointers.

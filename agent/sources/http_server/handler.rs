@@ -720,9 +720,15 @@ async fn publish(shared: &Shared, batch: Batch, raw_bytes: u64) -> Result<(), Re
         published = shared.output.send_timeout(batch, shared.settings.max_wait) => published,
     };
     match published {
-        Ok(Published::Stored(_)) => {
+        Ok(Published::Stored(range)) => {
             shared.counters.component.events_out.add(events);
             shared.counters.component.bytes_out.add(raw_bytes);
+            // A disk topic: answer 2xx only once the events are stored (per its fsync policy),
+            // so nothing the client was told is kept can be lost to a crash.
+            if shared.output.is_persistent() && !shared.output.wait_safe(range.end).await {
+                let message = format!("topic `{}` closed before storing", shared.output.topic());
+                return Err((Rejection::new(Reason::TopicFull, message), None));
+            }
             Ok(())
         }
         Ok(Published::Dropped) => {
