@@ -102,3 +102,35 @@ fn a_failing_pipeline_test_exits_1_with_a_diff() {
     );
     assert!(stdout.contains("1 passed; 1 failed"), "{stdout}");
 }
+
+#[test]
+fn what_a_clone_reads_points_only_at_what_a_clone_has() {
+    // README, docs and examples are what a user of a fresh clone reads and runs: they may not
+    // point outside the repository, and the design notes they cite are in it.
+    let root = repo_root();
+    let mut files = vec![root.join("README.md")];
+    for dir in ["docs", "examples"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        for outside in ["../shared", "shared/bench", "gen_logs.py"] {
+            assert!(
+                !text.contains(outside),
+                "{} mentions {outside}",
+                path.display()
+            );
+        }
+    }
+    assert!(root.join("docs/DESIGN.md").is_file());
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains("(docs/DESIGN.md)"),
+        "the README links the design notes"
+    );
+}
