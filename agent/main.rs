@@ -20,6 +20,7 @@ use sluice::data_dir::DataDirLock;
 use sluice::sources::SourceConfig;
 use sluice::topic::Topic;
 use sluice::topology::{RunOutcome, Topology, status};
+use sluice_pipelines::sample::{SampleFormat, SampleLimit, SampleLines, write_sample};
 use sluice_pipelines::units::HumanDuration;
 
 /// sluice: collect logs and events, queue them in topics, run pipelines, ship them to stores.
@@ -59,8 +60,9 @@ enum Command {
         #[arg(short, long = "config", value_name = "FILE", required = true, num_args = 1..)]
         config: Vec<PathBuf>,
     },
-    /// Run the `[[tests]]` of a config against its pipelines: exit 0 when all pass, 1 otherwise
-    /// (each failure prints a diff of the events), 2 when the config is invalid.
+    /// Run the `[[tests]]` of a config against its pipelines: exit 0 when all pass (or the config
+    /// has none: it says so), 1 otherwise (each failure prints a diff of the events), 2 when the
+    /// config is invalid.
     Test {
         /// Config files or directories of `*.toml` files, merged in order.
         #[arg(short, long = "config", value_name = "FILE", required = true, num_args = 1..)]
@@ -89,10 +91,47 @@ enum Command {
         #[arg(short, long = "config", value_name = "FILE", required = true, num_args = 1..)]
         config: Vec<PathBuf>,
     },
+    /// Write synthetic web logs to a file or stdout: the `generator` source's nginx access lines
+    /// or NDJSON clickstream events, one per line. The same seed, start and limit always give the
+    /// same bytes; the benchmark runner makes its inputs with it.
+    Generate {
+        /// `nginx` (combined, then request time and id) or `events` (NDJSON clickstream).
+        #[arg(long, value_enum)]
+        format: GenerateFormat,
+        /// Stop once this much is written (`256MiB`, `1GB`, bytes); the last line is whole.
+        #[arg(long, value_name = "SIZE", value_parser = parse_size,
+              required_unless_present = "lines", conflicts_with = "lines")]
+        bytes: Option<u64>,
+        /// Stop after this many lines.
+        #[arg(long, value_name = "N")]
+        lines: Option<u64>,
+        /// The random seed, as the generator source's `seed`.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The first timestamp (RFC 3339), as the generator source's `start_time`.
+        #[arg(long, value_name = "TIME", default_value = sluice::sources::generator::DEFAULT_START)]
+        start_time: String,
+        /// Where to write (default: stdout).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// What `sluice generate` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum GenerateFormat {
+    /// nginx `combined` access lines followed by `$request_time` and a request id.
+    Nginx,
+    /// NDJSON clickstream events.
+    Events,
 }
 
 fn parse_duration(text: &str) -> Result<HumanDuration, String> {
     sluice_pipelines::units::parse_duration(text).map(HumanDuration)
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    sluice_pipelines::units::parse_byte_size(text)
 }
 
 fn main() -> ExitCode {
@@ -112,12 +151,13 @@ fn main() -> ExitCode {
         Command::Validate { config } => match load(&config) {
             Some(loaded) => {
                 let c = &loaded.config;
+                let count = |n: usize, one, many| format!("{n} {}", plural(n as u64, one, many));
                 println!(
-                    "Config OK: {} sources, {} topics, {} pipelines, {} sinks",
-                    c.sources.len(),
-                    c.topics.len(),
-                    c.pipelines.len(),
-                    c.sinks.len()
+                    "Config OK: {}, {}, {}, {}",
+                    count(c.sources.len(), "source", "sources"),
+                    count(c.topics.len(), "topic", "topics"),
+                    count(c.pipelines.len(), "pipeline", "pipelines"),
+                    count(c.sinks.len(), "sink", "sinks")
                 );
                 ExitCode::SUCCESS
             }
@@ -135,8 +175,16 @@ fn main() -> ExitCode {
                 }
             };
             if tests.is_empty() {
-                eprintln!("error: no [[tests]] in the config");
-                return ExitCode::from(2);
+                // Like `cargo test` with no tests: the config is valid and nothing failed.
+                println!(
+                    "no [[tests]] in {}: nothing to test (the config is valid)",
+                    config
+                        .iter()
+                        .map(|path| path.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return ExitCode::SUCCESS;
             }
             let results = sluice::pipeline_tests::run_tests(&loaded.config, &tests);
             let source = config.first().cloned().unwrap_or_default();
@@ -182,6 +230,20 @@ fn main() -> ExitCode {
             }
             None => ExitCode::from(2),
         },
+        Command::Generate {
+            format,
+            bytes,
+            lines,
+            seed,
+            start_time,
+            output,
+        } => {
+            let limit = match (bytes, lines) {
+                (_, Some(lines)) => SampleLimit::Lines(lines),
+                (bytes, None) => SampleLimit::Bytes(bytes.unwrap_or_default()),
+            };
+            generate(format, limit, seed, &start_time, output.as_deref())
+        }
         Command::Run {
             config,
             status_interval,
@@ -199,6 +261,66 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `sluice generate`: 0 when written (or stdout's reader left early, as `| head` does), 1 on a
+/// write error, 2 for a bad start time.
+fn generate(
+    format: GenerateFormat,
+    limit: SampleLimit,
+    seed: u64,
+    start_time: &str,
+    output: Option<&std::path::Path>,
+) -> ExitCode {
+    let start = match chrono::DateTime::parse_from_rfc3339(start_time) {
+        Ok(start) => start.timestamp_micros(),
+        Err(error) => {
+            eprintln!(
+                "error: --start-time: expected an RFC 3339 time like \"{}\", found `{start_time}`: {error}",
+                sluice::sources::generator::DEFAULT_START
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let format = match format {
+        GenerateFormat::Nginx => SampleFormat::Nginx,
+        GenerateFormat::Events => SampleFormat::Events,
+    };
+    let mut lines = SampleLines::new(format, seed, start);
+    let written = match output {
+        Some(path) => std::fs::File::create(path)
+            .and_then(|mut file| write_sample(&mut lines, limit, &mut file))
+            .map_err(|error| format!("{}: {error}", path.display())),
+        None => match write_sample(&mut lines, limit, &mut std::io::stdout().lock()) {
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+                return ExitCode::SUCCESS;
+            }
+            written => written.map_err(|error| format!("stdout: {error}")),
+        },
+    };
+    match written {
+        Ok(written) => {
+            if let Some(path) = output {
+                eprintln!(
+                    "Wrote {} {}, {} bytes, to {}",
+                    written.lines,
+                    plural(written.lines, "line", "lines"),
+                    written.bytes,
+                    path.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `one` for 1, `many` otherwise.
+fn plural(count: impl Into<u64>, one: &'static str, many: &'static str) -> &'static str {
+    if count.into() == 1 { one } else { many }
 }
 
 /// Loads and validates, printing warnings and errors. `None` when invalid.

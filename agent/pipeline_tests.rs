@@ -267,8 +267,9 @@ pub fn render(results: &[TestResult], source: &Path) -> (String, bool) {
     let failed = results.iter().filter(|r| r.failure.is_some()).count();
     let _ = writeln!(
         text,
-        "running {} tests from {}",
+        "running {} test{} from {}",
         results.len(),
+        if results.len() == 1 { "" } else { "s" },
         source.display()
     );
     for result in results {

@@ -1,12 +1,13 @@
-//! The end-to-end benchmark runner: runs DESIGN.md's scenarios through a real `sluice run` and
-//! reports MiB/s, events/s, CPU seconds (and CPU seconds per GiB) and peak RSS.
+//! The end-to-end benchmark runner: runs the scenarios of `docs/DESIGN.md` ("Benchmarks") through
+//! a real `sluice run` and reports MiB/s, events/s, CPU seconds (and CPU seconds per GiB) and peak
+//! RSS.
 //!
 //! ```text
-//! cargo run --release --example bench -- S1 S2 [--mb 256] [--runs 3] [--data DIR] [--gen PATH]
+//! cargo run --release --example bench -- S1 S2 [--mb 256] [--runs 3] [--data DIR]
 //! ```
 //!
-//! Input files are generated once with `../shared/bench/gen_logs.py` (deterministic) into the data
-//! directory (default `./bench-data`) and reused. Each scenario writes its config next to the data,
+//! Input files are generated once with `sluice generate` (deterministic: the same bytes on every
+//! machine) into the data directory (default `./bench-data`) and reused. Each scenario writes its config next to the data,
 //! builds `sluice` in release mode, runs it `--runs` times and reports the median run. CPU time and
 //! peak RSS come from the kernel's accounting of the child process (`wait4`).
 #![allow(missing_docs)]
@@ -31,7 +32,8 @@ struct Options {
     mb: u64,
     runs: usize,
     data: PathBuf,
-    generator: PathBuf,
+    /// The release `sluice` binary, once built.
+    sluice: PathBuf,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -40,7 +42,7 @@ fn parse_args() -> Result<Options, String> {
         mb: 256,
         runs: 3,
         data: PathBuf::from("bench-data"),
-        generator: PathBuf::from("../shared/bench/gen_logs.py"),
+        sluice: PathBuf::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -53,11 +55,10 @@ fn parse_args() -> Result<Options, String> {
                     .map_err(|e| format!("--runs: {e}"))?
             }
             "--data" => options.data = PathBuf::from(value("--data")?),
-            "--gen" => options.generator = PathBuf::from(value("--gen")?),
             "-h" | "--help" => {
                 return Err(
                     "usage: bench [S1 S2 S2R S3 S4 S5 F100 ROT | all] [--mb N] [--runs N] \
-                            [--data DIR] [--gen gen_logs.py]"
+                            [--data DIR]"
                         .into(),
                 );
             }
@@ -73,7 +74,7 @@ fn parse_args() -> Result<Options, String> {
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args() {
+    let mut options = match parse_args() {
         Ok(options) => options,
         Err(message) => {
             eprintln!("{message}");
@@ -91,6 +92,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    options.sluice = binary.clone();
     println!(
         "{:<20} {:>10} {:>12} {:>9} {:>11} {:>10} {:>9}",
         "scenario", "MiB/s", "events/s", "wall s", "CPU s", "CPU s/GiB", "RSS MiB"
@@ -137,28 +139,34 @@ fn input(options: &Options, format: &str) -> Result<PathBuf, String> {
     let extension = if format == "nginx" { "log" } else { "ndjson" };
     let path = options
         .data
-        .join(format!("{format}-{}mb.{extension}", options.mb));
-    if path.exists() {
-        return Ok(path);
-    }
-    if !options.generator.exists() {
-        return Err(format!(
-            "generator {} not found; pass --gen PATH/gen_logs.py",
-            options.generator.display()
-        ));
-    }
-    eprintln!("generating {} ({} MiB)…", path.display(), options.mb);
-    let status = Command::new("python3")
-        .arg(&options.generator)
-        .args(["--format", format, "--mb", &options.mb.to_string(), "--out"])
-        .arg(&path)
-        .status()
-        .map_err(|e| format!("cannot run python3: {e}"))?;
-    if !status.success() {
-        let _ = fs::remove_file(&path);
-        return Err("gen_logs.py failed".into());
-    }
+        .join(format!("{format}-{}mib.{extension}", options.mb));
+    generate(
+        options,
+        format,
+        &format!("--bytes={}MiB", options.mb),
+        &path,
+    )?;
     Ok(path)
+}
+
+/// Writes `path` with `sluice generate --format FORMAT LIMIT` unless it exists. The file appears
+/// only when complete, so an interrupted run never leaves a short input to be reused.
+fn generate(options: &Options, format: &str, limit: &str, path: &Path) -> Result<(), String> {
+    if path.exists() {
+        return Ok(());
+    }
+    eprintln!("generating {} ({limit})…", path.display());
+    let partial = path.with_extension("partial");
+    let status = Command::new(&options.sluice)
+        .args(["generate", "--format", format, limit, "-o"])
+        .arg(&partial)
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", options.sluice.display()))?;
+    if !status.success() {
+        let _ = fs::remove_file(&partial);
+        return Err(format!("sluice generate failed ({status})"));
+    }
+    fs::rename(&partial, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Counts lines with a small buffer: reading the whole input into this process would show up
@@ -424,24 +432,7 @@ fn http_ingest(options: &Options, binary: &Path) -> Result<String, String> {
         .map_err(|_| "wrk not found; install it (apt-get install -y wrk)".to_owned())?;
     let data = fs::canonicalize(&options.data).map_err(|e| e.to_string())?;
     let events = data.join(format!("events-{S4_LINES}lines.ndjson"));
-    if !events.exists() {
-        let status = Command::new("python3")
-            .arg(&options.generator)
-            .args([
-                "--format",
-                "events",
-                "--lines",
-                &S4_LINES.to_string(),
-                "--out",
-            ])
-            .arg(&events)
-            .status()
-            .map_err(|e| format!("cannot run python3: {e}"))?;
-        if !status.success() {
-            let _ = fs::remove_file(&events);
-            return Err("gen_logs.py failed".into());
-        }
-    }
+    generate(options, "events", &format!("--lines={S4_LINES}"), &events)?;
     let batch_bytes = fs::metadata(&events).map_err(|e| e.to_string())?.len() as f64
         / (S4_LINES / S4_BATCH) as f64;
     let script = data.join("S4.lua");

@@ -41,7 +41,67 @@ fn validate_accepts_a_valid_config() {
     let dir = TempDir::new().unwrap();
     let (code, stdout, stderr) = validate(&dir, "ok.toml", VALID);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.starts_with("Config OK: 1 sources"), "{stdout}");
+    assert_eq!(
+        stdout, "Config OK: 1 source, 2 topics, 0 pipelines, 1 sink\n",
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_condition_has_its_caret_under_the_bad_column() {
+    let dir = TempDir::new().unwrap();
+    let text = format!(
+        "{VALID}\n[pipelines.p]\ninput = \"raw\"\noutput = \"kept\"\n\
+         steps = [{{ type = \"filter\", condition = 'status >== 500' }}]\n"
+    );
+    let (code, _, stderr) = validate(&dir, "caret.toml", &text);
+    assert_eq!(code, 2);
+    let line = line_of(&text, ">==");
+    let col = text
+        .lines()
+        .nth(line - 1)
+        .unwrap()
+        .find("condition")
+        .unwrap()
+        + 1;
+    // The message first, then the expression and the caret on lines of their own, indented
+    // alike: the caret is under the second `=`, whatever the prefix of the first line.
+    let expected = format!(
+        "error: caret.toml:{line}:{col}: pipelines.p.steps[0].condition: unexpected `=`: \
+         compare with `==`\n    status >== 500\n             ^\n"
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let column = |text: &str, needle: &str| text.find(needle).unwrap();
+    assert_eq!(column(lines[2], "^"), column(lines[1], ">==") + 2);
+}
+
+#[test]
+fn messages_count_in_words_and_articles_agree() {
+    let dir = TempDir::new().unwrap();
+    let text = format!(
+        "{VALID}\n[pipelines.p]\ninput = \"raw\"\noutput = \"counted\"\nworkers = 2\n\
+         steps = [{{ type = \"aggregate\", window = \"1m\", fields = {{ n = \"count()\" }} }}]\n"
+    );
+    let (code, _, stderr) = validate(&dir, "workers.toml", &text);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("pipelines.p.workers: a pipeline with an `aggregate` step runs 1 worker"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = validate(
+        &dir,
+        "two.toml",
+        &format!(
+            "{VALID}\n[pipelines.p]\ninput = \"raw\"\noutput = \"kept\"\nsteps = []\n\n[sinks.kept]\ntype = \"console\"\ninput = \"kept\"\n"
+        ),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    // The topics: raw, kept and dead_letter (always there).
+    assert_eq!(
+        stdout,
+        "Config OK: 1 source, 3 topics, 1 pipeline, 2 sinks\n"
+    );
 }
 
 #[test]
@@ -218,4 +278,137 @@ fn help_explains_each_command_and_bad_usage_exits_2() {
     let output = run_with_timeout(command, Duration::from_secs(30));
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml"));
+}
+
+/// Runs `sluice generate ARGS` in `dir` and returns its exit code, stdout and stderr.
+fn generate(dir: &TempDir, args: &[&str]) -> (i32, Vec<u8>, String) {
+    let mut command = sluice(dir.path());
+    command.arg("generate").args(args);
+    let output = run_with_timeout(command, Duration::from_secs(60));
+    (
+        output.status.code().unwrap_or(-1),
+        output.stdout,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn generate_writes_the_same_bytes_every_time() {
+    let dir = TempDir::new().unwrap();
+    for (format, pattern) in [
+        ("nginx", crate::support::NGINX_PATTERN),
+        (
+            "events",
+            r#"^\{"ts":"2024-05-01T\d\d:\d\d:\d\d\.\d{3}Z","event_id":"evt-\d{10}",.*\}$"#,
+        ),
+    ] {
+        // By size: whole lines, at least the size asked for and less than one line more.
+        let (code, _, stderr) = generate(&dir, &["--format", format, "--bytes", "3MiB", "-o", "a"]);
+        assert_eq!(code, 0, "{stderr}");
+        let a = std::fs::read(dir.path().join("a")).unwrap();
+        assert!(
+            a.len() >= 3 << 20 && a.len() < (3 << 20) + 2000,
+            "{}",
+            a.len()
+        );
+        assert!(a.ends_with(b"\n"));
+        let text = std::str::from_utf8(&a).unwrap();
+        let lines = text.lines().count();
+        assert_eq!(
+            stderr,
+            format!("Wrote {lines} lines, {} bytes, to a\n", a.len())
+        );
+        let pattern = regex::Regex::new(pattern).unwrap();
+        assert!(text.lines().all(|line| pattern.is_match(line)), "{format}");
+        // Deterministic: the same bytes again, and a prefix of the same run by lines on stdout.
+        let (code, _, _) = generate(&dir, &["--format", format, "--bytes", "3MiB", "-o", "b"]);
+        assert_eq!(code, 0);
+        assert_eq!(std::fs::read(dir.path().join("b")).unwrap(), a);
+        let (code, head, _) = generate(&dir, &["--format", format, "--lines", "1000"]);
+        assert_eq!(code, 0);
+        assert_eq!(head.iter().filter(|&&b| b == b'\n').count(), 1000);
+        assert_eq!(&a[..head.len()], &head[..]);
+        // Another seed, other lines.
+        let (_, other, _) = generate(
+            &dir,
+            &["--format", format, "--lines", "1000", "--seed", "2"],
+        );
+        assert_ne!(other, head);
+    }
+    // A bad start time or no limit is a usage error.
+    let (code, _, stderr) = generate(
+        &dir,
+        &[
+            "--format",
+            "nginx",
+            "--lines",
+            "1",
+            "--start-time",
+            "yesterday",
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--start-time"), "{stderr}");
+    assert_eq!(generate(&dir, &["--format", "nginx"]).0, 2);
+    assert_eq!(
+        generate(
+            &dir,
+            &["--format", "nginx", "--lines", "1", "-o", "no/such/dir/x"]
+        )
+        .0,
+        1
+    );
+}
+
+#[test]
+fn sluice_test_says_when_there_is_nothing_to_test_and_exits_0() {
+    let dir = TempDir::new().unwrap();
+    write_file(dir.path(), "plain.toml", VALID);
+    let mut command = sluice(dir.path());
+    command.args(["test", "-c", "plain.toml"]);
+    let output = run_with_timeout(command, Duration::from_secs(30));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "no [[tests]] in plain.toml: nothing to test (the config is valid)\n"
+    );
+    assert_eq!(output.status.code(), Some(0));
+    // An invalid config is still 2, tests or not.
+    write_file(dir.path(), "bad.toml", &format!("{VALID}\ncolour = 1\n"));
+    let mut command = sluice(dir.path());
+    command.args(["test", "-c", "bad.toml"]);
+    assert_eq!(
+        run_with_timeout(command, Duration::from_secs(30))
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn sluice_test_shows_expected_before_actual() {
+    let dir = TempDir::new().unwrap();
+    let text = format!(
+        "{VALID}\n[pipelines.p]\ninput = \"raw\"\noutput = \"kept\"\n\
+         steps = [{{ type = \"parse\", format = \"json\", drop_raw = true }}]\n\n\
+         [sinks.kept]\ntype = \"console\"\ninput = \"kept\"\n\n\
+         [[tests]]\nname = \"status\"\npipeline = \"p\"\n\
+         lines = ['{{\"status\": 200}}', '{{\"status\": 503}}']\n\
+         expect = [{{ status = 200 }}, {{ status = 500 }}]\n"
+    );
+    write_file(dir.path(), "t.toml", &text);
+    let mut command = sluice(dir.path());
+    command.args(["test", "-c", "t.toml"]);
+    let output = run_with_timeout(command, Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "running 1 test from t.toml\n\
+         test status ... FAILED\n    \
+         output events differ: expected 2 events, got 2 (- expected, + actual):\n      \
+         {\"status\":200}\n    \
+         - {\"status\":500}\n    \
+         + {\"status\":503}\n\
+         \n\
+         test result: FAILED. 0 passed; 1 failed\n"
+    );
 }

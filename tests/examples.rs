@@ -9,7 +9,7 @@ use tempfile::TempDir;
 use crate::support::{NGINX_PATTERN, read_lines, repo_root, run_ok, run_with_timeout, sluice};
 
 #[test]
-fn quickstart_writes_errors_and_bots_to_console_and_file() {
+fn quickstart_writes_errors_and_bots_to_console_and_file_on_every_run() {
     // Run from a copy of the repository's examples so `./data` lands in a temp dir.
     let dir = TempDir::new().unwrap();
     let examples = dir.path().join("examples");
@@ -17,7 +17,15 @@ fn quickstart_writes_errors_and_bots_to_console_and_file() {
     for file in ["quickstart.toml", "data/access.log"] {
         std::fs::copy(repo_root().join("examples").join(file), examples.join(file)).unwrap();
     }
-    let output = run_ok(dir.path(), "examples/quickstart.toml");
+    // The README's command, twice: the demo is repeatable (it ignores the saved position and
+    // rewrites its output file), so the second run shows and writes exactly what the first did.
+    for _ in 0..2 {
+        quickstart_output_is_exact(dir.path(), run_ok(dir.path(), "examples/quickstart.toml"));
+    }
+}
+
+fn quickstart_output_is_exact(dir: &std::path::Path, output: std::process::Output) {
+    let examples = dir.join("examples");
 
     let log = std::fs::read_to_string(examples.join("data/access.log")).unwrap();
     let pattern = Regex::new(NGINX_PATTERN).unwrap();
@@ -43,7 +51,7 @@ fn quickstart_writes_errors_and_bots_to_console_and_file() {
     };
     let console = String::from_utf8(output.stdout).unwrap();
     assert_eq!(ids(console.lines().map(str::to_owned).collect()), expected);
-    let archived = read_lines(&dir.path().join("data/quickstart/interesting.ndjson"));
+    let archived = read_lines(&dir.join("data/quickstart/interesting.ndjson"));
     assert_eq!(ids(archived), expected);
 }
 
@@ -93,4 +101,36 @@ fn a_failing_pipeline_test_exits_1_with_a_diff() {
         "{stdout}"
     );
     assert!(stdout.contains("1 passed; 1 failed"), "{stdout}");
+}
+
+#[test]
+fn what_a_clone_reads_points_only_at_what_a_clone_has() {
+    // README, docs and examples are what a user of a fresh clone reads and runs: they may not
+    // point outside the repository, and the design notes they cite are in it.
+    let root = repo_root();
+    let mut files = vec![root.join("README.md")];
+    for dir in ["docs", "examples"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        for outside in ["../shared", "shared/bench", "gen_logs.py"] {
+            assert!(
+                !text.contains(outside),
+                "{} mentions {outside}",
+                path.display()
+            );
+        }
+    }
+    assert!(root.join("docs/DESIGN.md").is_file());
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains("(docs/DESIGN.md)"),
+        "the README links the design notes"
+    );
 }

@@ -204,7 +204,18 @@ path = "out/b.log"
 encoding = "text"
 "#,
     );
-    run_ok(dir.path(), "gen.toml");
+    let mut command = sluice(dir.path());
+    command.args(["run", "--log", "info", "-c", "gen.toml"]);
+    let output = wait_with_timeout(
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+        MINUTE,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
     let a = read_lines(&dir.path().join("out/a.log"));
     let b = read_lines(&dir.path().join("out/b.log"));
     assert_eq!(a.len(), 25000);
@@ -216,6 +227,29 @@ encoding = "text"
     assert!(a.iter().all(|line| pattern.is_match(line)));
     let ids: BTreeSet<&str> = a.iter().map(|l| l.rsplit(' ').next().unwrap()).collect();
     assert_eq!(ids.len(), 25000, "request ids are unique");
+    // The summary says why 25000 events make 50000 out: each of the 2 sinks wrote them all.
+    let summary = stderr
+        .lines()
+        .find(|line| line.contains("Run finished"))
+        .unwrap_or_else(|| panic!("no summary in {stderr}"));
+    assert!(
+        summary.contains(
+            "Run finished (events_out counts each event once per sink that wrote it) \
+             events_in=25000 events_out=50000 sinks=2 "
+        ),
+        "{summary}"
+    );
+    // `sluice generate` writes the same lines as the generator source with the same seed.
+    let mut command = sluice(dir.path());
+    command.args([
+        "generate", "--format", "nginx", "--seed", "7", "--lines", "25000",
+    ]);
+    let generated = crate::support::run_with_timeout(command, MINUTE);
+    assert!(generated.status.success());
+    assert_eq!(
+        String::from_utf8(generated.stdout).unwrap(),
+        a.join("\n") + "\n"
+    );
 }
 
 #[cfg(unix)]
@@ -516,4 +550,49 @@ fn a_second_agent_on_the_same_data_dir_refuses_to_start() {
     assert!(third.try_wait().unwrap().is_none(), "the third agent runs");
     third.kill().unwrap();
     third.wait().unwrap();
+
+#[cfg(unix)]
+#[test]
+fn the_http_server_logs_its_address_plainly() {
+    let dir = TempDir::new().unwrap();
+    let port = free_port();
+    write_file(
+        dir.path(),
+        "http.toml",
+        &format!(
+            r#"
+[sources.web]
+type = "http_server"
+address = "127.0.0.1:{port}"
+topic = "raw"
+
+[sinks.null]
+type = "blackhole"
+input = "raw"
+"#
+        ),
+    );
+    let child = sluice(dir.path())
+        .args(["run", "--log", "info", "-c", "http.toml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let health = format!("http://127.0.0.1:{port}/health");
+    let up = wait_until(Duration::from_secs(20), || curl(&[&health]).0 == 200);
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let output = wait_with_timeout(child, MINUTE);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(up && output.status.success(), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("Listening for events"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.ends_with(&format!(
+            "Listening for events source=web address=127.0.0.1:{port} path=/"
+        )),
+        "{line}"
+    );
 }

@@ -546,14 +546,19 @@ fn check_components(draft: &Draft, errors: &mut Vec<Issue>) {
                 .flatten()
                 .find(|step| step.requires_single_worker())
         {
-            errors.push(Issue::new(
-                path.key("workers"),
+            errors.push(Issue::new(path.key("workers"), {
+                let kind = sluice_pipelines::ComponentKind::kind(step);
+                let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
                 format!(
-                    "a pipeline with a `{}` step runs 1 worker: its state must see every event \
-                     (parse in a pipeline of its own with more workers, then aggregate)",
-                    sluice_pipelines::ComponentKind::kind(step)
-                ),
-            ));
+                    "a pipeline with {article} `{kind}` step runs 1 worker: its state must \
+                         see every event (parse in a pipeline of its own with more workers, then \
+                         aggregate)"
+                )
+            }));
         }
         for (index, step) in pipeline.steps.iter().flatten().enumerate() {
             if let Some(step) = step

@@ -11,9 +11,10 @@
 //! start_time = "2024-05-01T00:00:00Z"    # optional: the first timestamp (RFC 3339)
 //! ```
 //!
-//! Lines have exactly the shape `shared/bench/gen_logs.py` writes — same field order, formats and
-//! value lists, and timestamps advancing by `random() * 0.01` seconds per line — so a pipeline
-//! tested on the generator reads the benchmark files the same way. The tables and the formatting
+//! Lines have exactly the shape of the benchmark inputs `sluice generate` writes (both in the shape
+//! of the `gen_logs.py` script: same field order, formats and value lists, and timestamps
+//! advancing by `random() * 0.01` seconds per line), so a pipeline tested on the generator reads
+//! the benchmark files the same way; with the same seed and start they are the same lines. The tables and the formatting
 //! live in [`sluice_pipelines::sample`], shared with the pipelines crate's tests and benchmarks;
 //! this file keeps the config, pacing and batching:
 //! - `nginx`: nginx "combined" access lines followed by `$request_time` and a request id

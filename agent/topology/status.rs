@@ -17,7 +17,7 @@ pub struct Totals {
     pub events_in: u64,
     /// Bytes read by all sources.
     pub bytes_in: u64,
-    /// Events written by all sinks.
+    /// Events written by all sinks, summed: an event that two sinks wrote counts twice.
     pub events_out: u64,
     /// Events rejected anywhere.
     pub errors: u64,
@@ -131,13 +131,21 @@ pub fn clear_line() {
 pub fn log_summary(metrics: &Metrics, topics: &IndexMap<String, Topic>, elapsed: Duration) {
     let totals = Totals::read(metrics);
     let secs = elapsed.as_secs_f64().max(1e-3);
+    // Every subscription gets every event, so `events_out` (the sum over sinks) counts an event
+    // once per sink that wrote it: 35 events read by 2 sinks are 70 out.
+    let sinks = metrics
+        .components()
+        .iter()
+        .filter(|component| component.role == Role::Sink)
+        .count();
     tracing::info!(
         events_in = totals.events_in,
         events_out = totals.events_out,
+        sinks,
         mib_in = format!("{:.1}", totals.bytes_in as f64 / 1048576.0),
         seconds = format!("{secs:.2}"),
         events_per_sec = (totals.events_in as f64 / secs) as u64,
-        "Run finished"
+        "Run finished (events_out counts each event once per sink that wrote it)"
     );
     for component in metrics.components() {
         let extra = component.extra_counters();

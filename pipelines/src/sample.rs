@@ -1,10 +1,10 @@
-//! Synthetic web logs shaped like `shared/bench/gen_logs.py` writes them: nginx access lines and
-//! NDJSON clickstream events, deterministic for a seed.
+//! Synthetic web logs: nginx access lines and NDJSON clickstream events, deterministic for a seed,
+//! in the shape of the `gen_logs.py` script the benchmark scenarios were first written against.
 //!
-//! One implementation serves the agent's `generator` source (demos and end-to-end benchmarks)
-//! and the tests and benchmarks of this crate ([`crate::testing::sample`]), so a pipeline tested
-//! on one reads the other the same way. The value lists, weights, field order and formats are the
-//! script's:
+//! One implementation serves the agent's `generator` source (demos), `sluice generate` (the input
+//! files of the end-to-end benchmarks, see [`write_sample`]) and the tests and benchmarks of this
+//! crate ([`crate::testing::sample`]), so a pipeline tested on one reads the others the same way.
+//! The value lists, weights, field order and formats are the script's:
 //! - [`SampleFormat::Nginx`]: nginx "combined" access lines followed by `$request_time` and a
 //!   request id (`req-0000000001`), about 8% of them from bots.
 //! - [`SampleFormat::Events`]: one compact JSON clickstream event per line (`ts`, `event_id`,
@@ -20,6 +20,8 @@
 //! tenths of latency, cents) and written as integers, and the text of the current second is
 //! formatted once per second. The random sequence is splitmix64, not Python's Mersenne Twister,
 //! so the values differ from the script's; the same seed, start and step give the same bytes.
+
+use std::io::{self, Write};
 
 use bytes::BytesMut;
 use chrono::{DateTime, Datelike, Timelike};
@@ -475,6 +477,59 @@ impl SampleLines {
     }
 }
 
+/// When [`write_sample`] stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleLimit {
+    /// Once at least this many bytes are written: the line that reaches it is written whole, so
+    /// the output is a little longer (as `gen_logs.py --mb` does).
+    Bytes(u64),
+    /// After this many lines.
+    Lines(u64),
+}
+
+/// What [`write_sample`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SampleWritten {
+    /// Lines written, each ended by `\n`.
+    pub lines: u64,
+    /// Bytes written, newlines included.
+    pub bytes: u64,
+}
+
+/// Writes lines from `lines`, each followed by `\n`, to `out` until `limit` is reached, in
+/// chunks of about 1 MiB (so `out` needs no buffering of its own). The same
+/// [`SampleLines`] and limit always give the same bytes.
+///
+/// # Errors
+/// The first error of `out`; what was written before it stays written.
+pub fn write_sample(
+    lines: &mut SampleLines,
+    limit: SampleLimit,
+    out: &mut impl Write,
+) -> io::Result<SampleWritten> {
+    const CHUNK: usize = 1 << 20;
+    let mut written = SampleWritten::default();
+    let mut chunk = BytesMut::with_capacity(CHUNK + 4096);
+    let done = |written: &SampleWritten| match limit {
+        SampleLimit::Bytes(bytes) => written.bytes >= bytes,
+        SampleLimit::Lines(count) => written.lines >= count,
+    };
+    while !done(&written) {
+        let before = chunk.len();
+        lines.write_next(&mut chunk);
+        chunk.extend_from_slice(b"\n");
+        written.lines += 1;
+        written.bytes += (chunk.len() - before) as u64;
+        if chunk.len() >= CHUNK {
+            out.write_all(&chunk)?;
+            chunk.clear();
+        }
+    }
+    out.write_all(&chunk)?;
+    out.flush()?;
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,6 +601,35 @@ mod tests {
         };
         assert_eq!(run(3), run(3));
         assert_ne!(run(3), run(4));
+    }
+
+    #[test]
+    fn write_sample_stops_at_its_limit_with_whole_lines() {
+        let sample = |limit| {
+            let mut out = Vec::new();
+            let mut lines = SampleLines::new(SampleFormat::Events, 2, 0);
+            let written = write_sample(&mut lines, limit, &mut out).unwrap();
+            assert_eq!(written.bytes, out.len() as u64);
+            assert_eq!(lines.written(), written.lines);
+            (written, out)
+        };
+        let (by_lines, lines_out) = sample(SampleLimit::Lines(3000));
+        assert_eq!(by_lines.lines, 3000);
+        assert_eq!(lines_out.iter().filter(|&&b| b == b'\n').count(), 3000);
+        assert!(lines_out.ends_with(b"}\n"));
+        // More than one chunk, ending on the line that crossed the limit.
+        let limit = (1 << 20) + 12_345;
+        let (by_bytes, bytes_out) = sample(SampleLimit::Bytes(limit));
+        assert!(by_bytes.bytes >= limit);
+        let last = bytes_out[..bytes_out.len() - 1]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .unwrap();
+        assert!((last as u64) < limit, "one line past the limit, not more");
+        // The same bytes as the first lines of a longer run.
+        assert_eq!(&bytes_out[..lines_out.len()], &lines_out[..]);
+        assert_eq!(sample(SampleLimit::Bytes(limit)).1, bytes_out);
+        assert_eq!(sample(SampleLimit::Lines(0)).1, b"");
     }
 
     #[test]

@@ -167,8 +167,9 @@ pub fn diff_lines(expected: &[String], actual: &[String]) -> Option<String> {
         return None;
     }
     let mut out = format!(
-        "expected {} event(s), got {} (- expected, + actual):\n",
+        "expected {} event{}, got {} (- expected, + actual):\n",
         expected.len(),
+        if expected.len() == 1 { "" } else { "s" },
         actual.len()
     );
     for (mark, line) in line_diff(expected, actual) {
@@ -216,14 +217,15 @@ fn line_diff<'a>(a: &'a [String], b: &'a [String]) -> Vec<(char, &'a str)> {
             out.push((' ', a[i].as_str()));
             i += 1;
             j += 1;
-        } else if j < b.len()
-            && (i == a.len() || lcs[i * width + j + 1] >= lcs[(i + 1) * width + j])
+        } else if i < a.len()
+            && (j == b.len() || lcs[(i + 1) * width + j] >= lcs[i * width + j + 1])
         {
-            out.push(('+', b[j].as_str()));
-            j += 1;
-        } else {
+            // Expected lines first, as the `- expected, + actual` header reads.
             out.push(('-', a[i].as_str()));
             i += 1;
+        } else {
+            out.push(('+', b[j].as_str()));
+            j += 1;
         }
     }
     out
@@ -344,11 +346,23 @@ mod tests {
         .unwrap();
         assert_eq!(
             diff,
-            "expected 3 event(s), got 3 (- expected, + actual):\n\
+            "expected 3 events, got 3 (- expected, + actual):\n\
              \x20 {\"a\":\"x\",\"n\":1}\n\
              - {\"a\":\"x\",\"n\":2}\n\
              \x20 {\"a\":\"x\",\"n\":3}\n\
              + {\"a\":\"x\",\"n\":4}\n"
+        );
+        // A changed event: what was expected first, then what came.
+        assert_eq!(
+            diff_events(&[event(1), event(2)], &[event(1), event(5)]).unwrap(),
+            "expected 2 events, got 2 (- expected, + actual):\n\
+             \x20 {\"a\":\"x\",\"n\":1}\n\
+             - {\"a\":\"x\",\"n\":2}\n\
+             + {\"a\":\"x\",\"n\":5}\n"
+        );
+        assert_eq!(
+            diff_events(&[event(2)], &[]).unwrap(),
+            "expected 1 event, got 0 (- expected, + actual):\n- {\"a\":\"x\",\"n\":2}\n"
         );
         // Key order does not matter; types do.
         let mut reordered = Event::default();

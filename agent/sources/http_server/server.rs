@@ -132,7 +132,12 @@ async fn serve(server: HttpServer, ctx: SourceContext) -> Result<(), SourceError
     let mut limit_log = Throttle::default();
     let mut accept_log = Throttle::default();
     let shutdown = ctx.shutdown;
-    tracing::info!(source = %ctx.name, address = ?listener.local_addr().ok(), path = %settings.path, "Listening for events");
+    match listener.local_addr() {
+        Ok(address) => {
+            tracing::info!(source = %ctx.name, %address, path = %settings.path, "Listening for events");
+        }
+        Err(_) => tracing::info!(source = %ctx.name, path = %settings.path, "Listening for events"),
+    }
     loop {
         while connections.try_join_next().is_some() {}
         if limit.available_permits() == 0 {

@@ -80,7 +80,8 @@
 //! # Errors
 //!
 //! Everything that can be checked before seeing events is an error at parse time, reported as a
-//! [`ConditionError`] that renders the expression with a caret under the bad column: syntax
+//! [`ConditionError`] that renders the message, then the expression with a caret under the bad
+//! column on the lines below: syntax
 //! errors, unknown functions, wrong arity, a `~` pattern that is not a string literal or not a
 //! valid regex, comparisons of literal types that can never compare (`len(path) == "a"`),
 //! arithmetic on literals that are not numbers (`"a" + 1`), and a value where a condition is
@@ -191,8 +192,18 @@ impl fmt::Display for Condition {
     }
 }
 
-/// Why an expression is not a valid condition. `Display` shows the line of the expression at
-/// fault with a caret under the bad column, then the message.
+/// Why an expression is not a valid condition. `Display` shows the message, then the line of the
+/// expression at fault and a caret under the bad column, each on a line of its own:
+///
+/// ```text
+/// unexpected `=`: compare with `==`
+/// status >== 500
+///          ^
+/// ```
+///
+/// The expression starts its own line, so the caret stays under the bad column whatever is
+/// printed before the message (a config error's `file:line:col: key: ` prefix) as long as the
+/// lines after the first are indented alike.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConditionError {
     expression: String,
@@ -243,12 +254,13 @@ impl fmt::Display for ConditionError {
         let end = self.expression[self.offset..]
             .find('\n')
             .map_or(self.expression.len(), |newline| self.offset + newline);
+        writeln!(f, "{}", self.message)?;
         writeln!(f, "{}", &self.expression[start..end])?;
         // Keep tabs so the caret lines up under tab-indented expressions.
         for c in self.expression[start..self.offset].chars() {
             f.write_str(if c == '\t' { "\t" } else { " " })?;
         }
-        write!(f, "^ {}", self.message)
+        f.write_str("^")
     }
 }
 

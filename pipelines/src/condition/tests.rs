@@ -269,7 +269,7 @@ fn string_escapes() {
 fn the_error_shows_the_expression_and_a_caret() {
     assert_eq!(
         error("status >= 400 and agnet ~~ \"bot\""),
-        "status >= 400 and agnet ~~ \"bot\"\n                         ^ expected a value, found `~`"
+        "expected a value, found `~`\nstatus >= 400 and agnet ~~ \"bot\"\n                         ^"
     );
     let err = Condition::parse("status >= 400 and agnet ~~ \"bot\"").unwrap_err();
     assert_eq!(err.column(), 26);
@@ -280,107 +280,114 @@ fn the_error_shows_the_expression_and_a_caret() {
 #[test]
 fn errors_point_at_the_problem() {
     let cases = [
-        ("", "\n^ expected a value, found the end of the condition"),
+        ("", "expected a value, found the end of the condition\n\n^"),
         (
             "status >=",
-            "status >=\n         ^ expected a value, found the end of the condition",
+            "expected a value, found the end of the condition\nstatus >=\n         ^",
         ),
         (
             "statsu(x)",
-            "statsu(x)\n^ unknown function `statsu`; expected one of exists, contains, starts_with, ends_with, lower, upper, len, concat, to_int, to_float, to_string",
+            "unknown function `statsu`; expected one of exists, contains, starts_with, ends_with, lower, upper, len, concat, to_int, to_float, to_string\nstatsu(x)\n^",
         ),
         (
             "contains(agent)",
-            "contains(agent)\n^ `contains` takes 2 arguments, found 1",
+            "`contains` takes 2 arguments, found 1\ncontains(agent)\n^",
         ),
         (
             "exists(a, b)",
-            "exists(a, b)\n^ `exists` takes 1 argument, found 2",
+            "`exists` takes 1 argument, found 2\nexists(a, b)\n^",
         ),
-        ("len()", "len()\n^ `len` takes 1 argument, found 0"),
+        ("len()", "`len` takes 1 argument, found 0\nlen()\n^"),
         (
             "exists(\"a\")",
-            "exists(\"a\")\n       ^ `exists` takes a field path, found a string",
+            "`exists` takes a field path, found a string\nexists(\"a\")\n       ^",
         ),
         (
             "agent ~ 5",
-            "agent ~ 5\n        ^ the pattern of `~` must be a string literal, found an int",
+            "the pattern of `~` must be a string literal, found an int\nagent ~ 5\n        ^",
         ),
         (
             "agent !~ other",
-            "agent !~ other\n         ^ the pattern of `!~` must be a string literal, found a field",
+            "the pattern of `!~` must be a string literal, found a field\nagent !~ other\n         ^",
         ),
         (
             "agent ~ \"(bot\"",
-            "agent ~ \"(bot\"\n        ^ invalid regex: unclosed group",
+            "invalid regex: unclosed group\nagent ~ \"(bot\"\n        ^",
         ),
         (
             "5 ~ \"x\"",
-            "5 ~ \"x\"\n  ^ `~` matches strings, found an int",
+            "`~` matches strings, found an int\n5 ~ \"x\"\n  ^",
         ),
         (
             "status == 1 2",
-            "status == 1 2\n            ^ expected `and`, `or` or the end of the condition, found `2`",
+            "expected `and`, `or` or the end of the condition, found `2`\nstatus == 1 2\n            ^",
         ),
         (
             "a < b < c",
-            "a < b < c\n      ^ comparisons do not chain: found `<` after a comparison; use `and` or parentheses",
+            "comparisons do not chain: found `<` after a comparison; use `and` or parentheses\na < b < c\n      ^",
+        ),
+        (
+            "status >== 500",
+            "unexpected `=`: compare with `==`\nstatus >== 500\n         ^",
         ),
         (
             "status = 1",
-            "status = 1\n       ^ unexpected `=`: compare with `==`",
+            "unexpected `=`: compare with `==`\nstatus = 1\n       ^",
         ),
-        ("a & b", "a & b\n  ^ unexpected `&`: use `and` or `&&`"),
-        ("a # b", "a # b\n  ^ unexpected character `#`"),
+        ("a & b", "unexpected `&`: use `and` or `&&`\na & b\n  ^"),
+        ("a # b", "unexpected character `#`\na # b\n  ^"),
         (
             "path == \"/x",
-            "path == \"/x\n        ^ unterminated string",
+            "unterminated string\npath == \"/x\n        ^",
         ),
         (
             "status and 5",
-            "status and 5\n           ^ expected a condition, found an int",
+            "expected a condition, found an int\nstatus and 5\n           ^",
         ),
         (
             "lower(agent)",
-            "lower(agent)\n^ expected a condition, found a string",
+            "expected a condition, found a string\nlower(agent)\n^",
         ),
         (
             "len(path) == \"3\"",
-            "len(path) == \"3\"\n          ^ cannot compare an int with a string: the comparison would never hold",
+            "cannot compare an int with a string: the comparison would never hold\nlen(path) == \"3\"\n          ^",
         ),
         (
             "lower(1)",
-            "lower(1)\n      ^ `lower` takes strings, found an int",
+            "`lower` takes strings, found an int\nlower(1)\n      ^",
         ),
         (
             "(status == 1",
-            "(status == 1\n            ^ expected `)`, found the end of the condition",
+            "expected `)`, found the end of the condition\n(status == 1\n            ^",
         ),
-        ("a in [b]", "a in [b]\n      ^ list items must be literals"),
+        ("a in [b]", "list items must be literals\na in [b]\n      ^"),
         (
             "a in [1 2]",
-            "a in [1 2]\n        ^ expected `,` or `]`, found `2`",
+            "expected `,` or `]`, found `2`\na in [1 2]\n        ^",
         ),
-        ("a.1 == 2", "a.1 == 2\n  ^ expected a field name, found `1`"),
+        (
+            "a.1 == 2",
+            "expected a field name, found `1`\na.1 == 2\n  ^",
+        ),
         (
             "n == 99999999999999999999",
-            "n == 99999999999999999999\n     ^ integer `99999999999999999999` does not fit in 64 bits",
+            "integer `99999999999999999999` does not fit in 64 bits\nn == 99999999999999999999\n     ^",
         ),
         (
             "n == 1e999",
-            "n == 1e999\n     ^ number `1e999` is out of range",
+            "number `1e999` is out of range\nn == 1e999\n     ^",
         ),
         (
             "n == 12ab",
-            "n == 12ab\n       ^ expected an operator after the number",
+            "expected an operator after the number\nn == 12ab\n       ^",
         ),
         (
             "s == \"\\u{d800}\"",
-            "s == \"\\u{d800}\"\n      ^ invalid unicode escape: 0xd800 is not a character",
+            "invalid unicode escape: 0xd800 is not a character\ns == \"\\u{d800}\"\n      ^",
         ),
         (
             "s == \"\\u00e9\"",
-            "s == \"\\u00e9\"\n      ^ invalid unicode escape: expected `\\u{` hex digits `}`",
+            "invalid unicode escape: expected `\\u{` hex digits `}`\ns == \"\\u00e9\"\n      ^",
         ),
     ];
     for (expression, expected) in cases {
@@ -392,7 +399,7 @@ fn errors_point_at_the_problem() {
 fn multi_line_errors_show_the_line_at_fault() {
     assert_eq!(
         error("status >= 400\n\tand agent ~ (1)"),
-        "\tand agent ~ (1)\n\t            ^ the pattern of `~` must be a string literal, found an int"
+        "the pattern of `~` must be a string literal, found an int\n\tand agent ~ (1)\n\t            ^"
     );
     let err = Condition::parse("status >= 400\n\tand agent ~ (1)").unwrap_err();
     assert_eq!(err.column(), 14);
@@ -1082,35 +1089,35 @@ fn expression_errors() {
     let expr_error = |input: &str| Expression::parse(input).unwrap_err().to_string();
     assert_eq!(
         expr_error("\"a\" + 1"),
-        "\"a\" + 1\n^ `+` takes numbers, found a string"
+        "`+` takes numbers, found a string\n\"a\" + 1\n^"
     );
     assert_eq!(
         expr_error("1 * true"),
-        "1 * true\n    ^ `*` takes numbers, found a bool"
+        "`*` takes numbers, found a bool\n1 * true\n    ^"
     );
     assert_eq!(
         expr_error("a +"),
-        "a +\n   ^ expected a value, found the end of the condition"
+        "expected a value, found the end of the condition\na +\n   ^"
     );
     assert_eq!(
         expr_error("a b"),
-        "a b\n  ^ expected an operator or the end of the expression, found `b`"
+        "expected an operator or the end of the expression, found `b`\na b\n  ^"
     );
     assert_eq!(
         expr_error("concat()"),
-        "concat()\n^ `concat` takes at least 1 argument, found 0"
+        "`concat` takes at least 1 argument, found 0\nconcat()\n^"
     );
     assert_eq!(
         expr_error("upper(1)"),
-        "upper(1)\n      ^ `upper` takes strings, found an int"
+        "`upper` takes strings, found an int\nupper(1)\n      ^"
     );
     assert_eq!(
         error("status + 1"),
-        "status + 1\n^ expected a condition, found a number"
+        "expected a condition, found a number\nstatus + 1\n^"
     );
     assert_eq!(
         error("a / 2 == \"x\""),
-        "a / 2 == \"x\"\n      ^ cannot compare a float with a string: the comparison would never hold"
+        "cannot compare a float with a string: the comparison would never hold\na / 2 == \"x\"\n      ^"
     );
     let long = vec!["1"; 70].join(" + ");
     assert!(expr_error(&long).contains("more than 64 terms in one arithmetic chain"));

@@ -106,7 +106,7 @@ mod tests {
         assert_eq!(error.key.as_deref(), Some("condition"));
         assert_eq!(
             error.message,
-            "status >= 400 and agnet ~~ \"bot\"\n                         ^ expected a value, found `~`"
+            "expected a value, found `~`\nstatus >= 400 and agnet ~~ \"bot\"\n                         ^"
         );
         assert!(toml::from_str::<FilterConfig>("condition = 'a'\nextra = 1").is_err());
     }

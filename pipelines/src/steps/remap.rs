@@ -512,7 +512,7 @@ mod tests {
         assert_eq!(error.key.as_deref(), Some("set.x"));
         assert_eq!(
             error.message,
-            "a +\n   ^ expected a value, found the end of the condition"
+            "expected a value, found the end of the condition\na +\n   ^"
         );
         assert_eq!(
             build_error("coerce = { x = \"integer\" }").key.as_deref(),

@@ -137,7 +137,7 @@ pub(crate) fn parse(spec: &str) -> Result<(Function, Option<Arg>), String> {
     let args = split_args(inner)?;
     let expressions = args
         .iter()
-        .map(|arg| Expression::parse(arg).map_err(|error| format!("in `{spec}`:\n{error}")))
+        .map(|arg| Expression::parse(arg).map_err(|error| format!("in `{spec}`: {error}")))
         .collect::<Result<Vec<_>, _>>()?;
     let found = expressions.len();
     let arity = |expected: usize| -> Result<(), String> {
@@ -601,7 +601,7 @@ mod tests {
         assert!(error("top_k(x, 1.5)").contains("an integer from 1 to 1000"));
         assert_eq!(
             error("sum(a +)"),
-            "in `sum(a +)`:\na +\n   ^ expected a value, found the end of the condition"
+            "in `sum(a +)`: expected a value, found the end of the condition\na +\n   ^"
         );
     }
 

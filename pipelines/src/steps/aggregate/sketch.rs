@@ -217,6 +217,24 @@ mod tests {
         assert_eq!(mixed.quantile(1.0), Some(2.0));
     }
 
+    /// What the README says of p95 on small groups.
+    #[test]
+    fn p95_of_small_groups() {
+        let p95 = |values: &[f64]| {
+            let mut sketch = Sketch::default();
+            for &x in values {
+                sketch.insert(x);
+            }
+            sketch.quantile(0.95).unwrap()
+        };
+        // One event: that value, exactly. Two: the smaller one (rank ⌊0.95⌋ = 0), exactly.
+        assert_eq!(p95(&[0.123]), 0.123);
+        assert_eq!(p95(&[0.5, 0.123]), 0.123);
+        // Twenty: the second largest (rank ⌊0.95·19⌋ = 18), within 1%.
+        let twenty: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert!(within(p95(&twenty), 19.0), "{}", p95(&twenty));
+    }
+
     #[test]
     fn wide_ranges_fold_the_lowest_buckets() {
         let mut sketch = Sketch::default();

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 
-/// The regex for the lines `shared/bench/gen_logs.py --format nginx` writes.
+/// The regex for the lines `sluice generate --format nginx` (and `gen_logs.py`) writes.
 pub(crate) const NGINX: &str = r#"^(?P<ip>\S+) \S+ (?P<user>\S+) \[(?P<timestamp>[^\]]+)\] "(?P<method>\S+) (?P<path>\S+) (?P<protocol>[^"]+)" (?P<status>\d+) (?P<bytes>\d+) "(?P<referer>[^"]*)" "(?P<agent>[^"]*)" (?P<request_time>\S+) (?P<request_id>\S+)$"#;
 
 /// `parse` config for those lines, with every type the presets give.
