@@ -550,6 +550,7 @@ fn a_second_agent_on_the_same_data_dir_refuses_to_start() {
     assert!(third.try_wait().unwrap().is_none(), "the third agent runs");
     third.kill().unwrap();
     third.wait().unwrap();
+}
 
 #[cfg(unix)]
 #[test]
