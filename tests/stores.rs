@@ -359,8 +359,9 @@ async fn require_healthy_exits_1_at_start_with_the_reason() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert!(
-        stderr.contains("error: sinks.pg: healthcheck failed: PostgreSQL: table \"nowhere\" does not exist")
-            && stderr.contains("create the table")
+        stderr.contains(
+            "error: sinks.pg: healthcheck failed: PostgreSQL: table \"nowhere\" does not exist"
+        ) && stderr.contains("create the table")
             && stderr.contains("nothing was started"),
         "{stderr}"
     );

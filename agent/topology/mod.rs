@@ -202,8 +202,7 @@ impl Topology {
                     component: format!("sinks.{name}"),
                     source,
                 })?;
-            let (driver_input, mut driver) =
-                Driver::new(name.as_str(), built, def.driver.clone());
+            let (driver_input, mut driver) = Driver::new(name.as_str(), built, def.driver.clone());
             if finite {
                 // Nobody waits for a refusing store to be fixed: the run ends with an error.
                 driver.finite_run();
@@ -277,7 +276,9 @@ impl Topology {
                     }
                     self.sinks.push((name, runner));
                 }
-                Err(error) => failed.push(("sinks".to_owned(), format!("healthcheck task: {error}"))),
+                Err(error) => {
+                    failed.push(("sinks".to_owned(), format!("healthcheck task: {error}")))
+                }
             }
         }
         failed

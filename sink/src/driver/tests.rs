@@ -745,7 +745,11 @@ async fn refused_store_holds_events_then_stops_once_the_input_ends() {
     let ended = Instant::now();
     drop(input);
     let result = task.await.unwrap();
-    assert!(ended.elapsed() < Duration::from_secs(1), "{:?}", ended.elapsed());
+    assert!(
+        ended.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        ended.elapsed()
+    );
     assert_eq!(
         result,
         Err(DriverError::Refused {
@@ -786,7 +790,10 @@ async fn finite_run_stops_on_refusal_and_a_fixed_store_delivers() {
         .await
         .expect("stopped without the input ending")
         .unwrap();
-    assert!(matches!(result, Err(DriverError::Refused { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(DriverError::Refused { .. })),
+        "{result:?}"
+    );
     assert_eq!(
         probe.with(|s| s.attempts.len()),
         REFUSED_ATTEMPTS_WHEN_ENDED as usize

@@ -398,7 +398,9 @@ impl PathTemplate {
             Some(Piece::Time { text, .. }) => &text[..text.find('%').unwrap_or(0)],
             _ => "",
         };
-        let dir = &fixed[..fixed.rfind(['/', std::path::MAIN_SEPARATOR]).map_or(0, |at| at + 1)];
+        let dir = &fixed[..fixed
+            .rfind(['/', std::path::MAIN_SEPARATOR])
+            .map_or(0, |at| at + 1)];
         (!dir.is_empty()).then(|| PathBuf::from(dir))
     }
 
@@ -1930,7 +1932,10 @@ mod tests {
         sink.write(&first).await.unwrap();
         let second = vec![at(6, jan("2024-01-15T08:00:00Z"))];
         sink.write(&second).await.unwrap();
-        let day = |name: &str| dir.path().join(format!("archive/{name}/requests.ndjson.gz"));
+        let day = |name: &str| {
+            dir.path()
+                .join(format!("archive/{name}/requests.ndjson.gz"))
+        };
         // The second batch had nothing for the 14th or today: those files are finished.
         assert_eq!(
             read_gzip(&day("2024-01-14")),
@@ -1942,7 +1947,10 @@ mod tests {
         );
         assert_eq!(
             read_gzip(&day("2024-01-15")),
-            (expected_ndjson(&[first[1].clone(), second[0].clone()]), false)
+            (
+                expected_ndjson(&[first[1].clone(), second[0].clone()]),
+                false
+            )
         );
         // A late event for the 14th appends a member to its file.
         let late = vec![at(7, jan("2024-01-14T12:00:00Z"))];

@@ -252,7 +252,10 @@ impl Sink for HttpSink {
                 return Err(SinkError::Refused(refusal(status, message)));
             }
             if status.is_server_error() {
-                return Err(SinkError::Transient(format!("HEAD {} answered {status}", self.uri)));
+                return Err(SinkError::Transient(format!(
+                    "HEAD {} answered {status}",
+                    self.uri
+                )));
             }
             Ok(())
         })

@@ -313,15 +313,17 @@ impl Shared {
                 None => break,
             }
         }
-        let (client, connection) = self
-            .connect
-            .connect(NoTls)
-            .await
-            .map_err(|error| match error.as_db_error() {
-                // The server answered: a login it refuses, a database it does not have.
-                Some(_) => classify(&error),
-                None => SinkError::Unreachable(format!("cannot connect to PostgreSQL: {error}")),
-            })?;
+        let (client, connection) =
+            self.connect
+                .connect(NoTls)
+                .await
+                .map_err(|error| match error.as_db_error() {
+                    // The server answered: a login it refuses, a database it does not have.
+                    Some(_) => classify(&error),
+                    None => {
+                        SinkError::Unreachable(format!("cannot connect to PostgreSQL: {error}"))
+                    }
+                })?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "A PostgreSQL connection ended.");

@@ -115,7 +115,10 @@ async fn clickhouse_rejects_unknown_fields_permanently_unless_skipped() {
         .unwrap();
     let error = missing.healthcheck().await.unwrap_err();
     assert!(error.to_string().contains("does not exist"), "{error}");
-    assert!(matches!(error, sluice_sink::SinkError::Refused(_)), "{error:?}");
+    assert!(
+        matches!(error, sluice_sink::SinkError::Refused(_)),
+        "{error:?}"
+    );
     let error = missing.write(&requests(0..1)).await.unwrap_err();
     assert!(
         matches!(error, sluice_sink::SinkError::Refused(_))

@@ -173,7 +173,10 @@ async fn http_status_codes_map_to_retries_and_rejections() {
     let mut run = Run::start(Box::new(sink), fast_retry(DriverConfig::default()));
     run.send(requests(0..5)).await;
     let (outcomes, result) = run.stop().await;
-    assert!(outcomes.is_empty(), "held, never acknowledged: {outcomes:?}");
+    assert!(
+        outcomes.is_empty(),
+        "held, never acknowledged: {outcomes:?}"
+    );
     let Err(DriverError::Refused { message }) = result else {
         panic!("{result:?}")
     };

@@ -6,9 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sluice_pipelines::{Event, Value};
 use sluice_sink::driver::{DriverConfig, Outcome};
-use sluice_sink::{Sink, SinkError};
 use sluice_sink::sinks::PostgresConfig;
 use sluice_sink::sinks::postgres::OnConflict;
+use sluice_sink::{Sink, SinkError};
 
 use crate::support::{Postgres, Run, fast_retry};
 use crate::{request, requests};
@@ -401,7 +401,10 @@ async fn postgres_refusals_say_what_to_fix() {
     refusal(stranger, "requests", "grant the user SELECT and INSERT").await;
     // SELECT but no INSERT: the COPY is denied.
     let reader = url.replace("postgres@", "reader@");
-    let mut sink = PostgresConfig::new(reader, "requests").build().await.unwrap();
+    let mut sink = PostgresConfig::new(reader, "requests")
+        .build()
+        .await
+        .unwrap();
     sink.healthcheck().await.unwrap();
     let error = sink.write(&requests(0..1)).await.unwrap_err();
     assert!(matches!(error, SinkError::Refused(_)), "{error:?}");
