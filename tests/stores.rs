@@ -378,3 +378,62 @@ async fn require_healthy_exits_1_at_start_with_the_reason() {
         "{stderr}"
     );
 }
+
+/// Regression (issue 10, item 8): the file sink's `%Y-%m-%d` used the wall clock, so a backfill
+/// of January landed in today's folder. Through the real binary: nginx lines of 14 and 15
+/// January 2026 (one at 23:30 -01:00, which is the 15th in UTC) land in those days' folders.
+#[test]
+fn backfilled_access_log_lands_in_the_folders_of_its_own_days() {
+    let dir = TempDir::new().unwrap();
+    let line = |time: &str, n: u32| {
+        format!("10.0.0.{n} - - [{time}] \"GET /page/{n} HTTP/1.1\" 200 512 \"-\" \"curl/8.0\"\n")
+    };
+    let log = [
+        line("14/Jan/2026:09:00:00 +0000", 1),
+        line("14/Jan/2026:23:59:59 +0000", 2),
+        line("15/Jan/2026:00:00:00 +0000", 3),
+        line("14/Jan/2026:23:30:00 -0100", 4),
+    ]
+    .concat();
+    write_file(dir.path(), "access.log", &log);
+    write_file(
+        dir.path(),
+        "backfill.toml",
+        r#"data_dir = "state"
+[sources.access]
+type = "file"
+include = ["access.log"]
+follow = false
+topic = "raw"
+
+[pipelines.parse]
+input = "raw"
+output = "requests"
+steps = [{ type = "parse", format = "nginx_combined", drop_raw = true }]
+
+[sinks.archive]
+type = "file"
+input = "requests"
+path = "archive/%Y-%m-%d/requests.ndjson"
+"#,
+    );
+    crate::support::run_ok(dir.path(), "backfill.toml");
+    let ips = |day: &str| -> Vec<String> {
+        read_lines(&dir.path().join(format!("archive/{day}/requests.ndjson")))
+            .iter()
+            .map(|line| {
+                serde_json::from_str::<Value>(line).unwrap()["ip"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(ips("2026-01-14"), ["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(ips("2026-01-15"), ["10.0.0.3", "10.0.0.4"]);
+    let days: Vec<String> = std::fs::read_dir(dir.path().join("archive"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(days.len(), 2, "nothing in today's folder: {days:?}");
+}
