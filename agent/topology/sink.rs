@@ -116,9 +116,10 @@ impl Feeder {
             };
             let Some(delivery) = delivery else { break };
             let Some(input) = self.driver.clone() else {
-                // A delivery came back after the driver's input closed (its acker was dropped):
-                // leave it unacknowledged for the next start.
-                tracing::error!(sink = %self.name, "A delivery came back after the sink closed its input");
+                // A delivery came back after the driver's input closed (its acker was dropped:
+                // the driver stopped, which it reports itself): leave it unacknowledged for the
+                // next start.
+                tracing::debug!(sink = %self.name, "A delivery came back after the sink closed its input");
                 break;
             };
             let batch = delivery.batch().clone();
