@@ -2,8 +2,10 @@
 //!
 //! Exit codes scripts can rely on:
 //! - `0`: success — the config is valid, or a run drained or shut down cleanly;
-//! - `1`: a run failed — a component stopped with an error, or the shutdown timed out with events
-//!   in flight —, a pipeline test failed, or `tap` could not reach the agent or the topic;
+//! - `1`: a run failed — a component stopped with an error (such as a sink whose store refuses
+//!   it, a missing table, in a finite run), the shutdown timed out with events in flight, or
+//!   `--require-healthy` found a sink's store unusable —, a pipeline test failed, or `tap` could
+//!   not reach the agent or the topic;
 //! - `2`: the command line or the config is invalid (nothing was started).
 
 use std::io::IsTerminal;
@@ -53,6 +55,11 @@ enum Command {
         /// No live status line or periodic summaries.
         #[arg(long, short)]
         quiet: bool,
+        /// Check every sink's store before starting anything (the table exists, the credentials
+        /// work, the server answers) and exit 1 with the reasons if one fails. Without it a
+        /// failed check is logged and the run starts anyway, its writes retrying.
+        #[arg(long)]
+        require_healthy: bool,
     },
     /// Check a config and exit: 0 when valid, 2 with every error (file:line:col: key: message).
     Validate {
@@ -248,11 +255,12 @@ fn main() -> ExitCode {
             config,
             status_interval,
             quiet,
+            require_healthy,
         } => {
             let Some(loaded) = load(&config) else {
                 return ExitCode::from(2);
             };
-            match run(loaded, status_interval.get(), quiet) {
+            match run(loaded, status_interval.get(), quiet, require_healthy) {
                 Ok(code) => code,
                 Err(error) => {
                     eprintln!("error: {error:#}");
@@ -360,7 +368,12 @@ fn init_logging(filter: Option<&str>) {
         .init();
 }
 
-fn run(loaded: Loaded, status_interval: Duration, quiet: bool) -> anyhow::Result<ExitCode> {
+fn run(
+    loaded: Loaded,
+    status_interval: Duration,
+    quiet: bool,
+    require_healthy: bool,
+) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sluice-worker")
@@ -374,9 +387,19 @@ fn run(loaded: Loaded, status_interval: Duration, quiet: bool) -> anyhow::Result
             Some(api) => Some(AdminApi::bind(api.address)?),
             None => None,
         };
-        let topology = Topology::build(&loaded.config)
+        let mut topology = Topology::build(&loaded.config)
             .await
             .context("building the topology")?;
+        if require_healthy {
+            let unhealthy = topology.check_sinks().await;
+            if !unhealthy.is_empty() {
+                for (sink, reason) in &unhealthy {
+                    eprintln!("error: {sink}: healthcheck failed: {reason}");
+                }
+                eprintln!("--require-healthy: nothing was started");
+                return Ok(ExitCode::from(1));
+            }
+        }
         let topics = topology.topics().clone();
         let metrics = topology.metrics().clone();
         let mut running = topology.start();
@@ -432,6 +455,9 @@ fn run(loaded: Loaded, status_interval: Duration, quiet: bool) -> anyhow::Result
                 ExitCode::from(1)
             }
             RunOutcome::TimedOut(pending) => {
+                for (component, error) in running.failures() {
+                    eprintln!("error: {component}: {error}");
+                }
                 eprintln!(
                     "error: shutdown timed out with events in flight in: {}",
                     pending.join(", ")

@@ -44,8 +44,9 @@ path = "archive.ndjson"
 }
 
 /// Runs `sluice run -c <config>` in `dir`; two seconds in (the store was down until then),
-/// calls `meanwhile`; then waits for the run to finish and asserts it exited 0.
-async fn run_while(dir: &TempDir, config: &str, meanwhile: impl FnOnce()) {
+/// calls `meanwhile`; then waits for the run to finish, asserts it exited 0 and returns its
+/// stderr.
+async fn run_while(dir: &TempDir, config: &str, meanwhile: impl FnOnce()) -> String {
     let child = sluice(dir.path())
         .args(["run", "-c", config])
         .stdout(Stdio::piped())
@@ -58,11 +59,9 @@ async fn run_while(dir: &TempDir, config: &str, meanwhile: impl FnOnce()) {
         tokio::task::spawn_blocking(move || wait_with_timeout(child, Duration::from_secs(120)))
             .await
             .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    stderr
 }
 
 fn archive(dir: &TempDir) -> HashMap<String, Value> {
@@ -102,7 +101,11 @@ retry = {{ initial = "50ms", max = "500ms" }}
         server.url()
     );
     write_file(dir.path(), "pg.toml", &config(&sink));
-    run_while(&dir, "pg.toml", || server.restart()).await;
+    let stderr = run_while(&dir, "pg.toml", || server.restart()).await;
+    // A down store is logged once per change of state, not once per retry (there were dozens).
+    let down = stderr.matches("Store cannot be reached").count();
+    assert!((1..=2).contains(&down), "{down} times:\n{stderr}");
+    assert!(!stderr.contains("retrying."), "{stderr}");
 
     let expected = archive(&dir);
     assert_eq!(expected.len(), EVENTS);
@@ -268,4 +271,169 @@ path = "rejected.ndjson"
         EVENTS - server_errors.len(),
         "the good rows all landed"
     );
+}
+
+/// A finite run: `app.log` (read once) straight into the table `table` of `server`.
+fn finite_config(server: &Postgres, table: &str) -> String {
+    format!(
+        r#"data_dir = "state"
+[sources.log]
+type = "file"
+include = ["app.log"]
+follow = false
+topic = "raw"
+
+[sinks.pg]
+type = "postgres"
+input = "raw"
+url = "{}"
+table = "{table}"
+columns = {{ line = "message" }}
+"#,
+        server.url()
+    )
+}
+
+/// Runs `sluice run <args>` in `dir` (within a minute); returns the exit code, stderr and how
+/// long it took.
+fn run_sluice(dir: &TempDir, args: &[&str]) -> (Option<i32>, String, Duration) {
+    let started = std::time::Instant::now();
+    let mut command = sluice(dir.path());
+    command.arg("run").args(args);
+    let output = crate::support::run_with_timeout(command, Duration::from_secs(60));
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// Regression (issue 10, item 4): a PostgreSQL sink whose table does not exist retried forever,
+/// so a `follow = false` run never ended. Now the run ends with exit 1 and the store's message
+/// with what to do, well within the shutdown timeout — and since nothing was acknowledged, the
+/// next run, once the table exists, delivers every line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_missing_table_ends_a_finite_run_with_exit_1_and_loses_nothing() {
+    let server = Postgres::start();
+    let dir = TempDir::new().unwrap();
+    let lines: String = (0..5000).map(|n| format!("line {n:05}\n")).collect();
+    write_file(dir.path(), "app.log", &lines);
+    write_file(dir.path(), "pg.toml", &finite_config(&server, "lines"));
+
+    let (code, stderr, took) = run_sluice(&dir, &["-c", "pg.toml"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert!(
+        stderr.contains("error: sinks.pg: the store refuses the sink as configured")
+            && stderr.contains("does not exist")
+            && stderr.contains("create the table, or fix `table`"),
+        "{stderr}"
+    );
+
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE TABLE lines (line text)")
+        .await
+        .unwrap();
+    let (code, stderr, _) = run_sluice(&dir, &["-c", "pg.toml", "--require-healthy"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let rows = client
+        .query("SELECT line FROM lines ORDER BY line", &[])
+        .await
+        .unwrap();
+    let stored: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
+    let expected: Vec<String> = lines.lines().map(str::to_owned).collect();
+    assert_eq!(stored, expected, "every line, once");
+}
+
+/// Issue 10, item 4: `--require-healthy` checks every sink before anything starts and exits 1
+/// with the reason: a missing table, a server that is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_healthy_exits_1_at_start_with_the_reason() {
+    let mut server = Postgres::start();
+    let dir = TempDir::new().unwrap();
+    write_file(dir.path(), "app.log", "one\ntwo\n");
+    write_file(dir.path(), "pg.toml", &finite_config(&server, "nowhere"));
+
+    let (code, stderr, took) = run_sluice(&dir, &["-c", "pg.toml", "--require-healthy"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(
+        stderr.contains(
+            "error: sinks.pg: healthcheck failed: PostgreSQL: table \"nowhere\" does not exist"
+        ) && stderr.contains("create the table")
+            && stderr.contains("nothing was started"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("state").exists(),
+        "nothing read, nothing checkpointed"
+    );
+
+    server.kill();
+    let (code, stderr, _) = run_sluice(&dir, &["-c", "pg.toml", "--require-healthy"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: sinks.pg: healthcheck failed: cannot connect to PostgreSQL"),
+        "{stderr}"
+    );
+}
+
+/// Regression (issue 10, item 8): the file sink's `%Y-%m-%d` used the wall clock, so a backfill
+/// of January landed in today's folder. Through the real binary: nginx lines of 14 and 15
+/// January 2026 (one at 23:30 -01:00, which is the 15th in UTC) land in those days' folders.
+#[test]
+fn backfilled_access_log_lands_in_the_folders_of_its_own_days() {
+    let dir = TempDir::new().unwrap();
+    let line = |time: &str, n: u32| {
+        format!("10.0.0.{n} - - [{time}] \"GET /page/{n} HTTP/1.1\" 200 512 \"-\" \"curl/8.0\"\n")
+    };
+    let log = [
+        line("14/Jan/2026:09:00:00 +0000", 1),
+        line("14/Jan/2026:23:59:59 +0000", 2),
+        line("15/Jan/2026:00:00:00 +0000", 3),
+        line("14/Jan/2026:23:30:00 -0100", 4),
+    ]
+    .concat();
+    write_file(dir.path(), "access.log", &log);
+    write_file(
+        dir.path(),
+        "backfill.toml",
+        r#"data_dir = "state"
+[sources.access]
+type = "file"
+include = ["access.log"]
+follow = false
+topic = "raw"
+
+[pipelines.parse]
+input = "raw"
+output = "requests"
+steps = [{ type = "parse", format = "nginx_combined", drop_raw = true }]
+
+[sinks.archive]
+type = "file"
+input = "requests"
+path = "archive/%Y-%m-%d/requests.ndjson"
+"#,
+    );
+    crate::support::run_ok(dir.path(), "backfill.toml");
+    let ips = |day: &str| -> Vec<String> {
+        read_lines(&dir.path().join(format!("archive/{day}/requests.ndjson")))
+            .iter()
+            .map(|line| {
+                serde_json::from_str::<Value>(line).unwrap()["ip"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(ips("2026-01-14"), ["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(ips("2026-01-15"), ["10.0.0.3", "10.0.0.4"]);
+    let days: Vec<String> = std::fs::read_dir(dir.path().join("archive"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(days.len(), 2, "nothing in today's folder: {days:?}");
 }

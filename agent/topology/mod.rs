@@ -181,6 +181,7 @@ impl Topology {
             }
         }
 
+        let finite = config.sources.values().all(|def| def.config.is_finite());
         let mut sinks = Vec::new();
         for (name, def) in &config.sinks {
             let component_metrics = metrics.register(name, Role::Sink);
@@ -201,7 +202,11 @@ impl Topology {
                     component: format!("sinks.{name}"),
                     source,
                 })?;
-            let (driver_input, driver) = Driver::new(name.as_str(), built, def.driver.clone());
+            let (driver_input, mut driver) = Driver::new(name.as_str(), built, def.driver.clone());
+            if finite {
+                // Nobody waits for a refusing store to be fixed: the run ends with an error.
+                driver.finite_run();
+            }
             let input = sink_subs.get(name).cloned().ok_or_else(|| TopologyError {
                 component: format!("sinks.{name}"),
                 source: BuildError::new("missing subscription"),
@@ -242,15 +247,49 @@ impl Topology {
         &self.metrics
     }
 
+    /// Runs the healthcheck of every sink that has it on, all at once, before anything starts
+    /// (`--require-healthy`); each failure is logged as the drivers log it. Returns the failed
+    /// ones as (`sinks.<name>`, reason).
+    pub async fn check_sinks(&mut self) -> Vec<(String, String)> {
+        // Each check on a task of its own (they may each take up to the healthcheck timeout),
+        // the runners handed back in order.
+        let checks: Vec<_> = self
+            .sinks
+            .drain(..)
+            .map(|(name, mut runner)| {
+                tokio::spawn(async move {
+                    let result = if runner.driver.healthcheck_enabled() {
+                        runner.driver.healthcheck().await.map_err(|e| e.to_string())
+                    } else {
+                        Ok(())
+                    };
+                    (name, runner, result)
+                })
+            })
+            .collect();
+        let mut failed = Vec::new();
+        for check in checks {
+            match check.await {
+                Ok((name, runner, result)) => {
+                    if let Err(error) = result {
+                        failed.push((format!("sinks.{name}"), error));
+                    }
+                    self.sinks.push((name, runner));
+                }
+                Err(error) => {
+                    failed.push(("sinks".to_owned(), format!("healthcheck task: {error}")))
+                }
+            }
+        }
+        failed
+    }
+
     /// Spawns every task. Must be called inside a tokio runtime.
     pub fn start(self) -> RunningTopology {
         let mut tasks = JoinSet::new();
         let mut names = HashMap::new();
         for (name, worker) in self.sinks {
-            let id = tasks.spawn(async move {
-                worker.run().await;
-                Ok(())
-            });
+            let id = tasks.spawn(worker.run());
             names.insert(id.id(), format!("sinks.{name}"));
         }
         for (name, worker) in self.pipelines {
@@ -323,6 +362,12 @@ impl RunningTopology {
 
     /// Runs until the graph drains by itself or `signal` completes; then drains within the
     /// shutdown timeout.
+    ///
+    /// A sink that fails (its store refuses it and nobody waits for a fix) starts a shutdown
+    /// too: the events it held can never be acknowledged, so once every sink has stopped the
+    /// sources and pipelines still waiting for acknowledgements are stopped at once — saving
+    /// what is safe — rather than at the shutdown timeout. The outcome is then
+    /// [`RunOutcome::ShutDown`] with the sink among [`RunningTopology::failures`].
     pub async fn wait(&mut self, signal: impl Future<Output = ()>) -> RunOutcome {
         tokio::pin!(signal);
         loop {
@@ -333,11 +378,27 @@ impl RunningTopology {
                 },
                 () = &mut signal => break,
             }
+            if self.sink_failed() {
+                tracing::error!("A sink stopped with an error; shutting down");
+                break;
+            }
         }
         tracing::info!(timeout = ?self.shutdown_timeout, "Shutting down: draining in-flight events");
         self.trigger.trigger();
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         loop {
+            if self.sink_failed() && !self.names.values().any(|name| name.starts_with("sinks.")) {
+                // Nothing acknowledges events any more: what still waits would wait in vain.
+                self.tasks.abort_all();
+                while let Some(result) = self.tasks.join_next_with_id().await {
+                    if let Ok((id, _)) = &result {
+                        self.names.remove(id);
+                    } else if let Err(error) = &result {
+                        self.names.remove(&error.id());
+                    }
+                }
+                return RunOutcome::ShutDown;
+            }
             match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
                 Ok(Some(result)) => self.record(result),
                 Ok(None) => return RunOutcome::ShutDown,
@@ -351,6 +412,13 @@ impl RunningTopology {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
         RunOutcome::TimedOut(pending)
+    }
+
+    /// Whether a sink failed.
+    fn sink_failed(&self) -> bool {
+        self.failures
+            .iter()
+            .any(|(component, _)| component.starts_with("sinks."))
     }
 
     /// Signals shutdown without waiting.

@@ -8,6 +8,10 @@
 //! wait in the topic and back-pressure reaches the sources; nothing is dropped. An acker dropped
 //! unused (the driver was aborted at the shutdown deadline) releases its delivery
 //! unacknowledged, so the events are read again.
+//!
+//! A store that refuses the sink as configured (a missing table, wrong credentials) holds the
+//! events the same way while someone can fix it; when nobody will — a finite run, or a shutdown —
+//! the driver stops and [`SinkRunner::run`] returns its error, which ends the run with exit 1.
 
 use std::sync::Arc;
 
@@ -40,7 +44,11 @@ pub struct SinkRunner {
 
 impl SinkRunner {
     /// Runs until the input topic ends and the driver has flushed and closed the sink.
-    pub async fn run(self) {
+    ///
+    /// # Errors
+    /// The driver's error, as text, when the store refused the sink and nobody waits for a fix,
+    /// or the driver failed: the deliveries not yet acknowledged stay unacknowledged.
+    pub async fn run(self) -> Result<(), String> {
         let stats = self.driver.stats();
         let driver = tokio::spawn(self.driver.run());
         let mut feeders = Vec::with_capacity(self.workers.max(1));
@@ -55,17 +63,33 @@ impl SinkRunner {
             feeders.push(tokio::spawn(feeder.run()));
         }
         drop(self.driver_input);
+        // The driver ends once the feeders dropped their inputs and everything was written — or
+        // early, when the store refuses the sink: then the feeders would wait for a topic that
+        // cannot end, and are stopped.
+        let result = match driver.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(error) => {
+                tracing::error!(sink = %self.name, %error, "Sink driver stopped");
+                Err(format!("the sink driver stopped: {error}"))
+            }
+        };
+        if result.is_err() {
+            self.metrics.errors.add(1);
+            for feeder in &feeders {
+                feeder.abort();
+            }
+        }
         for feeder in feeders {
-            if let Err(error) = feeder.await {
+            if let Err(error) = feeder.await
+                && !error.is_cancelled()
+            {
                 tracing::error!(sink = %self.name, %error, "Sink feeder stopped");
             }
         }
-        if let Err(error) = driver.await {
-            tracing::error!(sink = %self.name, %error, "Sink driver stopped");
-            self.metrics.errors.add(1);
-        }
         self.metrics.counter("requests").add(stats.attempts());
         self.metrics.counter("retries").add(stats.retries());
+        result
     }
 }
 
@@ -92,9 +116,10 @@ impl Feeder {
             };
             let Some(delivery) = delivery else { break };
             let Some(input) = self.driver.clone() else {
-                // A delivery came back after the driver's input closed (its acker was dropped):
-                // leave it unacknowledged for the next start.
-                tracing::error!(sink = %self.name, "A delivery came back after the sink closed its input");
+                // A delivery came back after the driver's input closed (its acker was dropped:
+                // the driver stopped, which it reports itself): leave it unacknowledged for the
+                // next start.
+                tracing::debug!(sink = %self.name, "A delivery came back after the sink closed its input");
                 break;
             };
             let batch = delivery.batch().clone();

@@ -8,8 +8,10 @@
 //! the store has confirmed every event of its delivery — or permanently rejected some, which the
 //! agent then sends to the dead-letter topic. So a sink must return `Ok` only once the store has
 //! confirmed (the bytes are written to the file, the server answered 2xx), and its failures say
-//! whether retrying can help ([`SinkError::Transient`], [`SinkError::RetryAfter`]) or not
-//! ([`SinkError::Permanent`]).
+//! whether retrying can help — soon ([`SinkError::Unreachable`]: the store cannot be reached) or
+//! later ([`SinkError::Transient`], [`SinkError::RetryAfter`]) —, whether the events themselves are
+//! bad ([`SinkError::Permanent`]), or whether the store refuses the sink as configured
+//! ([`SinkError::Refused`]: only a fix of the store or the config helps).
 //!
 //! Modules: [`driver`] (batching, concurrency, retries, acknowledgement), [`encoding`] (NDJSON,
 //! JSON array, CSV, text; field selection; timestamp formats; gzip), [`sinks`] (every sink kind
@@ -76,8 +78,9 @@ pub trait Sink: Send {
     }
 
     /// Checks that the store is reachable and usable (the table exists, the credentials work).
-    /// The driver calls it once at start-up unless `healthcheck = false`; a failure is logged and
-    /// the sink starts anyway. The default succeeds.
+    /// The driver calls it once at start-up unless `healthcheck = false`; a failure is logged
+    /// (loudly, with what to do, for a [`SinkError::Refused`]) and the sink starts anyway, unless
+    /// the agent runs with `--require-healthy`. The default succeeds.
     ///
     /// # Errors
     /// What is wrong, as a [`SinkError`].
@@ -112,9 +115,14 @@ pub fn chunk_events<'a>(chunks: &'a [&'a [Event]]) -> impl Iterator<Item = &'a E
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SinkError {
-    /// Retrying the same events later may succeed.
+    /// Retrying the same events later may succeed (the server is busy, a request timed out).
     #[error("{0} (will retry)")]
     Transient(String),
+    /// The store cannot be reached (connection refused or reset, server starting up or shutting
+    /// down): retried soon and often, with a short capped backoff, so rows flow again within a
+    /// second of the store accepting connections.
+    #[error("{0} (will retry)")]
+    Unreachable(String),
     /// Retrying may succeed, but not before `after`: the store said so (HTTP `Retry-After`).
     #[error("{message} (will retry in {after:?})")]
     RetryAfter {
@@ -127,9 +135,12 @@ pub enum SinkError {
     /// request to find the bad events, so the good ones still land.
     #[error("{0}")]
     Permanent(String),
-    /// The store refuses every request as configured (a wrong URL, table or credentials):
-    /// neither retrying nor splitting can help, so the request's events go to the dead-letter
-    /// topic whole.
+    /// The store refuses every request as the sink is configured (a missing table or database,
+    /// wrong credentials or URL, no permission): it cannot fix itself and splitting cannot help,
+    /// but someone can fix the store or the config. The driver keeps the events (they wait in the
+    /// topic), retries with the long backoff and says so loudly; once its input has ended (a
+    /// finite run, or a shutdown) it stops with an error instead of waiting for a fix. The message
+    /// says what to do.
     #[error("{0}")]
     Refused(String),
 }
@@ -137,7 +148,10 @@ pub enum SinkError {
 impl SinkError {
     /// Whether retrying can help.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SinkError::Transient(_) | SinkError::RetryAfter { .. })
+        matches!(
+            self,
+            SinkError::Transient(_) | SinkError::Unreachable(_) | SinkError::RetryAfter { .. }
+        )
     }
 
     /// How long the store asked to wait before retrying, if it said.
@@ -152,6 +166,7 @@ impl SinkError {
     pub fn message(&self) -> &str {
         match self {
             SinkError::Transient(message)
+            | SinkError::Unreachable(message)
             | SinkError::Permanent(message)
             | SinkError::Refused(message)
             | SinkError::RetryAfter { message, .. } => message,

@@ -5,6 +5,7 @@
 //! batch = { max_events = 1000, max_bytes = "1MiB", timeout = "1s" }
 //! concurrency = 4            # or "adaptive"
 //! retry = { initial = "100ms", max = "30s" }   # max_attempts = 10 to give up; default never
+//!                                              # (a store that cannot be reached: at most 1s)
 //! healthcheck = true
 //! ```
 //!
@@ -202,7 +203,8 @@ pub struct RetryConfig {
     /// The first delay; default `"100ms"`.
     #[serde(default = "default_initial")]
     pub initial: HumanDuration,
-    /// The longest delay; default `"30s"`.
+    /// The longest delay; default `"30s"`. A store that cannot be reached at all is retried at
+    /// least every [`RECONNECT_MAX`](super::RECONNECT_MAX).
     #[serde(default = "default_max")]
     pub max: HumanDuration,
     /// Attempts (the first included) after which the events are rejected with the last error;
@@ -230,6 +232,14 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
+    /// The delay before retry number `retry` (1 for the first retry) of a store that cannot be
+    /// reached, before jitter: as [`RetryConfig::backoff`], but capped at
+    /// [`RECONNECT_MAX`](super::RECONNECT_MAX) (or `max` if shorter), so a store that comes back
+    /// is written to within about a second.
+    pub fn reconnect(&self, retry: u32) -> Duration {
+        self.backoff(retry).min(super::RECONNECT_MAX)
+    }
+
     /// The delay before retry number `retry` (1 for the first retry), before jitter.
     pub fn backoff(&self, retry: u32) -> Duration {
         let factor = 1u32
@@ -308,5 +318,8 @@ mod tests {
             ]
         );
         assert_eq!(retry.backoff(1000), Duration::from_secs(30));
+        let reconnect: Vec<u128> = (1..=6).map(|n| retry.reconnect(n).as_millis()).collect();
+        assert_eq!(reconnect, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(retry.reconnect(1000), Duration::from_secs(1));
     }
 }

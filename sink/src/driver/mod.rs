@@ -21,17 +21,38 @@
 //! gathered, one waiting, and the requests in flight.
 //!
 //! # Retries
-//! A [`SinkError::Transient`] failure is retried with the same events after an exponential
-//! backoff (`retry.initial` doubling up to `retry.max`) with jitter (each delay is drawn between
-//! half and all of it); a [`SinkError::RetryAfter`] is retried after the delay the store asked
-//! for (at least `retry.initial`, at most [`MAX_RETRY_AFTER`]). Retries go on forever — a store
-//! that is down leaves the events in the topic — unless `retry.max_attempts` is set, after which
-//! the events are rejected with the last error. A [`SinkError::Permanent`] failure is never
-//! retried as is: the request is split in halves, and the halves again, until the bad events
-//! stand alone — one bad row does not take the good ones of its request to the dead-letter topic.
-//! A single event rejected for good is rejected. (With `b` bad events among `n`, that costs about
-//! `2·b·log₂(n/b)` extra requests.) A [`SinkError::Refused`] failure (wrong URL, table or
-//! credentials) is neither retried nor split: the request's events are rejected whole.
+//! A [`SinkError::Unreachable`] failure (the store cannot be reached: connection refused, server
+//! starting up) is retried soon: after a short backoff from `retry.initial` doubling up to
+//! [`RECONNECT_MAX`] (or `retry.max` if shorter), with jitter — so rows flow again within about
+//! a second of the store accepting connections, however long it was down. A
+//! [`SinkError::Transient`] failure (the store answered but could not take the request: busy,
+//! timed out) is retried with the same events after the longer exponential backoff
+//! (`retry.initial` doubling up to `retry.max`), with jitter (each delay is drawn between half and
+//! all of it); a [`SinkError::RetryAfter`] is retried after the delay the store asked for (at
+//! least `retry.initial`, at most [`MAX_RETRY_AFTER`]). Retries go on forever — a store that is
+//! down leaves the events in the topic — unless `retry.max_attempts` is set, after which the
+//! events are rejected with the last error. A [`SinkError::Permanent`] failure is never retried
+//! as is: the request is split in halves, and the halves again, until the bad events stand alone
+//! — one bad row does not take the good ones of its request to the dead-letter topic. A single
+//! event rejected for good is rejected. (With `b` bad events among `n`, that costs about
+//! `2·b·log₂(n/b)` extra requests.)
+//!
+//! # A store that refuses the sink
+//! A [`SinkError::Refused`] failure (a missing table or database, wrong credentials or URL, no
+//! permission) cannot fix itself and splitting cannot help, but an operator can fix it: the
+//! request is retried with the long backoff and its events wait, unacknowledged, as for an
+//! outage. Once the driver's input has ended (a shutdown), or from the start in a finite run
+//! ([`Driver::finite_run`]: every source ends by itself), nobody is going to wait for that fix:
+//! after [`REFUSED_ATTEMPTS_WHEN_ENDED`] refused attempts in a row the driver stops, leaving everything it holds unacknowledged (read again on
+//! the next start where the source keeps checkpoints), and [`Driver::run`] returns
+//! [`DriverError::Refused`] with the store's message, so the run ends with an error instead of
+//! hanging.
+//!
+//! # Logging a store's state
+//! A failing store is logged once per change of state — reachable, unreachable, failing
+//! requests, refusing the sink — not once per retry: a warning (an error for a refusal) when it
+//! starts, and when requests succeed again one line with how many attempts failed and for how
+//! long.
 //!
 //! # Acknowledgement
 //! An input's [`Acker`] is called exactly once, after every event of it was confirmed by the store
@@ -48,8 +69,10 @@
 //!
 //! # Healthcheck
 //! With `healthcheck = true` (the default) [`Driver::run`] first calls [`Sink::healthcheck`]
-//! (bounded by [`HEALTHCHECK_TIMEOUT`]); a failure is logged as an error and the driver starts
-//! anyway: its writes retry until the store is usable.
+//! (bounded by [`HEALTHCHECK_TIMEOUT`]), unless [`Driver::healthcheck`] was called already (the
+//! agent's `--require-healthy` checks every sink before starting anything); a failure is logged as
+//! an error — a refusal with the store's message and what to do — and the driver starts anyway:
+//! its writes retry until the store is usable.
 //!
 //! # Example
 //! ```
@@ -72,7 +95,7 @@
 //!     .await
 //!     .expect("the driver runs");
 //! drop(input); // no more inputs: flush, close, return
-//! task.await.unwrap();
+//! task.await.unwrap().expect("the sink was not refused");
 //! assert_eq!(rx.await.unwrap(), Outcome::Delivered);
 //! assert_eq!(config.counter().events(), 3);
 //! # });
@@ -108,6 +131,42 @@ pub const INPUT_CAPACITY: usize = 4;
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// How long the start-up healthcheck may take.
 pub const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest wait between two attempts to reach a store that cannot be reached.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(1);
+/// Refused attempts in a row, once nobody waits for a fix, after which a driver stops.
+pub const REFUSED_ATTEMPTS_WHEN_ENDED: u32 = 3;
+
+/// Why a driver stopped before delivering everything it was given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// The store refused the sink as configured and nobody waits for a fix (the input ended, or
+    /// the run is finite): nothing would ever be written. The message is the store's, with what
+    /// to do.
+    #[error(
+        "the store refuses the sink as configured: {message}; its events stay unacknowledged \
+         (read again on the next start where the source keeps checkpoints)"
+    )]
+    Refused {
+        /// What the store said.
+        message: String,
+    },
+    /// Every sink handle was lost to panicking requests (a bug).
+    #[error("the sink has no usable handle left (a request panicked)")]
+    NoHandle,
+}
+
+/// A failed healthcheck.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HealthError {
+    /// The store answered with an error.
+    #[error("{0}")]
+    Failed(SinkError),
+    /// No answer within [`HEALTHCHECK_TIMEOUT`].
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+}
 
 /// What became of an input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +293,10 @@ pub struct Driver {
     config: DriverConfig,
     rx: mpsc::Receiver<Input>,
     stats: DriverStats,
+    /// Whether [`Driver::healthcheck`] ran already.
+    checked: bool,
+    /// Whether the run is finite, so a refused sink stops without waiting for its input to end.
+    finite: bool,
 }
 
 impl fmt::Debug for Driver {
@@ -260,8 +323,60 @@ impl Driver {
             config,
             rx,
             stats: DriverStats::default(),
+            checked: false,
+            finite: false,
         };
         (DriverInput { tx }, driver)
+    }
+
+    /// Says the run is finite (every source ends by itself): nobody waits for a refusing store to
+    /// be fixed, so the driver stops after [`REFUSED_ATTEMPTS_WHEN_ENDED`] refusals in a row
+    /// without waiting for its input to end — which, with the topic full behind a refusing
+    /// sink, it never would.
+    pub fn finite_run(&mut self) {
+        self.finite = true;
+    }
+
+    /// Whether `healthcheck` is on in the sink's config.
+    pub fn healthcheck_enabled(&self) -> bool {
+        self.config.healthcheck
+    }
+
+    /// Checks the store now (bounded by [`HEALTHCHECK_TIMEOUT`]) and logs the result as
+    /// [`Driver::run`] would; `run` then does not check again.
+    ///
+    /// # Errors
+    /// What the healthcheck found, as a [`HealthError`].
+    pub async fn healthcheck(&mut self) -> Result<(), HealthError> {
+        self.checked = true;
+        let result = match tokio::time::timeout(HEALTHCHECK_TIMEOUT, self.sink.healthcheck()).await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(HealthError::Failed(error)),
+            Err(_) => Err(HealthError::TimedOut(HEALTHCHECK_TIMEOUT)),
+        };
+        let name = &self.name;
+        match &result {
+            Ok(()) => tracing::debug!(sink = %name, "Healthcheck passed."),
+            Err(HealthError::Failed(error @ SinkError::Refused(_))) => tracing::error!(
+                sink = %name,
+                error = %error.message(),
+                "Healthcheck failed: the store refuses this sink as configured and will until \
+                 the store or the config is fixed. Events wait in the topic meanwhile; a finite \
+                 run stops with an error."
+            ),
+            Err(HealthError::Failed(error)) => tracing::error!(
+                sink = %name,
+                error = %error.message(),
+                "Healthcheck failed; starting anyway, writes will retry."
+            ),
+            Err(HealthError::TimedOut(timeout)) => tracing::error!(
+                sink = %name,
+                timeout = ?timeout,
+                "Healthcheck timed out; starting anyway, writes will retry."
+            ),
+        }
+        result
     }
 
     /// The driver's counters.
@@ -272,32 +387,28 @@ impl Driver {
     /// Runs until every [`DriverInput`] is dropped and everything received is acknowledged, then
     /// closes the sink.
     ///
+    /// # Errors
+    /// [`DriverError::Refused`] when the store refused the sink and nobody waits for a fix (see
+    /// the [module docs](self)): the inputs not yet acknowledged are dropped unacknowledged and
+    /// the sink is closed.
+    ///
     /// # Cancel safety
     /// Dropping the future (aborting its task) drops the ackers of unfinished inputs without
     /// calling them: their deliveries go back to the topic.
-    pub async fn run(self) {
+    pub async fn run(mut self) -> Result<(), DriverError> {
+        if self.config.healthcheck && !self.checked {
+            // Logged inside; the driver starts either way.
+            let _ = self.healthcheck().await;
+        }
         let Driver {
             name,
-            mut sink,
+            sink,
             config,
             rx,
             stats,
+            checked: _,
+            finite,
         } = self;
-        if config.healthcheck {
-            match tokio::time::timeout(HEALTHCHECK_TIMEOUT, sink.healthcheck()).await {
-                Ok(Ok(())) => tracing::debug!(sink = %name, "Healthcheck passed."),
-                Ok(Err(error)) => tracing::error!(
-                    sink = %name,
-                    %error,
-                    "Healthcheck failed; starting anyway, writes will retry."
-                ),
-                Err(_) => tracing::error!(
-                    sink = %name,
-                    timeout = ?HEALTHCHECK_TIMEOUT,
-                    "Healthcheck timed out; starting anyway, writes will retry."
-                ),
-            }
-        }
         let handles = Handles::new(sink);
         let controller = Arc::new(Mutex::new(Controller::new(
             config.concurrency,
@@ -309,6 +420,8 @@ impl Driver {
                 retry: config.retry.clone(),
                 controller,
                 stats,
+                give_up_when_refused: tokio::sync::watch::channel(finite).0,
+                health: Mutex::new(Health::new()),
             }),
             batcher: Batcher::new(&config.batch),
             ready: VecDeque::new(),
@@ -317,9 +430,15 @@ impl Driver {
             handles,
             in_flight: JoinSet::new(),
             running: HashMap::new(),
+            refused: None,
         };
-        state.run(rx).await;
+        let result = state.run(rx).await;
+        // A refusal leaves requests in flight: stop them, and release what they held.
+        state.in_flight.abort_all();
+        while state.in_flight.join_next().await.is_some() {}
+        state.inputs.clear();
         state.handles.close(&state.shared.name).await;
+        result
     }
 }
 
@@ -329,6 +448,53 @@ struct Shared {
     retry: RetryConfig,
     controller: Arc<Mutex<Controller>>,
     stats: DriverStats,
+    /// Set once nobody waits for a refusing store to be fixed (the input has ended, or the run
+    /// is finite): refused requests stop the driver.
+    give_up_when_refused: tokio::sync::watch::Sender<bool>,
+    /// The store's state as the requests see it, for logging its changes.
+    health: Mutex<Health>,
+}
+
+/// What the last attempts said about the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Condition {
+    /// Requests succeed.
+    Healthy,
+    /// The store cannot be reached.
+    Unreachable,
+    /// The store answers but fails requests (busy, timing out).
+    Failing,
+    /// The store refuses the sink as configured.
+    Refused,
+}
+
+impl Condition {
+    fn of(error: &SinkError) -> Option<Condition> {
+        match error {
+            SinkError::Unreachable(_) => Some(Condition::Unreachable),
+            SinkError::Refused(_) => Some(Condition::Refused),
+            error if error.is_transient() => Some(Condition::Failing),
+            _ => None,
+        }
+    }
+}
+
+/// The store's condition, since when, and how many attempts failed in it.
+#[derive(Debug)]
+struct Health {
+    condition: Condition,
+    since: Instant,
+    failed: u64,
+}
+
+impl Health {
+    fn new() -> Self {
+        Health {
+            condition: Condition::Healthy,
+            since: Instant::now(),
+            failed: 0,
+        }
+    }
 }
 
 impl Shared {
@@ -337,6 +503,65 @@ impl Shared {
         self.controller
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes a failed attempt, logging when the store's condition changes.
+    fn failed(&self, error: &SinkError) {
+        let Some(condition) = Condition::of(error) else {
+            return;
+        };
+        let mut health = self.health();
+        if health.condition != condition {
+            let failed_before = health.failed;
+            let name = &self.name;
+            let error = error.message();
+            match condition {
+                Condition::Unreachable => tracing::warn!(
+                    sink = %name,
+                    %error,
+                    failed_before,
+                    "Store cannot be reached; retrying at least every second until it can."
+                ),
+                Condition::Failing => tracing::warn!(
+                    sink = %name,
+                    %error,
+                    failed_before,
+                    "Store is failing requests; retrying with backoff."
+                ),
+                Condition::Refused => tracing::error!(
+                    sink = %name,
+                    %error,
+                    failed_before,
+                    "Store refuses this sink as configured; its events wait in the topic until \
+                     the store or the config is fixed."
+                ),
+                Condition::Healthy => {}
+            }
+            if health.condition == Condition::Healthy {
+                health.since = Instant::now();
+                health.failed = 0;
+            }
+            health.condition = condition;
+        }
+        health.failed += 1;
+    }
+
+    /// Notes a successful attempt, logging the recovery of a store that was failing.
+    fn succeeded(&self) {
+        let mut health = self.health();
+        if health.condition != Condition::Healthy {
+            tracing::info!(
+                sink = %self.name,
+                failed_attempts = health.failed,
+                after = ?health.since.elapsed(),
+                "Store accepts requests again."
+            );
+            *health = Health::new();
+        }
     }
 
     fn publish_limits(&self) {
@@ -362,6 +587,8 @@ struct State {
     in_flight: JoinSet<Finished>,
     /// The inputs each running task holds parts of, to release them if the task panics.
     running: HashMap<tokio::task::Id, Vec<u64>>,
+    /// A refusal after the input ended: the driver stops.
+    refused: Option<SinkError>,
 }
 
 /// An input being delivered.
@@ -454,17 +681,28 @@ enum Failure {
     Rejected(SinkError),
     /// `retry.max_attempts` ran out on transient errors: the store, not the data, is at fault.
     GaveUp(SinkError),
-    /// The store refuses requests as configured: splitting cannot help.
+    /// The store refused the sink as configured and nobody waits for a fix: the driver stops.
     Refused(SinkError),
 }
 
 impl State {
-    async fn run(&mut self, mut rx: mpsc::Receiver<Input>) {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Input>) -> Result<(), DriverError> {
         let mut closed = false;
         loop {
+            if let Some(error) = self.refused.take() {
+                tracing::error!(
+                    sink = %self.shared.name,
+                    error = %error.message(),
+                    "The store refuses this sink and no fix is awaited (finite run or shutdown); \
+                     stopping. Its events stay unacknowledged."
+                );
+                return Err(DriverError::Refused {
+                    message: error.message().to_owned(),
+                });
+            }
             self.dispatch();
             if closed && self.ready.is_empty() && self.in_flight.is_empty() {
-                break;
+                return Ok(());
             }
             if self.in_flight.is_empty() && !self.handles.can_take() {
                 // A panicking request took the only handle of a sink that cannot fork.
@@ -472,7 +710,7 @@ impl State {
                     sink = %self.shared.name,
                     "The sink has no usable handle left; stopping. Unacknowledged inputs go back to the topic."
                 );
-                return;
+                return Err(DriverError::NoHandle);
             }
             // Read inputs only while no full request waits for a slot: that is back-pressure.
             let accepting = !closed && self.ready.is_empty();
@@ -484,6 +722,7 @@ impl State {
                     Some(input) => self.accept(input),
                     None => {
                         closed = true;
+                        self.shared.give_up_when_refused.send_replace(true);
                         self.batcher.flush(&mut self.ready);
                     }
                 },
@@ -583,7 +822,14 @@ impl State {
                 self.ready.push_front(right);
                 self.ready.push_front(left);
             }
-            Err(Failure::Rejected(error) | Failure::GaveUp(error) | Failure::Refused(error)) => {
+            Err(Failure::Refused(error)) => {
+                // The request's inputs stay unacknowledged; `run` stops at the top of its loop.
+                for input in request.parts.iter().map(|part| part.input) {
+                    self.inputs.remove(&input);
+                }
+                self.refused = Some(error);
+            }
+            Err(Failure::Rejected(error) | Failure::GaveUp(error)) => {
                 let events: usize = request.parts.iter().map(|p| p.range.len()).sum();
                 // The agent logs once per delivery; bisection can reject many single events.
                 tracing::debug!(
@@ -655,6 +901,8 @@ async fn attempt_until_done(
     let chunks: Vec<&[Event]> = request.parts.iter().map(Part::events).collect();
     let mut rng = Jitter::new();
     let mut retries: u32 = 0;
+    let mut refused_in_a_row: u32 = 0;
+    let mut give_up = shared.give_up_when_refused.subscribe();
     loop {
         let started = Instant::now();
         shared.stats.0.attempts.fetch_add(1, Ordering::Relaxed);
@@ -669,19 +917,17 @@ async fn attempt_until_done(
             .observe(now, now.duration_since(started), signal);
         let error = match result {
             Ok(()) => {
-                if retries > 0 {
-                    tracing::info!(
-                        sink = %shared.name,
-                        attempts = retries + 1,
-                        "Store accepted the request after retrying."
-                    );
-                }
+                shared.succeeded();
                 return Ok(());
             }
-            Err(error) if error.is_transient() => error,
-            Err(error @ SinkError::Refused(_)) => return Err(Failure::Refused(error)),
-            Err(error) => return Err(Failure::Rejected(error)),
+            Err(error) if error.is_transient() || matches!(error, SinkError::Refused(_)) => error,
+            Err(error) => {
+                // The store answered: it is up, whatever it thinks of these events.
+                shared.succeeded();
+                return Err(Failure::Rejected(error));
+            }
         };
+        shared.failed(&error);
         retries += 1;
         if let Some(max) = shared.retry.max_attempts
             && retries >= max
@@ -691,22 +937,39 @@ async fn attempt_until_done(
                 error.message()
             ))));
         }
-        shared.stats.0.retries.fetch_add(1, Ordering::Relaxed);
-        let delay = match error.retry_after() {
-            Some(after) => after.clamp(shared.retry.initial.get(), MAX_RETRY_AFTER),
-            None => shared.retry.backoff(retries).mul_f64(rng.factor()),
+        let refused = matches!(error, SinkError::Refused(_));
+        let giving_up = *give_up.borrow();
+        // Only refusals once nobody waits for a fix count towards stopping.
+        refused_in_a_row = match (refused, giving_up) {
+            (true, true) => refused_in_a_row + 1,
+            (true, false) => refused_in_a_row,
+            (false, _) => 0,
         };
-        // The first failure and then every tenth, so a long outage stays readable.
-        if retries == 1 || retries % 10 == 0 {
-            tracing::warn!(
-                sink = %shared.name,
-                %error,
-                attempt = retries,
-                retry_in = ?delay,
-                "Request failed; retrying."
-            );
+        if refused_in_a_row >= REFUSED_ATTEMPTS_WHEN_ENDED {
+            return Err(Failure::Refused(error));
         }
-        tokio::time::sleep(delay).await;
+        shared.stats.0.retries.fetch_add(1, Ordering::Relaxed);
+        let delay = match (&error, error.retry_after()) {
+            (_, Some(after)) => after.clamp(shared.retry.initial.get(), MAX_RETRY_AFTER),
+            (SinkError::Unreachable(_), None) => {
+                shared.retry.reconnect(retries).mul_f64(rng.factor())
+            }
+            // The last few tries before stopping: no point in waiting long for them.
+            (SinkError::Refused(_), None) if giving_up => shared
+                .retry
+                .reconnect(refused_in_a_row)
+                .mul_f64(rng.factor()),
+            _ => shared.retry.backoff(retries).mul_f64(rng.factor()),
+        };
+        if refused && !giving_up {
+            // Waiting for a fix; stop waiting as soon as nobody waits for one.
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = give_up.wait_for(|give_up| *give_up) => {}
+            }
+        } else {
+            tokio::time::sleep(delay).await;
+        }
     }
 }
 

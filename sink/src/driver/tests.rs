@@ -203,7 +203,7 @@ async fn requests_fill_up_to_max_events_and_split_large_inputs() {
         [0, 1]
     );
     drop(input);
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     assert_eq!(probe.request_sizes(), [10, 10, 10, 6]);
     assert_eq!(probe.written_ids(), (0..36).collect::<Vec<_>>());
     assert_eq!(
@@ -225,7 +225,7 @@ async fn requests_stop_at_max_bytes() {
     let task = tokio::spawn(driver.run());
     input.send(batch(0..8), outcomes.acker(0)).await.unwrap();
     drop(input);
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     assert_eq!(probe.request_sizes(), [3, 3, 2]);
     assert_eq!(outcomes.all(), [(0, Outcome::Delivered)]);
 
@@ -237,7 +237,7 @@ async fn requests_stop_at_max_bytes() {
     let task = tokio::spawn(driver.run());
     input.send(batch(0..3), outcomes.acker(1)).await.unwrap();
     drop(input);
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     assert_eq!(probe.request_sizes(), [1, 1, 1]);
 }
 
@@ -263,7 +263,7 @@ async fn timeout_flushes_a_partial_request() {
     assert_eq!(probe.request_sizes(), [5]);
     assert_eq!(outcomes.count(), 2);
     drop(input);
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -286,7 +286,7 @@ async fn concurrency_is_bounded_and_used() {
                 .unwrap();
         }
         drop(input);
-        task.await.unwrap();
+        task.await.unwrap().unwrap();
         assert_eq!(probe.with(|s| s.max_in_flight), expected, "limit {limit}");
         assert_eq!(probe.written_ids(), (0..200).collect::<Vec<_>>());
         assert_eq!(outcomes.count(), 40);
@@ -314,7 +314,7 @@ async fn adaptive_concurrency_grows_under_load() {
             .unwrap();
     }
     drop(input);
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     // A store whose latency does not grow with load lets the limit climb well above 1.
     let max = probe.with(|s| s.max_in_flight);
     assert!(max >= 8, "max in flight {max}");
@@ -340,7 +340,7 @@ async fn transient_failures_back_off_exponentially_with_jitter() {
     let task = tokio::spawn(driver.run());
     input.send(batch(0..10), outcomes.acker(0)).await.unwrap();
     drop(input);
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     assert_eq!(outcomes.all(), [(0, Outcome::Delivered)]);
     let times: Vec<Instant> = probe.with(|s| s.attempts.iter().map(|(t, _)| *t).collect());
     assert_eq!(times.len(), 9);
@@ -378,7 +378,7 @@ async fn retry_after_is_honoured() {
     let task = tokio::spawn(driver.run());
     input.send(batch(0..10), outcomes.acker(0)).await.unwrap();
     drop(input);
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     let times: Vec<Instant> = probe.with(|s| s.attempts.iter().map(|(t, _)| *t).collect());
     assert_eq!(times.len(), 2);
     assert_eq!(times[1] - times[0], Duration::from_secs(7));
@@ -406,7 +406,7 @@ async fn permanent_rejection_is_narrowed_to_the_bad_event() {
         .unwrap();
     input.send(batch(6..9), outcomes.acker(2)).await.unwrap();
     drop(input);
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     let all = outcomes.all();
     assert_eq!(all[0], (0, Outcome::Delivered));
     assert_eq!(all[2], (2, Outcome::Delivered));
@@ -444,7 +444,7 @@ async fn max_attempts_rejects_with_the_last_error() {
     let task = tokio::spawn(driver.run());
     input.send(batch(0..4), outcomes.acker(0)).await.unwrap();
     drop(input);
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     assert_eq!(
         outcomes.all(),
         [(
@@ -501,7 +501,7 @@ async fn outage_holds_inputs_back_then_delivers_everything_once() {
             .unwrap();
     }
     drop(input);
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     let all = outcomes.all();
     assert_eq!(all.len(), 100);
     assert!(
@@ -557,7 +557,7 @@ async fn every_input_is_acked_exactly_once() {
         }
     }
     drop(input);
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     let all = outcomes.all();
     assert_eq!(all.len(), 300, "every input acked");
     for (n, (input, outcome)) in all.iter().enumerate() {
@@ -592,7 +592,7 @@ async fn failing_healthcheck_still_starts_and_can_be_skipped() {
     let task = tokio::spawn(driver.run());
     input.send(batch(0..2), outcomes.acker(0)).await.unwrap();
     drop(input);
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     assert_eq!(outcomes.all(), [(0, Outcome::Delivered)]);
     assert_eq!(probe.with(|s| s.healthchecks), 1);
 
@@ -602,7 +602,7 @@ async fn failing_healthcheck_still_starts_and_can_be_skipped() {
     let (input, driver) = Driver::new("t", probe.sink(false), config);
     let task = tokio::spawn(driver.run());
     drop(input);
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     assert_eq!(probe.with(|s| s.healthchecks), 0);
 }
 
@@ -667,11 +667,154 @@ async fn a_panicking_request_releases_its_inputs_unacked() {
         )
         .await
         .unwrap();
-    task.await.unwrap();
+    assert_eq!(task.await.unwrap(), Err(DriverError::NoHandle));
     assert_eq!(outcomes.count(), 0, "nothing acked");
     assert_eq!(
         dropped.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "acker dropped"
     );
+}
+
+/// Issue 14, item 5: a store that cannot be reached is retried at least every second however
+/// long it has been down (the long backoff would wait up to `retry.max`, 30 s), so rows flow
+/// within about a second of it coming back.
+#[tokio::test(start_paused = true)]
+async fn unreachable_store_is_retried_at_least_every_second() {
+    let probe = Probe::default();
+    probe.with(|s| {
+        s.script = (0..40)
+            .map(|_| SinkError::Unreachable("connection refused".into()))
+            .collect();
+    });
+    let outcomes = Outcomes::default();
+    let (input, driver) = Driver::new(
+        "t",
+        probe.sink(false),
+        config(10, Duration::from_millis(1), 1),
+    );
+    let task = tokio::spawn(driver.run());
+    input.send(batch(0..10), outcomes.acker(0)).await.unwrap();
+    drop(input);
+    task.await.unwrap().unwrap();
+    assert_eq!(outcomes.all(), [(0, Outcome::Delivered)]);
+    let times: Vec<Instant> = probe.with(|s| s.attempts.iter().map(|(t, _)| *t).collect());
+    assert_eq!(times.len(), 41);
+    let retry = RetryConfig::default();
+    for (n, pair) in times.windows(2).enumerate() {
+        let delay = pair[1] - pair[0];
+        let full = retry.reconnect(n as u32 + 1);
+        assert!(
+            delay >= full / 2 && delay <= full && delay <= RECONNECT_MAX,
+            "retry {}: {delay:?} not within [{:?}, {full:?}]",
+            n + 1,
+            full / 2
+        );
+    }
+    // Long since at the cap, far below `retry.max`.
+    assert!(times[40] - times[39] >= RECONNECT_MAX / 2);
+}
+
+/// Issue 10, item 4: a store that refuses the sink (a missing table) holds its events — nothing
+/// acknowledged, nothing sent to the dead-letter topic — while someone may fix it; once the input
+/// ends, the driver stops with the store's message instead of retrying forever, and the acker
+/// is dropped unused (the delivery goes back to the topic).
+#[tokio::test(start_paused = true)]
+async fn refused_store_holds_events_then_stops_once_the_input_ends() {
+    let probe = Probe::default();
+    let refusal = "relation \"requests\" does not exist (42P01); create the table";
+    probe.with(|s| {
+        s.script = (0..1000)
+            .map(|_| SinkError::Refused(refusal.into()))
+            .collect();
+    });
+    let outcomes = Outcomes::default();
+    let (input, driver) = Driver::new(
+        "t",
+        probe.sink(false),
+        config(10, Duration::from_millis(1), 1),
+    );
+    let task = tokio::spawn(driver.run());
+    input.send(batch(0..10), outcomes.acker(0)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(outcomes.count(), 0, "held, not rejected");
+    let attempts = probe.with(|s| s.attempts.len());
+    assert!(attempts > 10, "retried: {attempts}");
+    assert!(!task.is_finished());
+    // The input ends while the request waits out a long backoff: it stops within a second.
+    let ended = Instant::now();
+    drop(input);
+    let result = task.await.unwrap();
+    assert!(
+        ended.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        ended.elapsed()
+    );
+    assert_eq!(
+        result,
+        Err(DriverError::Refused {
+            message: refusal.into()
+        })
+    );
+    assert_eq!(
+        probe.with(|s| s.attempts.len()),
+        attempts + REFUSED_ATTEMPTS_WHEN_ENDED as usize
+    );
+    assert_eq!(outcomes.count(), 0, "never acknowledged");
+    assert_eq!(probe.with(|s| s.closes), 1, "the sink was closed");
+    let message = result.unwrap_err().to_string();
+    assert!(message.contains("create the table"), "{message}");
+}
+
+/// In a finite run nobody waits for a fix: a refused sink stops without waiting for its input to
+/// end (which, with the topic full behind it, it never would). A refusal that gets fixed while
+/// someone waits delivers everything.
+#[tokio::test(start_paused = true)]
+async fn finite_run_stops_on_refusal_and_a_fixed_store_delivers() {
+    let probe = Probe::default();
+    probe.with(|s| {
+        s.script = (0..1000)
+            .map(|_| SinkError::Refused("password authentication failed".into()))
+            .collect();
+    });
+    let outcomes = Outcomes::default();
+    let (input, mut driver) = Driver::new(
+        "t",
+        probe.sink(false),
+        config(10, Duration::from_millis(1), 1),
+    );
+    driver.finite_run();
+    let task = tokio::spawn(driver.run());
+    input.send(batch(0..10), outcomes.acker(0)).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stopped without the input ending")
+        .unwrap();
+    assert!(
+        matches!(result, Err(DriverError::Refused { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        probe.with(|s| s.attempts.len()),
+        REFUSED_ATTEMPTS_WHEN_ENDED as usize
+    );
+    drop(input);
+
+    let probe = Probe::default();
+    // Fewer refusals than it takes to give up once the input ended: the store was fixed.
+    probe.with(|s| {
+        s.script = (1..REFUSED_ATTEMPTS_WHEN_ENDED)
+            .map(|_| SinkError::Refused("table missing".into()))
+            .collect();
+    });
+    let (input, driver) = Driver::new(
+        "t",
+        probe.sink(false),
+        config(10, Duration::from_millis(1), 1),
+    );
+    let task = tokio::spawn(driver.run());
+    input.send(batch(0..10), outcomes.acker(1)).await.unwrap();
+    drop(input);
+    task.await.unwrap().unwrap();
+    assert_eq!(outcomes.all(), [(1, Outcome::Delivered)]);
 }

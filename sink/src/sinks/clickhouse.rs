@@ -35,13 +35,17 @@
 //! `max_insert_block_size` rows (1,048,576). Plain `MergeTree` tables get at-least-once.
 //!
 //! # Errors
-//! Connection errors, timeouts, 408/429 and 5xx are transient — except a 5xx whose ClickHouse
-//! error code says the data itself is bad (cannot parse, unknown field, type mismatch, unknown
-//! table, …): ClickHouse 18.16 answers those with 500, and retrying them would wedge the sink, so
-//! they are permanent, with ClickHouse's error text. Other 4xx are permanent.
+//! A server that cannot be reached is *unreachable* (retried within a second). Timeouts, 408/429
+//! and 5xx are transient — except a 5xx whose ClickHouse error code says the data itself is bad
+//! (cannot parse, unknown field, type mismatch, …): ClickHouse 18.16 answers those with 500, and
+//! retrying them would wedge the sink, so they are permanent, with ClickHouse's error text. Other
+//! 4xx are permanent. Error codes about the setup — an unknown table or database, an unknown
+//! user, a wrong or missing password, access denied — are *refused*, with what to do: the events
+//! wait in the topic until someone fixes it, and a finite run stops with an error (see the
+//! driver).
 //!
 //! # Healthcheck
-//! `EXISTS TABLE db.table` must answer `1`.
+//! `EXISTS TABLE db.table` must answer `1`; `0` is a refusal (create the table).
 
 use std::time::Duration;
 
@@ -246,8 +250,9 @@ impl Sink for ClickhouseSink {
             if answer.trim() == "1" {
                 Ok(())
             } else {
-                Err(SinkError::Permanent(format!(
-                    "the table {table} does not exist (EXISTS TABLE answered {:?})",
+                Err(SinkError::Refused(format!(
+                    "ClickHouse: the table {table} does not exist (EXISTS TABLE answered {:?}); \
+                     create it, or fix `database` and `table`",
                     answer.trim()
                 )))
             }
@@ -370,8 +375,15 @@ fn classify(
 ) -> SinkError {
     let code = error_code(text);
     let data_error = code.is_some_and(|code| DATA_ERRORS.contains(&code));
-    if code.is_some_and(|code| SETUP_ERRORS.contains(&code)) {
-        SinkError::Refused(message)
+    if let Some(code) = code.filter(|code| SETUP_ERRORS.contains(code)) {
+        let hint = match code {
+            60 => "create the table, or fix `table`",
+            81 => "create the database, or fix `database`",
+            192..=194 | 516 => "fix `user` and `password`",
+            497 => "grant `user` INSERT on the table",
+            _ => "fix the sink's config",
+        };
+        SinkError::Refused(format!("{message}; {hint}"))
     } else if is_retryable_status(status) && !data_error {
         match retry_after {
             Some(after) => SinkError::RetryAfter { message, after },

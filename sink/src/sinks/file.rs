@@ -5,7 +5,7 @@
 //! [sinks.archive]
 //! type = "file"
 //! input = "web.requests"
-//! path = "./data/archive/%Y-%m-%d/{page}.ndjson.gz"   # strftime (UTC) and {field}s
+//! path = "./data/archive/%Y-%m-%d/{page}.ndjson.gz"   # strftime (event time, UTC) and {field}s
 //! encoding = "ndjson"      # default; "text", or a table (see `encoding`); not "json_array"
 //! compression = "gzip"     # default "none"
 //! append = true            # default; false empties each file the first time the sink opens it
@@ -25,15 +25,20 @@
 //!
 //! # Paths
 //! `path` is a template: strftime specifiers (`%Y-%m-%d`, `%H`; `%%` for a literal `%`) are
-//! expanded with the current UTC time at each write, and `{field}` (a field name, a dotted path,
-//! or `message`) with each event's value, so a batch is split by rendered path. A field value is
+//! expanded with each event's time in UTC — its `timestamp` field, a timestamp or an RFC 3339
+//! string, as the access-log presets and JSON events carry it; the current time for an event
+//! without one —, so a backfill of January lands in January's files, not today's. `{field}` (a
+//! field name, a dotted path, or `message`) is expanded with each event's value. A batch is split
+//! by rendered path. A field value is
 //! sanitized so it cannot leave the directory the template puts it in: `/`, `\`, NUL and control
 //! characters become `_`, and so does a leading `.`; a missing, null or empty value renders as
 //! `_`. `{` and `}` are reserved for fields. When an expansion changes — at midnight for a daily
-//! path — the new file is opened, its parent directories created; files not written for a while
-//! are closed least-recently-used first once more than `max_open_files` are open. A template
-//! without fields is opened when the sink is built, so a path that cannot be created fails at
-//! startup.
+//! path — the new file is opened, its parent directories created. A template without fields
+//! keeps only the files of the latest batch open (the day's file is finished once a batch has
+//! none of its events: late events reopen it and append a new gzip member); with fields, files
+//! not written for a while are closed least-recently-used first once more than `max_open_files`
+//! are open. A fixed path is opened when the sink is built, and a templated one has its leading
+//! fixed directories created then, so a path that cannot be created fails at startup.
 //!
 //! # Rotation
 //! Before a write, a file that holds `max_file_bytes` or more (counted on disk, so compressed for
@@ -92,12 +97,15 @@ pub use crate::encoding::Compression;
 
 /// The default `max_open_files`.
 pub const DEFAULT_MAX_OPEN_FILES: usize = 16;
+/// The field whose time expands the strftime specifiers of `path`.
+pub const EVENT_TIME_FIELD: &str = "timestamp";
 
 /// The config of the `file` sink.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    /// The file to write: a template of strftime specifiers (UTC) and `{field}`s.
+    /// The file to write: a template of strftime specifiers (each event's `timestamp`, UTC; now
+    /// for events without one) and `{field}`s.
     pub path: String,
     /// How events become lines; default `ndjson`.
     #[serde(default, deserialize_with = "deserialize_encoding")]
@@ -179,8 +187,8 @@ impl FileConfig {
         Ok(())
     }
 
-    /// Builds the sink; a template without fields opens its file for the current time, creating
-    /// its directories.
+    /// Builds the sink; a fixed path is opened (creating its directories), a templated one has
+    /// its leading fixed directories created.
     ///
     /// # Errors
     /// A [`BuildError`] at `path` when the file cannot be opened or its directory created.
@@ -201,7 +209,19 @@ impl FileConfig {
         };
         let now = Utc::now();
         let mut io = FileIo::new(options);
-        if !template.has_fields() {
+        if let Some(fixed) = template.fixed_dir() {
+            tokio::task::spawn_blocking(move || {
+                fs::create_dir_all(&fixed).map_err(|error| {
+                    BuildError::at(
+                        "path",
+                        format!("cannot create {}: {error}", fixed.display()),
+                    )
+                })
+            })
+            .await
+            .map_err(|error| BuildError::new(format!("the directory task failed: {error}")))??;
+        }
+        if !template.has_fields() && !template.has_time() {
             let path = template
                 .render_time(now)
                 .map_err(|_| template.format_error())?;
@@ -337,6 +357,53 @@ impl PathTemplate {
             .any(|piece| matches!(piece, Piece::Field(_)))
     }
 
+    /// Whether the template has strftime specifiers (so paths follow the events' time).
+    fn has_time(&self) -> bool {
+        self.pieces
+            .iter()
+            .any(|piece| matches!(piece, Piece::Time { items: Some(_), .. }))
+    }
+
+    /// Whether a specifier shows fractions of a second (`%f`, `%.3f`…): then two events of the
+    /// same second may still go to different files.
+    fn has_subseconds(&self) -> bool {
+        use chrono::format::Fixed;
+        self.pieces.iter().any(|piece| match piece {
+            Piece::Time {
+                items: Some(items), ..
+            } => items.iter().any(|item| {
+                matches!(
+                    item,
+                    Item::Fixed(
+                        Fixed::Nanosecond
+                            | Fixed::Nanosecond3
+                            | Fixed::Nanosecond6
+                            | Fixed::Nanosecond9
+                            | Fixed::Internal(_)
+                    )
+                )
+            }),
+            _ => false,
+        })
+    }
+
+    /// The directories before the first specifier or field of a templated path (`logs/` of
+    /// `logs/%Y/{page}.log`), if any: created at build so an unusable place fails at startup.
+    fn fixed_dir(&self) -> Option<PathBuf> {
+        if !self.has_fields() && !self.has_time() {
+            return None;
+        }
+        let fixed = match self.pieces.first() {
+            Some(Piece::Time { text, items: None }) => text.as_str(),
+            Some(Piece::Time { text, .. }) => &text[..text.find('%').unwrap_or(0)],
+            _ => "",
+        };
+        let dir = &fixed[..fixed
+            .rfind(['/', std::path::MAIN_SEPARATOR])
+            .map_or(0, |at| at + 1)];
+        (!dir.is_empty()).then(|| PathBuf::from(dir))
+    }
+
     /// The path for `now`, for a template without fields.
     fn render_time(&self, now: DateTime<Utc>) -> Result<PathBuf, fmt::Error> {
         self.render(now, &Event::default(), &mut String::new())
@@ -427,8 +494,9 @@ struct Options {
     max_file_bytes: Option<u64>,
     rotate_interval: Option<chrono::Duration>,
     max_open_files: usize,
-    /// The template has no fields: one file at a time, the previous one finished as soon as the
-    /// path changes (at midnight for a daily path).
+    /// The template has no fields: only the files of the latest batch stay open (one, unless a
+    /// batch spans midnight for a daily path), the others finished as soon as a batch has none
+    /// of their events.
     single: bool,
 }
 
@@ -496,7 +564,7 @@ impl FileSink {
                 self.template.template
             ))
         };
-        if !self.template.has_fields() {
+        if !self.template.has_fields() && !self.template.has_time() {
             let path = self.template.render_time(now).map_err(|_| format_error())?;
             let mut buffer = io.spare.pop().unwrap_or_default();
             for event in crate::chunk_events(chunks) {
@@ -507,25 +575,48 @@ impl FileSink {
         }
         let mut index: HashMap<PathBuf, usize> = HashMap::new();
         let mut scratch = String::new();
+        // Without fields the path depends on the time alone: events of the same second (the
+        // common case in logs) reuse the last rendering instead of formatting it again.
+        let by_second = !self.template.has_fields() && !self.template.has_subseconds();
+        let mut last: Option<(i64, usize)> = None;
         for event in crate::chunk_events(chunks) {
-            let path = self
-                .template
-                .render(now, event, &mut scratch)
-                .map_err(|_| format_error())?;
-            let slot = match index.get(&path) {
-                Some(&slot) => slot,
-                None => {
-                    let buffer = io.spare.pop().unwrap_or_default();
-                    io.groups.push((path.clone(), buffer));
-                    index.insert(path, io.groups.len() - 1);
-                    io.groups.len() - 1
+            let time = event_time(event).unwrap_or(now);
+            let slot = match last {
+                Some((second, slot)) if by_second && second == time.timestamp() => slot,
+                _ => {
+                    let path = self
+                        .template
+                        .render(time, event, &mut scratch)
+                        .map_err(|_| format_error())?;
+                    match index.get(&path) {
+                        Some(&slot) => slot,
+                        None => {
+                            let buffer = io.spare.pop().unwrap_or_default();
+                            io.groups.push((path.clone(), buffer));
+                            index.insert(path, io.groups.len() - 1);
+                            io.groups.len() - 1
+                        }
+                    }
                 }
             };
+            last = Some((time.timestamp(), slot));
             if let Some((_, buffer)) = io.groups.get_mut(slot) {
                 self.encoder.encode_record(event, buffer);
             }
         }
         Ok(())
+    }
+}
+
+/// The time that expands an event's path: its `timestamp` field, as a timestamp or an RFC 3339
+/// string; `None` when it has none (the caller uses the current time).
+fn event_time(event: &Event) -> Option<DateTime<Utc>> {
+    match event.get(EVENT_TIME_FIELD)? {
+        Value::Timestamp(time) => Some(*time),
+        Value::String(text) => DateTime::parse_from_rfc3339(text.as_str().trim())
+            .ok()
+            .map(|time| time.with_timezone(&Utc)),
+        _ => None,
     }
 }
 
@@ -636,13 +727,11 @@ impl FileIo {
     ) -> (Result<(), SinkError>, HashSet<PathBuf>) {
         let mut written = skip;
         let groups = std::mem::take(&mut self.groups);
-        if self.options.single
-            && let Some((current, _)) = groups.first()
-        {
+        if self.options.single && !groups.is_empty() {
             let stale: Vec<PathBuf> = self
                 .files
                 .keys()
-                .filter(|path| *path != current)
+                .filter(|path| !groups.iter().any(|(current, _)| current == *path))
                 .cloned()
                 .collect();
             for path in stale {
@@ -1812,6 +1901,89 @@ mod tests {
         }
         found.sort();
         found
+    }
+
+    /// Regression (issue 10, item 8): `%Y-%m-%d` used the wall clock, so a backfill of January
+    /// landed in today's folder. Each event's `timestamp` picks its file now; events without one
+    /// use the current time.
+    #[tokio::test]
+    async fn backfilled_events_land_in_the_folders_of_their_own_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let template = dir.path().join("archive/%Y-%m-%d/requests.ndjson.gz");
+        let mut sink = build(&gzip_config(&template)).await;
+        // Building made the fixed directory only: no file for today before any event says so.
+        assert!(dir.path().join("archive").is_dir());
+        assert!(files_under(dir.path()).is_empty());
+        sink.clock = || DateTime::from_timestamp(1_714_564_800, 0).unwrap(); // 2024-05-01T12:00Z
+        let at = |n: i64, time: Value| {
+            let mut event = page("home", n);
+            event.insert("timestamp", time);
+            event
+        };
+        let jan = |text: &str| Value::Timestamp(text.parse().unwrap());
+        let first = vec![
+            at(1, jan("2024-01-14T23:59:59Z")),
+            at(2, jan("2024-01-15T00:00:00Z")),
+            // An RFC 3339 string counts, in UTC: 00:30 at +01:00 is still the 14th.
+            at(3, Value::from("2024-01-15T00:30:00+01:00")),
+            page("home", 4), // no time: today
+            at(5, Value::from("not a time")),
+        ];
+        sink.write(&first).await.unwrap();
+        let second = vec![at(6, jan("2024-01-15T08:00:00Z"))];
+        sink.write(&second).await.unwrap();
+        let day = |name: &str| {
+            dir.path()
+                .join(format!("archive/{name}/requests.ndjson.gz"))
+        };
+        // The second batch had nothing for the 14th or today: those files are finished.
+        assert_eq!(
+            read_gzip(&day("2024-01-14")),
+            (expected_ndjson(&[first[0].clone(), first[2].clone()]), true)
+        );
+        assert_eq!(
+            read_gzip(&day("2024-05-01")),
+            (expected_ndjson(&[first[3].clone(), first[4].clone()]), true)
+        );
+        assert_eq!(
+            read_gzip(&day("2024-01-15")),
+            (
+                expected_ndjson(&[first[1].clone(), second[0].clone()]),
+                false
+            )
+        );
+        // A late event for the 14th appends a member to its file.
+        let late = vec![at(7, jan("2024-01-14T12:00:00Z"))];
+        sink.write(&late).await.unwrap();
+        sink.close().await.unwrap();
+        assert_eq!(
+            read_gzip(&day("2024-01-14")).0,
+            expected_ndjson(&[first[0].clone(), first[2].clone(), late[0].clone()])
+        );
+        assert_eq!(files_under(dir.path()).len(), 3);
+
+        // With fields too.
+        let template = dir.path().join("by-page/%Y-%m/{page}.ndjson");
+        let mut sink = build(&config(&template)).await;
+        sink.write(&[at(8, jan("2024-01-31T23:00:00Z"))])
+            .await
+            .unwrap();
+        sink.close().await.unwrap();
+        assert!(dir.path().join("by-page/2024-01/home.ndjson").is_file());
+
+        // A fixed directory that cannot be created fails the build, naming it.
+        fs::write(dir.path().join("blocked"), "in the way").unwrap();
+        let error = FileConfig::new(
+            dir.path()
+                .join("blocked/%Y/out.log")
+                .to_string_lossy()
+                .into_owned(),
+        )
+        .build(&SinkContext::default())
+        .await
+        .unwrap_err();
+        assert_eq!(error.key.as_deref(), Some("path"));
+        assert!(error.message.contains("blocked"), "{}", error.message);
     }
 
     /// A batch is split by the rendered path, and field values cannot climb out of the directory.

@@ -15,13 +15,20 @@
 //! ```
 //!
 //! # Retries
-//! A 2xx answer acknowledges the request. 408, 429, 500, 502, 503 and 504 are transient, as are
-//! connection errors and timeouts; a `Retry-After` header (seconds or an HTTP date) on them is
-//! honoured. Any other answer is permanent — the events go to the dead-letter topic — with the
-//! status and the first [`MAX_ERROR_BODY`] bytes of the body in the error.
+//! A 2xx answer acknowledges the request. A connection that cannot be made is *unreachable*
+//! (retried within a second); 408, 429, 500, 502, 503 and 504 and timeouts are transient; a
+//! `Retry-After` header (seconds or an HTTP date) on them is honoured. 400, 413 and 422 are
+//! permanent — the endpoint rejects what was sent: the driver narrows the request down to the bad
+//! events, which go to the dead-letter topic — with the status and the first [`MAX_ERROR_BODY`]
+//! bytes of the body in the error. Any other answer (401, 403, 404, 405…) is *refused*: the
+//! endpoint refuses the sink as configured, the events wait in the topic until the URI or the
+//! credentials are fixed, and a finite run stops with an error (see the driver).
 //!
-//! There is no healthcheck beyond building the client: an arbitrary endpoint has no standard
-//! request that tests it without sending data.
+//! # Healthcheck
+//! A `HEAD` request to `uri` with the configured headers and credentials (no data is sent):
+//! 401, 403 and 404 are refusals, named with what to check; a connection that cannot be made is
+//! a failure; any other answer (2xx, 405…) passes. An endpoint that answers `HEAD` with 404 while
+//! it takes POSTs needs `healthcheck = false`.
 //!
 //! `https://` URIs need sluice built with the `tls` feature (rustls).
 
@@ -226,6 +233,34 @@ impl Sink for HttpSink {
         Box::pin(self.send(chunks))
     }
 
+    fn healthcheck(&mut self) -> SinkFuture<'_> {
+        Box::pin(async move {
+            let mut request = self
+                .client
+                .head(self.uri.clone())
+                .headers(self.headers.clone());
+            request = match &self.auth {
+                Some(Auth::Basic { user, password }) => request.basic_auth(user, Some(password)),
+                Some(Auth::Bearer { token }) => request.bearer_auth(token),
+                None => request,
+            };
+            let response = request.send().await.map_err(request_error)?;
+            let status = response.status();
+            if matches!(status.as_u16(), 401 | 403 | 404) {
+                let body = response.bytes().await.unwrap_or_default();
+                let message = format!("{status}: {}", error_body(&body));
+                return Err(SinkError::Refused(refusal(status, message)));
+            }
+            if status.is_server_error() {
+                return Err(SinkError::Transient(format!(
+                    "HEAD {} answered {status}",
+                    self.uri
+                )));
+            }
+            Ok(())
+        })
+    }
+
     fn fork(&self) -> Option<Box<dyn Sink>> {
         Some(Box::new(HttpSink {
             client: self.client.clone(),
@@ -269,9 +304,24 @@ impl HttpSink {
     }
 }
 
-/// Connection errors, timeouts and the like: transient.
+/// Connection errors are unreachable; timeouts and the like transient.
 pub(crate) fn request_error(error: reqwest::Error) -> SinkError {
-    SinkError::Transient(format!("request failed: {}", error_chain(&error)))
+    let message = format!("request failed: {}", error_chain(&error));
+    if error.is_connect() {
+        SinkError::Unreachable(message)
+    } else {
+        SinkError::Transient(message)
+    }
+}
+
+/// A refusal's message with what to check.
+fn refusal(status: StatusCode, message: String) -> String {
+    let hint = match status.as_u16() {
+        401 | 403 => "check `auth` and `headers`",
+        404 => "check `uri`",
+        _ => "check `uri` and `method`",
+    };
+    format!("{message}; {hint}")
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -317,7 +367,7 @@ pub(crate) async fn check_response(
         SinkError::Permanent(message)
     } else {
         // 401, 403, 404, 405…: the endpoint refuses any request as configured.
-        SinkError::Refused(message)
+        SinkError::Refused(refusal(status, message))
     })
 }
 

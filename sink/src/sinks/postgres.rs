@@ -45,11 +45,17 @@
 //! (`NoTls`).
 //!
 //! # Errors
-//! Integrity violations (SQLSTATE class 23), data exceptions (22) and other statement errors are
-//! permanent, with the server's message. Connection errors, class 08, 40 (serialization,
-//! deadlock), 53 (resources), 55, 57 (shutdown, starting up), 58 and XX are transient. A missing
-//! table or column (42P01, 42703) is transient too and makes the sink read the columns again: the
-//! events wait in the topic while the table is fixed.
+//! Integrity violations (SQLSTATE class 23) and data exceptions (22) are permanent: the rows are
+//! bad, and the driver narrows the request down to them. A server that cannot be reached —
+//! connection refused or lost, class 08, 57P01–57P03 (shutting down, starting up) — is
+//! *unreachable*: retried within a second, so rows flow as soon as it accepts connections again.
+//! Class 40 (serialization, deadlock), 53 (resources), 55, other 57, 58 and XX are transient. A
+//! setup the server refuses — a missing table (42P01, or no columns visible to the user), a
+//! missing database (3D000), a failed login (class 28), no permission (42501), a column of
+//! `columns` the table lacks or of a type the sink cannot write, and other statement errors —
+//! is *refused*, with the server's message and what to do: the events wait in the topic while
+//! someone fixes it, and a finite run stops with an error (see the driver). A missing column
+//! (42703) makes the sink read the columns again first (the table may have been altered).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -307,9 +313,17 @@ impl Shared {
                 None => break,
             }
         }
-        let (client, connection) = self.connect.connect(NoTls).await.map_err(|error| {
-            SinkError::Transient(format!("cannot connect to PostgreSQL: {error}"))
-        })?;
+        let (client, connection) =
+            self.connect
+                .connect(NoTls)
+                .await
+                .map_err(|error| match error.as_db_error() {
+                    // The server answered: a login it refuses, a database it does not have.
+                    Some(_) => classify(&error),
+                    None => {
+                        SinkError::Unreachable(format!("cannot connect to PostgreSQL: {error}"))
+                    }
+                })?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "A PostgreSQL connection ended.");
@@ -362,8 +376,10 @@ impl Shared {
             None => quote_ident(&self.table_name),
         };
         if rows.is_empty() {
-            return Err(SinkError::Transient(format!(
-                "table {qualified} does not exist (or has no columns)"
+            return Err(SinkError::Refused(format!(
+                "PostgreSQL: table {qualified} does not exist, or the user of `url` cannot see \
+                 its columns; create the table, or fix `table`, or grant the user SELECT and \
+                 INSERT on it"
             )));
         }
         let mut found = BTreeMap::new();
@@ -381,8 +397,9 @@ impl Shared {
             Some(mapping) => {
                 for (name, field) in mapping {
                     let Some((udt, _)) = found.get(name) else {
-                        return Err(SinkError::Transient(format!(
-                            "table {qualified} has no column {name:?} (from `columns`)"
+                        return Err(SinkError::Refused(format!(
+                            "PostgreSQL: table {qualified} has no column {name:?} (from \
+                             `columns`); add the column, or fix `columns`"
                         )));
                     };
                     match Kind::from_udt(udt) {
@@ -415,14 +432,15 @@ impl Shared {
             }
         }
         if !unsupported.is_empty() {
-            return Err(SinkError::Transient(format!(
+            return Err(SinkError::Refused(format!(
                 "table {qualified} has columns of types the sink cannot write: {}; map them to text or float8, give them a default, or leave them out of `columns`",
                 unsupported.join(", ")
             )));
         }
         if columns.is_empty() {
-            return Err(SinkError::Transient(format!(
-                "no column of {qualified} to write"
+            return Err(SinkError::Refused(format!(
+                "no column of {qualified} to write: every column has a default; name the \
+                 columns to write in `columns`"
             )));
         }
         let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
@@ -588,10 +606,11 @@ async fn send_copy(sink: tokio_postgres::CopyInSink<Bytes>, data: Bytes) -> Resu
         .map_err(|error| classify(&error))
 }
 
-/// Transient or permanent, by SQLSTATE; errors without one are connection errors.
+/// Unreachable, transient, permanent or refused, by SQLSTATE; errors without one are connection
+/// errors.
 fn classify(error: &tokio_postgres::Error) -> SinkError {
     let Some(db) = error.as_db_error() else {
-        return SinkError::Transient(format!("PostgreSQL connection error: {error}"));
+        return SinkError::Unreachable(format!("PostgreSQL connection error: {error}"));
     };
     let code = db.code().code();
     let message = match db.detail() {
@@ -599,17 +618,39 @@ fn classify(error: &tokio_postgres::Error) -> SinkError {
         None => format!("PostgreSQL: {} ({code})", db.message()),
     };
     let class = &code[..code.len().min(2)];
-    let transient = matches!(class, "08" | "40" | "53" | "55" | "57" | "58" | "XX")
-        || *db.code() == SqlState::UNDEFINED_TABLE
-        || *db.code() == SqlState::UNDEFINED_COLUMN;
-    if transient {
+    let state = db.code();
+    if class == "08"
+        || *state == SqlState::ADMIN_SHUTDOWN
+        || *state == SqlState::CRASH_SHUTDOWN
+        || *state == SqlState::CANNOT_CONNECT_NOW
+    {
+        SinkError::Unreachable(message)
+    } else if matches!(class, "40" | "53" | "55" | "57" | "58" | "XX")
+        || *state == SqlState::UNDEFINED_COLUMN
+    {
+        // A missing column after the columns were read: the table was altered; read it again.
         SinkError::Transient(message)
     } else if matches!(class, "22" | "23") {
         // Data exceptions and integrity violations: some rows are bad.
         SinkError::Permanent(message)
     } else {
-        // Syntax, rights, authentication…: every request would fail the same way.
-        SinkError::Refused(message)
+        // A missing table or database, a refused login, no rights, a statement the server
+        // rejects: every request would fail the same way until someone fixes it.
+        let hint = match class {
+            "28" => Some("fix the user or password in `url`, or the server's pg_hba.conf"),
+            "3D" => Some("create the database, or fix the database name in `url`"),
+            _ if *state == SqlState::UNDEFINED_TABLE => {
+                Some("create the table, or fix `table` (and the schema in it)")
+            }
+            _ if *state == SqlState::INSUFFICIENT_PRIVILEGE => {
+                Some("grant the user of `url` INSERT (and SELECT) on the table")
+            }
+            _ => None,
+        };
+        SinkError::Refused(match hint {
+            Some(hint) => format!("{message}; {hint}"),
+            None => message,
+        })
     }
 }
 

@@ -115,10 +115,15 @@ async fn clickhouse_rejects_unknown_fields_permanently_unless_skipped() {
         .unwrap();
     let error = missing.healthcheck().await.unwrap_err();
     assert!(error.to_string().contains("does not exist"), "{error}");
+    assert!(
+        matches!(error, sluice_sink::SinkError::Refused(_)),
+        "{error:?}"
+    );
     let error = missing.write(&requests(0..1)).await.unwrap_err();
     assert!(
-        !error.is_transient(),
-        "unknown table is a config error: {error}"
+        matches!(error, sluice_sink::SinkError::Refused(_))
+            && error.message().contains("create the table, or fix `table`"),
+        "unknown table is a config error, with what to do: {error}"
     );
 }
 

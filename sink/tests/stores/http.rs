@@ -9,10 +9,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{any, post};
 use sluice_sink::Sink;
 use sluice_sink::SinkError;
-use sluice_sink::driver::{DriverConfig, Outcome};
+use sluice_sink::driver::{DriverConfig, DriverError, Outcome};
 use sluice_sink::encoding::{Compression, Encoding};
 use sluice_sink::sinks::HttpConfig;
 use sluice_sink::sinks::http::Auth;
@@ -64,9 +64,18 @@ async fn handle(
     }
 }
 
+/// 401 unless the bearer token is `right`, for any method.
+async fn locked(headers: HeaderMap) -> StatusCode {
+    match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        Some("Bearer right") => StatusCode::NO_CONTENT,
+        _ => StatusCode::UNAUTHORIZED,
+    }
+}
+
 async fn serve() -> (String, Shared) {
     let seen = Shared::default();
     let app = Router::new()
+        .route("/locked", any(locked))
         .route("/{route}", post(handle))
         .with_state(Arc::clone(&seen));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -158,22 +167,25 @@ async fn http_status_codes_map_to_retries_and_rejections() {
     assert_eq!(rejected, 5);
     assert_eq!(bodies(&seen, "bad").len(), 9);
 
-    // 404 says the endpoint is wrong: refused whole, never retried or split.
+    // 404 says the endpoint is wrong: refused, never split; the events are held (not sent to
+    // the dead-letter topic) until the input ends, then the driver stops with what to check.
     let sink = HttpConfig::new(format!("{base}/gone")).build().unwrap();
     let mut run = Run::start(Box::new(sink), fast_retry(DriverConfig::default()));
     run.send(requests(0..5)).await;
-    let outcomes = run.finish().await;
-    let Outcome::Rejected { rejections } = &outcomes[0] else {
-        panic!("{outcomes:?}")
-    };
-    assert_eq!(rejections.len(), 1);
-    assert_eq!(rejections[0].events, 0..5);
+    let (outcomes, result) = run.stop().await;
     assert!(
-        matches!(rejections[0].error, SinkError::Refused(_)),
-        "{:?}",
-        rejections[0].error
+        outcomes.is_empty(),
+        "held, never acknowledged: {outcomes:?}"
     );
-    assert_eq!(bodies(&seen, "gone").len(), 1);
+    let Err(DriverError::Refused { message }) = result else {
+        panic!("{result:?}")
+    };
+    assert!(
+        message.contains("404 Not Found: no such endpoint; check `uri`"),
+        "{message}"
+    );
+    let attempts = bodies(&seen, "gone").len();
+    assert!((3..=4).contains(&attempts), "{attempts} attempts");
 
     // Slower than the request timeout: a transient timeout, retried.
     let mut config = HttpConfig::new(format!("{base}/slow"));
@@ -183,15 +195,53 @@ async fn http_status_codes_map_to_retries_and_rejections() {
     assert!(error.is_transient(), "{error}");
     sink.write(&requests(0..1)).await.unwrap();
 
-    // Nothing listening: transient.
+    // Nothing listening: unreachable (retried within a second), and so says the healthcheck.
     let port = crate::support::free_port();
     let mut sink = HttpConfig::new(format!("http://127.0.0.1:{port}/x"))
         .build()
         .unwrap();
+    let error = sink.write(&requests(0..1)).await.unwrap_err();
+    assert!(matches!(error, SinkError::Unreachable(_)), "{error:?}");
+    let error = sink.healthcheck().await.unwrap_err();
+    assert!(matches!(error, SinkError::Unreachable(_)), "{error:?}");
+}
+
+/// Issue 10, item 4: the healthcheck (a HEAD, no data) reports an endpoint that does not exist
+/// (404) or refuses the credentials (401, 403) as a refusal naming what to check; an endpoint
+/// that only takes POSTs (405 to HEAD) passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_healthcheck_names_wrong_uris_and_credentials() {
+    let (base, _seen) = serve().await;
+    HttpConfig::new(format!("{base}/ok"))
+        .build()
+        .unwrap()
+        .healthcheck()
+        .await
+        .unwrap();
+    let error = HttpConfig::new(format!("{base}/no/such/endpoint"))
+        .build()
+        .unwrap()
+        .healthcheck()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, SinkError::Refused(_)), "{error:?}");
     assert!(
-        sink.write(&requests(0..1))
-            .await
-            .unwrap_err()
-            .is_transient()
+        error.message().starts_with("404 Not Found") && error.message().ends_with("check `uri`"),
+        "{error}"
     );
+    let locked = |token: &str| {
+        let mut config = HttpConfig::new(format!("{base}/locked"));
+        config.auth = Some(Auth::Bearer {
+            token: token.into(),
+        });
+        config.build().unwrap()
+    };
+    let error = locked("wrong").healthcheck().await.unwrap_err();
+    assert!(matches!(error, SinkError::Refused(_)), "{error:?}");
+    assert!(
+        error.message().starts_with("401 Unauthorized")
+            && error.message().contains("check `auth` and `headers`"),
+        "{error}"
+    );
+    locked("right").healthcheck().await.unwrap();
 }

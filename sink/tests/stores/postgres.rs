@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sluice_pipelines::{Event, Value};
-use sluice_sink::Sink;
 use sluice_sink::driver::{DriverConfig, Outcome};
 use sluice_sink::sinks::PostgresConfig;
 use sluice_sink::sinks::postgres::OnConflict;
+use sluice_sink::{Sink, SinkError};
 
 use crate::support::{Postgres, Run, fast_retry};
 use crate::{request, requests};
@@ -363,4 +363,123 @@ async fn postgres_survives_being_down_and_killed() {
         "postgres fault test: {total} events; on_conflict: 0 duplicates; plain: {} duplicates",
         count - total
     );
+}
+
+/// Issue 10, item 4: what cannot fix itself — a missing table or database, an unknown role, no
+/// permission — is a refusal with the server's message and what to do, at the healthcheck and at
+/// a write; a server that is down is merely unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refusals_say_what_to_fix() {
+    let mut server = Postgres::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE requests (request_id text, status int4); \
+             CREATE ROLE reader LOGIN; GRANT SELECT ON requests TO reader; \
+             CREATE ROLE stranger LOGIN;",
+        )
+        .await
+        .unwrap();
+    let refusal = |url: String, table: &'static str, fix: &'static str| async move {
+        let mut sink = PostgresConfig::new(url, table).build().await.unwrap();
+        for error in [
+            sink.healthcheck().await.unwrap_err(),
+            sink.write(&requests(0..1)).await.unwrap_err(),
+        ] {
+            assert!(matches!(error, SinkError::Refused(_)), "{error:?}");
+            assert!(error.message().contains(fix), "{error}");
+        }
+    };
+    let url = server.url();
+    refusal(url.clone(), "missing", "create the table, or fix `table`").await;
+    let no_db = format!("postgres://postgres@127.0.0.1:{}/analytics", server.port);
+    refusal(no_db, "requests", "create the database").await;
+    let nobody = url.replace("postgres@", "nobody@");
+    refusal(nobody, "requests", "fix the user or password in `url`").await;
+    // No privilege at all: the table is invisible to the role.
+    let stranger = url.replace("postgres@", "stranger@");
+    refusal(stranger, "requests", "grant the user SELECT and INSERT").await;
+    // SELECT but no INSERT: the COPY is denied.
+    let reader = url.replace("postgres@", "reader@");
+    let mut sink = PostgresConfig::new(reader, "requests")
+        .build()
+        .await
+        .unwrap();
+    sink.healthcheck().await.unwrap();
+    let error = sink.write(&requests(0..1)).await.unwrap_err();
+    assert!(matches!(error, SinkError::Refused(_)), "{error:?}");
+    assert!(
+        error.message().contains("(42501)") && error.message().contains("grant the user"),
+        "{error}"
+    );
+
+    server.kill();
+    let mut sink = PostgresConfig::new(url, "requests").build().await.unwrap();
+    let error = sink.healthcheck().await.unwrap_err();
+    assert!(matches!(error, SinkError::Unreachable(_)), "{error:?}");
+}
+
+/// Issue 14, item 5: after an outage of 20 s, with the default retry settings (whose backoff
+/// for failed requests grows to 30 s), the first row lands within 2 s of the server accepting
+/// connections again: an unreachable store is retried at least every second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_rows_flow_within_two_seconds_of_the_server_coming_back() {
+    let mut server = Postgres::start();
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE TABLE requests (request_id text, status int4)")
+        .await
+        .unwrap();
+    drop(client);
+    server.kill();
+    let sink = PostgresConfig::new(server.url(), "requests")
+        .build()
+        .await
+        .unwrap();
+    let mut run = Run::start(Box::new(sink), DriverConfig::default());
+    run.send(requests(0..100)).await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+
+    // Watch for the first moment the server takes a connection and answers a query.
+    let url = server.url();
+    let accepting = tokio::spawn(async move {
+        loop {
+            if let Ok((client, connection)) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+            {
+                tokio::spawn(connection);
+                if client.simple_query("SELECT 1").await.is_ok() {
+                    return (std::time::Instant::now(), client);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    let (accepted_at, client) = accepting.await.unwrap();
+    let deadline = accepted_at + Duration::from_secs(10);
+    let landed_at = loop {
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM requests", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if rows > 0 {
+            break std::time::Instant::now();
+        }
+        assert!(std::time::Instant::now() < deadline, "no row within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let waited = landed_at - accepted_at;
+    assert!(
+        waited <= Duration::from_secs(2),
+        "the first row came {waited:?} after the server accepted connections"
+    );
+    assert_eq!(run.finish().await, [Outcome::Delivered]);
+    drop(server);
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sluice_pipelines::{Batch, Event};
 use sluice_sink::Sink;
-use sluice_sink::driver::{Acker, Driver, DriverConfig, DriverInput, Outcome};
+use sluice_sink::driver::{Acker, Driver, DriverConfig, DriverError, DriverInput, Outcome};
 use tokio::sync::mpsc;
 
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -328,7 +328,7 @@ fn ureq_get(port: u16, path: &str) -> std::io::Result<String> {
 /// A driver fed by the test, with every outcome collected by input number.
 pub struct Run {
     pub input: DriverInput,
-    pub task: tokio::task::JoinHandle<()>,
+    pub task: tokio::task::JoinHandle<Result<(), DriverError>>,
     tx: mpsc::UnboundedSender<(usize, Outcome)>,
     rx: mpsc::UnboundedReceiver<(usize, Outcome)>,
     sent: usize,
@@ -366,16 +366,31 @@ impl Run {
 
     /// Closes the input, waits for the driver, returns every outcome by input number.
     pub async fn finish(self) -> Vec<Outcome> {
+        let sent = self.sent;
+        let (all, result) = self.stop().await;
+        result.expect("the driver ended without an error");
+        let numbers: Vec<usize> = all.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            numbers,
+            (0..sent).collect::<Vec<_>>(),
+            "every input acked exactly once"
+        );
+        all.into_iter().map(|(_, outcome)| outcome).collect()
+    }
+
+    /// Closes the input, waits for the driver; returns the outcomes reported, by input number,
+    /// and how the driver ended.
+    pub async fn stop(self) -> (Vec<(usize, Outcome)>, Result<(), DriverError>) {
         let Run {
             input,
             task,
             tx,
             mut rx,
-            sent,
+            sent: _,
         } = self;
         drop(input);
         drop(tx);
-        tokio::time::timeout(Duration::from_secs(300), task)
+        let result = tokio::time::timeout(Duration::from_secs(300), task)
             .await
             .expect("driver finished")
             .unwrap();
@@ -384,13 +399,7 @@ impl Run {
             all.push(outcome);
         }
         all.sort_by_key(|(n, _)| *n);
-        let numbers: Vec<usize> = all.iter().map(|(n, _)| *n).collect();
-        assert_eq!(
-            numbers,
-            (0..sent).collect::<Vec<_>>(),
-            "every input acked exactly once"
-        );
-        all.into_iter().map(|(_, outcome)| outcome).collect()
+        (all, result)
     }
 }
 
