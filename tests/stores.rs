@@ -366,8 +366,8 @@ async fn require_healthy_exits_1_at_start_with_the_reason() {
         "{stderr}"
     );
     assert!(
-        !dir.path().join("state").exists(),
-        "nothing read, nothing checkpointed"
+        !dir.path().join("state/sources").exists(),
+        "nothing read, nothing checkpointed (only the data_dir's lock is taken)"
     );
 
     server.kill();
