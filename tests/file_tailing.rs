@@ -413,7 +413,7 @@ fn copytruncate_gap(logs: &Path) -> std::ops::Range<u64> {
         .split_inclusive('\n')
         .filter(|line| line.ends_with('\n'))
         .filter_map(seq_of)
-        .last()
+        .next_back()
         .unwrap_or(0);
     let mut first_after = None;
     assert!(
