@@ -65,7 +65,10 @@
 //! the new file at the old path waits for it, then is read from its start. copytruncate is
 //! detected by the file getting shorter than the read position or its head changing; the lines
 //! written after the last read but before the truncation are then read from the copy
-//! (`access.log.1`) from the position reached, provided `include` matches the copy. Compressed
+//! (`access.log.1`) from the position reached, provided `include` matches the copy, whether the
+//! copy is noticed before or after the truncation. A copy shorter than the position reached
+//! (logrotate fsyncs the copy before truncating; what was written meanwhile was read from the
+//! original) is not read again. Compressed
 //! rotated files (`access.log.2.gz`) are recognised by the fingerprint of their decompressed
 //! head, so a `.gz` of a file already read is not read again, and others are read once and
 //! checkpointed as done. A deleted file is read to its end and closed at once, freeing its space.

@@ -24,7 +24,14 @@
 //!    on (copytruncate's `access.log.1`, or a `.gz` made of a deleted or rotated file), read from
 //!    the orphan's offset. A plain copy must be at least that long and may only continue a
 //!    truncated orphan: a deleted file's content reappearing uncompressed under a new inode is
-//!    more likely a new file with the same header than a copy.
+//!    more likely a new file with the same header than a copy. The one exception is a copy
+//!    found by the first scan after its original's truncation was noticed, or within
+//!    `rotate_wait` of it (counted from the start for a truncation found before a restart), that
+//!    is *shorter* than the orphan's offset: logrotate
+//!    fsyncs its copy before it truncates the original, and under load the lines written in
+//!    between are read from the original. Such a copy holds nothing unread: the orphan's
+//!    positions move back to its end and it goes on from there. The orphan keeps its identity
+//!    and position whichever is noticed first, the truncation or the copy.
 //! 4. *Unknown inode* whose whole head is the start of the head of a file being read under
 //!    another inode: possibly a copy being made before the original is truncated. It waits
 //!    (not read) until the original is truncated (then step 3 applies), or its content departs
@@ -147,6 +154,10 @@ struct Record {
     open: Option<OpenFile>,
     /// The size of a file that failed to read: it is not retried until its size changes.
     failed_at_size: Option<u64>,
+    /// When its file was found truncated or rewritten in place (a truncated orphan), in this
+    /// process: until the next scan, and for `rotate_wait` after it, a copy shorter than `read`
+    /// still carries it on.
+    truncated_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -191,6 +202,11 @@ pub struct Tailer {
     /// Whether `read_from` applies to files found by the next scan.
     first_start: bool,
     scanned: bool,
+    /// When the scan before the current one ran: a truncation noticed since is one whose copy
+    /// the current scan is the first to look for.
+    previous_scan: Option<Instant>,
+    /// When the current (or last) scan ran.
+    last_scan: Option<Instant>,
     builder: BatchBuilder,
     counters: Counters,
     warned: HashSet<PathBuf>,
@@ -226,6 +242,7 @@ impl Tailer {
             multiline: settings.multiline.clone(),
         };
         let first_start = checkpoints.is_none();
+        let started = Instant::now();
         let mut tailer = Tailer {
             settings,
             options,
@@ -238,6 +255,8 @@ impl Tailer {
             cursor: None,
             first_start,
             scanned: false,
+            previous_scan: None,
+            last_scan: None,
             builder: BatchBuilder::new(),
             counters: Counters::new(metrics),
             warned: HashSet::new(),
@@ -272,6 +291,9 @@ impl Tailer {
                     seen: checkpoint.seen,
                     open: None,
                     failed_at_size: None,
+                    // A truncation found before a restart counts from the start: its copy, if
+                    // found now, was made before the restart.
+                    truncated_at: (checkpoint.orphan == Some(Orphan::Truncated)).then_some(started),
                 },
             );
         }
@@ -340,6 +362,7 @@ impl Tailer {
     pub fn scan(&mut self, now: Instant) {
         let initial = !self.scanned;
         self.scanned = true;
+        self.previous_scan = self.last_scan.replace(now);
         let found = self.find();
         let unix_now = unix_seconds(SystemTime::now());
         let mut seen_keys = HashSet::new();
@@ -511,6 +534,7 @@ impl Tailer {
                 // The inode holds something else now.
                 record.key = None;
                 record.orphan = Some(Orphan::Truncated);
+                record.truncated_at = Some(now);
                 false
             }
             Err(error) => {
@@ -553,20 +577,36 @@ impl Tailer {
                 }
             };
         self.warned.remove(&file.path);
-        if let Some(id) = self.find_orphan(&handle, &head, size, gzip, seen_keys) {
+        if let Some(id) = self.find_orphan(&handle, &head, size, gzip, seen_keys, now) {
             self.waiting.remove(&file.key);
             let Some(record) = self.records.get_mut(&id) else {
                 return;
             };
-            tracing::info!(
-                source = %self.name,
-                path = %file.path.display(),
-                was = %record.path.display(),
-                offset = record.read,
-                "Found the rotated copy of a file; reading it on from where that one was"
-            );
+            if !gzip && size < record.read {
+                // A copy made before reading got past its end (logrotate fsyncs the copy before
+                // it truncates the original, and the lines written meanwhile were read from the
+                // original): everything in it was read. It goes on from its end.
+                tracing::info!(
+                    source = %self.name,
+                    path = %file.path.display(),
+                    was = %record.path.display(),
+                    offset = record.read,
+                    size,
+                    "Found the rotated copy of a file; everything in it was read already"
+                );
+                clamp_read(record, size, &handle);
+            } else {
+                tracing::info!(
+                    source = %self.name,
+                    path = %file.path.display(),
+                    was = %record.path.display(),
+                    offset = record.read,
+                    "Found the rotated copy of a file; reading it on from where that one was"
+                );
+            }
             record.key = Some(file.key);
             record.orphan = None;
+            record.truncated_at = None;
             record.path = file.path;
             record.seen = unix_now;
             record.gzip = gzip;
@@ -578,10 +618,14 @@ impl Tailer {
             return;
         }
         if self.settings.follow && self.is_possible_copy(&head, file.key) {
-            let waiting = self
-                .waiting
-                .entry(file.key)
-                .or_insert(Waiting { since: now });
+            let waiting = self.waiting.entry(file.key).or_insert_with(|| {
+                tracing::info!(
+                    source = %self.name,
+                    path = %file.path.display(),
+                    "New file starts like one being read; holding it back as a possible copy"
+                );
+                Waiting { since: now }
+            });
             if gzip || now.saturating_duration_since(waiting.since) < self.settings.rotate_wait {
                 return;
             }
@@ -617,6 +661,7 @@ impl Tailer {
                 seen: unix_now,
                 open: None,
                 failed_at_size: None,
+                truncated_at: None,
             },
         );
         if start != u64::MAX {
@@ -628,9 +673,13 @@ impl Tailer {
     }
 
     /// The record whose content a new file (`handle`, with `head` and `size`) carries on, if
-    /// any: one not being read and whose inode was not found by this scan, with the same head;
+    /// any: one not being read and whose inode was not found by this scan, with the same head
+    /// (or, for a plain file, the start of it);
     /// for a plain file also as long, and with the same bytes before the record's offset (or,
-    /// where those are unknown, only a truncated orphan). The most recently seen match wins.
+    /// where those are unknown, only a truncated orphan) — or, for a truncated orphan whose
+    /// truncation was noticed since the previous scan or less than `rotate_wait` ago, shorter
+    /// than its offset (a copy finished before reading went past its end). The most recently
+    /// seen match wins.
     fn find_orphan(
         &self,
         handle: &File,
@@ -638,15 +687,29 @@ impl Tailer {
         size: u64,
         gzip: bool,
         seen_keys: &HashSet<FileKey>,
+        now: Instant,
     ) -> Option<RecordId> {
+        let rotate_wait = self.settings.rotate_wait;
         self.records
             .iter()
             .filter(|(_, record)| {
                 record.open.is_none()
                     && record.key.is_none_or(|key| !seen_keys.contains(&key))
                     && record.fingerprint.len > 0
-                    && record.fingerprint.matches(head)
-                    && (gzip || (size >= record.read && same_tail(record, handle)))
+                    && (record.fingerprint.matches(head)
+                        // A copy made while the file was shorter than `fingerprint_bytes`, of
+                        // an original whose head grew since.
+                        || (!gzip && could_be_copy_of(head, &record.head)))
+                    && (gzip
+                        || if size >= record.read {
+                            same_tail(record, handle)
+                        } else {
+                            record.orphan == Some(Orphan::Truncated)
+                                && record.truncated_at.is_some_and(|at| {
+                                    self.previous_scan.is_none_or(|scan| at >= scan)
+                                        || now.saturating_duration_since(at) <= rotate_wait
+                                })
+                        })
             })
             .max_by_key(|(id, record)| (record.seen, **id))
             .map(|(id, _)| *id)
@@ -768,6 +831,7 @@ impl Tailer {
         self.counters.truncations.add(1);
         let key = record.key.take();
         record.orphan = Some(Orphan::Truncated);
+        record.truncated_at = Some(now);
         let path = record.path.clone();
         let seen = record.seen;
         self.by_abs.remove(&open.abs);
@@ -794,6 +858,7 @@ impl Tailer {
                 seen,
                 open: None,
                 failed_at_size: None,
+                truncated_at: None,
             },
         );
         self.open_record(new_id, handle, now);
@@ -990,16 +1055,19 @@ impl Tailer {
         let Some(record) = self.records.get_mut(&mark.record) else {
             return;
         };
-        if mark.offset < record.safe {
+        // A mark past `read` is from before the content went on in a shorter copy (see
+        // `clamp_read`): in that copy, everything up to its end is what is safe.
+        let offset = mark.offset.min(record.read);
+        if offset < record.safe {
             return;
         }
-        record.safe = mark.offset;
+        record.safe = offset;
         record.safe_tail = match (record.tail, &record.open) {
-            (Some((at, tail)), _) if at == mark.offset => Some(tail),
+            (Some((at, tail)), _) if at == offset => Some(tail),
             (_, Some(open)) => open
                 .reader
                 .file()
-                .and_then(|file| read_tail(file, mark.offset).ok().flatten()),
+                .and_then(|file| read_tail(file, offset).ok().flatten()),
             _ => None,
         };
     }
@@ -1090,6 +1158,19 @@ fn empty_turn() -> Turn {
     Turn {
         batches: Vec::new(),
         mark: None,
+    }
+}
+
+/// Moves `record`'s positions back to `size`, the end of the shorter copy (`handle`) its content
+/// goes on in: the lines between were read from the original, which no longer has them.
+fn clamp_read(record: &mut Record, size: u64, handle: &File) {
+    let tail = read_tail(handle, size).ok().flatten();
+    record.read = size;
+    record.marked = size;
+    record.tail = tail.map(|tail| (size, tail));
+    if record.safe >= size {
+        record.safe = size;
+        record.safe_tail = tail;
     }
 }
 
