@@ -13,6 +13,7 @@ pub mod config;
 pub mod graph;
 pub mod metrics;
 pub mod pipeline_tests;
+pub mod rejections;
 pub mod shutdown;
 pub mod sources;
 pub mod topic;

@@ -108,6 +108,11 @@ fn main() -> ExitCode {
         Command::Validate { config } => match load(&config) {
             Some(loaded) => {
                 let c = &loaded.config;
+                for (name, source) in &c.sources {
+                    for warning in source.config.path_warnings() {
+                        eprintln!("warning: sources.{name}.{warning}");
+                    }
+                }
                 println!(
                     "Config OK: {} sources, {} topics, {} pipelines, {} sinks",
                     c.sources.len(),

@@ -695,6 +695,10 @@ fn prepare(
 /// `max_wait` for room (the client is waiting for its answer); what finds no room is counted in
 /// `dead_letters_dropped` and logged.
 async fn keep_dead_letters(shared: &Shared, rejected: Vec<(Event, String)>) {
+    shared.counters.component.rejections.record(
+        &shared.name,
+        rejected.iter().map(|(_, error)| ("", error.as_str())),
+    );
     let Some(topic) = &shared.dead_letter else {
         return;
     };

@@ -545,6 +545,10 @@ impl Sink for FileSink {
         Box::pin(self.write_slices(chunks))
     }
 
+    fn bytes_written(&self) -> u64 {
+        self.io.as_ref().map_or(0, |io| io.written)
+    }
+
     fn close(&mut self) -> SinkFuture<'_> {
         Box::pin(async move {
             let io = self.take_io();
@@ -605,6 +609,8 @@ struct FileIo {
     seen: HashSet<PathBuf>,
     tick: u64,
     options: Options,
+    /// Encoded bytes (before gzip) appended by the last `write_groups`.
+    written: u64,
 }
 
 impl FileIo {
@@ -616,6 +622,7 @@ impl FileIo {
             seen: HashSet::new(),
             tick: 0,
             options,
+            written: 0,
         }
     }
 
@@ -635,6 +642,7 @@ impl FileIo {
         skip: HashSet<PathBuf>,
     ) -> (Result<(), SinkError>, HashSet<PathBuf>) {
         let mut written = skip;
+        self.written = 0;
         let groups = std::mem::take(&mut self.groups);
         if self.options.single
             && let Some((current, _)) = groups.first()
@@ -661,6 +669,7 @@ impl FileIo {
             }
             match self.write_one(path, data, now) {
                 Ok(()) => {
+                    self.written += data.len() as u64;
                     written.insert(path.clone());
                 }
                 Err(error) => {

@@ -185,6 +185,7 @@ impl PostgresConfig {
                 table: Mutex::new(None),
             }),
             buffer: BytesMut::new(),
+            written: 0,
         })
     }
 }
@@ -463,6 +464,8 @@ fn field_path(field: &str) -> Vec<String> {
 pub struct PostgresSink {
     shared: Arc<Shared>,
     buffer: BytesMut,
+    /// Bytes of COPY data in the last committed write.
+    written: u64,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -496,7 +499,12 @@ impl Sink for PostgresSink {
         Some(Box::new(PostgresSink {
             shared: Arc::clone(&self.shared),
             buffer: BytesMut::new(),
+            written: 0,
         }))
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.written
     }
 }
 
@@ -506,6 +514,7 @@ fn closed(_: tokio::sync::AcquireError) -> SinkError {
 
 impl PostgresSink {
     async fn insert(&mut self, chunks: &[&[Event]]) -> Result<(), SinkError> {
+        self.written = 0;
         if chunks.iter().all(|chunk| chunk.is_empty()) {
             return Ok(());
         }
@@ -532,6 +541,7 @@ impl PostgresSink {
         self.buffer.clear();
         encode_copy(&table.columns, chunk_events(chunks), &mut self.buffer)?;
         let data = self.buffer.split().freeze();
+        let sent = data.len() as u64;
         let result = match &table.stage {
             None => {
                 let sink = connection
@@ -574,6 +584,9 @@ impl PostgresSink {
         {
             self.shared.forget_table();
             connection.staged = false;
+        }
+        if result.is_ok() {
+            self.written = sent;
         }
         result
     }
