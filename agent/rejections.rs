@@ -190,7 +190,7 @@ impl Rejections {
                 count: state.count,
             })
             .collect();
-        top.sort_by(|a, b| b.count.cmp(&a.count));
+        top.sort_by_key(|kind| std::cmp::Reverse(kind.count));
         top.truncate(n);
         top
     }
