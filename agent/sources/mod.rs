@@ -240,6 +240,17 @@ impl SourceConfig {
         }
     }
 
+    /// Where the input this source cannot make an event of goes, when not to the dead-letter
+    /// topic: `http_server` with `partial = "reject"` refuses the whole body instead.
+    pub fn refuses_bad_input(&self) -> Option<&'static str> {
+        match self {
+            SourceConfig::HttpServer(config) if config.partial == http_server::Partial::Reject => {
+                Some("the request was refused with 400 naming the bad line; partial = \"reject\"")
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the source ends by itself (and so a run with only finite sources exits).
     pub fn is_finite(&self) -> bool {
         match self {

@@ -117,10 +117,12 @@ impl Topology {
                 source,
             })?;
             let source_metrics = metrics.register(name, Role::Source);
+            let dead_letter_topic = topics.get(DEFAULT_DEAD_LETTER_TOPIC);
             source_metrics.rejections.set_destination(
-                match topics.get(DEFAULT_DEAD_LETTER_TOPIC) {
-                    Some(_) => Destination::Topic(DEFAULT_DEAD_LETTER_TOPIC.to_owned()),
-                    None => Destination::Dropped("no dead-letter topic is configured"),
+                match (def.config.refuses_bad_input(), dead_letter_topic) {
+                    (Some(refused), _) => Destination::Dropped(refused),
+                    (None, Some(_)) => Destination::Topic(DEFAULT_DEAD_LETTER_TOPIC.to_owned()),
+                    (None, None) => Destination::Dropped("no dead-letter topic is configured"),
                 },
             );
             let ctx = SourceContext {

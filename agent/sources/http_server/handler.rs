@@ -466,6 +466,12 @@ async fn receive(
     if let Some(bad) = &error
         && settings.partial == Partial::Reject
     {
+        let reason = bad.to_string();
+        shared
+            .counters
+            .component
+            .rejections
+            .record(&shared.name, [("", reason.as_str())]);
         return Err((
             Rejection {
                 reason: Reason::BadRequest,
