@@ -406,7 +406,7 @@ pub fn prometheus_text(
         ),
         (
             "component_bytes_out_total",
-            "Bytes passed on (raw bytes read by sources, encoded bytes written by sinks).",
+            "Bytes passed on: line bytes read by sources, bytes sinks encoded for what their store accepted (before compression; 0 for blackhole).",
             |c| c.bytes_out.get(),
         ),
         (

@@ -1,7 +1,8 @@
 //! `sluice graph`: the config's graph in Graphviz DOT.
 //!
 //! Sources are drawn as inverted houses, topics as cylinders, pipelines as boxes listing their
-//! steps, and sinks as houses; dead-letter edges are dashed. Pipe the output to `dot -Tsvg`.
+//! steps, and sinks as houses; dead-letter edges are dashed, and the topics a pipeline's `route`
+//! steps send to get an edge labelled `routed`. Pipe the output to `dot -Tsvg`.
 
 use std::fmt::Write;
 
@@ -65,6 +66,18 @@ pub fn to_dot(config: &Config) -> String {
             id("pipeline", name),
             id("topic", &pipeline.output)
         );
+        let mut routed: Vec<String> = Vec::new();
+        for topic in pipeline.steps.iter().flat_map(|step| step.output_topics()) {
+            if !routed.contains(&topic) {
+                let _ = writeln!(
+                    dot,
+                    "  {} -> {} [label=\"routed\"];",
+                    id("pipeline", name),
+                    id("topic", &topic)
+                );
+                routed.push(topic);
+            }
+        }
         let _ = writeln!(
             dot,
             "  {} -> {} [style=dashed, label=\"rejected\"];",

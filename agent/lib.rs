@@ -14,6 +14,7 @@ pub mod data_dir;
 pub mod graph;
 pub mod metrics;
 pub mod pipeline_tests;
+pub mod rejections;
 pub mod shutdown;
 pub mod sources;
 pub mod topic;

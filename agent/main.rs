@@ -158,6 +158,11 @@ fn main() -> ExitCode {
         Command::Validate { config } => match load(&config) {
             Some(loaded) => {
                 let c = &loaded.config;
+                for (name, source) in &c.sources {
+                    for warning in source.config.path_warnings() {
+                        eprintln!("warning: sources.{name}.{warning}");
+                    }
+                }
                 let count = |n: usize, one, many| format!("{n} {}", plural(n as u64, one, many));
                 println!(
                     "Config OK: {}, {}, {}, {}",

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use indexmap::IndexMap;
 use parking_lot::Mutex;
 
+use crate::rejections::Rejections;
+
 /// What role a component plays, for grouping in reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -49,12 +51,15 @@ pub struct ComponentMetrics {
     pub events_in: Counter,
     /// Events passed on: produced by a source, published by a pipeline, written by a sink.
     pub events_out: Counter,
-    /// Bytes passed on (raw bytes for sources, encoded bytes for sinks where known).
+    /// Bytes passed on: raw line bytes for sources, for sinks the bytes encoded for what the
+    /// store accepted (before compression; copied from the sink driver every second).
     pub bytes_out: Counter,
     /// Events that failed (rejected by a step, refused by a store).
     pub errors: Counter,
     /// Events discarded on purpose (filtered out).
     pub discarded: Counter,
+    /// Why events were rejected, by kind, and where they went.
+    pub rejections: Rejections,
     extra: Mutex<IndexMap<&'static str, Arc<Counter>>>,
 }
 
@@ -68,6 +73,7 @@ impl ComponentMetrics {
             bytes_out: Counter::default(),
             errors: Counter::default(),
             discarded: Counter::default(),
+            rejections: Rejections::default(),
             extra: Mutex::new(IndexMap::new()),
         }
     }

@@ -801,13 +801,12 @@ encoding = "text"
     for line in reader.lines() {
         let line = line.map_err(|e| e.to_string())?;
         lines += 1;
-        if let Some(at) = line.find("/p/") {
-            if let Some(seq) = line
+        if let Some(at) = line.find("/p/")
+            && let Some(seq) = line
                 .get(at + 3..at + 13)
                 .and_then(|s| s.parse::<u64>().ok())
-            {
-                seen.insert(seq);
-            }
+        {
+            seen.insert(seq);
         }
     }
     let collected = seen.len() as u64;

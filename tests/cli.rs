@@ -248,6 +248,46 @@ fn graph_prints_every_component_in_dot() {
     }
 }
 
+/// Regression: `graph` drew no edge for the topics a `route` step sends to, so
+/// `examples/web_analytics.toml` showed `web.errors` with no producer.
+#[test]
+fn graph_draws_the_topics_route_steps_send_to() {
+    let dir = TempDir::new().unwrap();
+    let mut command = sluice(dir.path());
+    let example = repo_root().join("examples/web_analytics.toml");
+    command.args(["graph", "-c"]).arg(&example);
+    let output = run_with_timeout(command, Duration::from_secs(30));
+    assert!(output.status.success(), "{output:?}");
+    let dot = String::from_utf8(output.stdout).unwrap();
+    let edge = "\"pipeline:requests\" -> \"topic:web.errors\" [label=\"routed\"];";
+    assert!(dot.contains(edge), "missing {edge} in\n{dot}");
+    // Every topic a sink or pipeline reads has a producer.
+    for line in dot.lines() {
+        if let Some((from, _)) = line.trim().split_once(" -> ")
+            && from.starts_with("\"topic:")
+        {
+            let producer = format!("-> {from}");
+            assert!(dot.contains(&producer), "{from} has no producer in\n{dot}");
+        }
+    }
+}
+
+/// Regression (issue 10): a typo in an include path passed `validate` silently.
+#[test]
+fn validate_warns_when_an_include_directory_does_not_exist() {
+    let dir = TempDir::new().unwrap();
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    let text = "[sources.web]\ntype = \"file\"\ninclude = [\"logs/*.log\", \"lgos/*.log\"]\ntopic = \"raw\"\n\n[sinks.out]\ntype = \"blackhole\"\ninput = \"raw\"\n";
+    let (code, stdout, stderr) = validate(&dir, "typo.toml", text);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("Config OK"), "{stdout}");
+    assert_eq!(
+        stderr.trim(),
+        "warning: sources.web.include[1]: the directory `lgos` of `lgos/*.log` does not exist; \
+         the pattern matches nothing until it appears"
+    );
+}
+
 #[test]
 fn help_explains_each_command_and_bad_usage_exits_2() {
     let dir = TempDir::new().unwrap();

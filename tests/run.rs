@@ -597,3 +597,280 @@ input = "raw"
         "{line}"
     );
 }
+
+/// Regression (issue 10): `format = "nginx_combined"` on `nginx_combined_timed` lines rejected
+/// every line while the run exited 0 and logged no reason. Now the first rejection of its kind
+/// is logged once with its reason, and the summary names the reason, the count and where the
+/// rejected events are.
+#[test]
+fn rejected_events_are_explained_in_the_summary() {
+    let dir = TempDir::new().unwrap();
+    let lines = sample_lines();
+    let timed = lines.len() - 2;
+    write_file(dir.path(), "access.log", &(lines.join("\n") + "\n"));
+    write_file(
+        dir.path(),
+        "wrong_preset.toml",
+        r#"data_dir = "state"
+[sources.access]
+type = "file"
+include = ["access.log"]
+follow = false
+topic = "raw"
+
+[pipelines.requests]
+input = "raw"
+output = "parsed"
+steps = [{ type = "parse", format = "nginx_combined" }]
+
+[sinks.out]
+type = "blackhole"
+input = "parsed"
+"#,
+    );
+    let output = run_ok(dir.path(), "wrong_preset.toml");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let first: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("Event rejected"))
+        .collect();
+    // One line per kind (the timed lines, the garbage lines of the sample), not per event.
+    assert!(
+        (1..5).contains(&first.len()) && first[0].contains("nginx_combined: "),
+        "{stderr}"
+    );
+    let summary = stderr
+        .lines()
+        .find(|line| line.contains("Events were rejected"))
+        .unwrap_or_else(|| panic!("no summary of rejections in\n{stderr}"));
+    assert!(summary.contains("component=requests"), "{summary}");
+    assert!(
+        summary.contains(&format!("rejected={}", lines.len())),
+        "{summary}"
+    );
+    let top = format!("{timed} × steps[0] (parse): nginx_combined: unexpected text after");
+    assert!(summary.contains(&top), "{top} not in {summary}");
+    assert!(
+        summary.contains("the dead-letter topic `dead_letter`, which nothing reads")
+            && summary.contains("lost when the agent exits"),
+        "{summary}"
+    );
+}
+
+/// Regression (issue 10): a typo in an include path exited 0 with only "No file to read yet".
+/// The warning names the pattern and the missing directory, and the run says it read nothing.
+#[test]
+fn a_typo_in_an_include_path_is_named_and_the_run_says_it_read_nothing() {
+    let dir = TempDir::new().unwrap();
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    write_file(dir.path(), "logs/access.log", "GET /\n");
+    write_file(
+        dir.path(),
+        "typo.toml",
+        r#"data_dir = "state"
+[sources.access]
+type = "file"
+include = ["lgos/*.log"]
+follow = false
+topic = "raw"
+
+[sinks.out]
+type = "blackhole"
+input = "raw"
+"#,
+    );
+    let output = run_ok(dir.path(), "typo.toml");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let named = stderr.lines().any(|line| {
+        line.contains("No file to read yet")
+            && line.contains("include=lgos/*.log")
+            && line.contains("missing_directories=lgos")
+    });
+    assert!(named, "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("Read nothing: no file matched include")),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("Source read nothing in this run")
+                && line.contains("component=access")),
+        "{stderr}"
+    );
+}
+
+/// Every metric family's help against what it counts (issue 10: `bytes_out` said "encoded bytes
+/// written by sinks" and was always 0 for them). A run that reads, parses, filters, rejects and
+/// writes; every family the help says this run moves must be non-zero for the components it
+/// names, and a family this test does not know fails it, so new metrics get checked too.
+#[test]
+fn every_metric_counts_what_its_help_says() {
+    let dir = TempDir::new().unwrap();
+    let api_port = free_port();
+    let lines = sample_lines();
+    write_file(dir.path(), "access.log", &(lines.join("\n") + "\n"));
+    write_file(
+        dir.path(),
+        "metrics.toml",
+        &format!(
+            r#"data_dir = "state"
+[api]
+address = "127.0.0.1:{api_port}"
+
+[sources.access]
+type = "file"
+include = ["access.log"]
+topic = "raw"
+
+[pipelines.interesting]
+input = "raw"
+output = "kept"
+{steps}
+[sinks.out]
+type = "file"
+input = "kept"
+path = "out.ndjson"
+"#,
+            steps = parse_and_filter_steps()
+        ),
+    );
+    let (kept, unparsed) = expected_from(&lines);
+    let child = sluice(dir.path())
+        .args(["run", "-c", "metrics.toml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let api = format!("http://127.0.0.1:{api_port}");
+    let sample = |metrics: &str, name: &str, labels: &str| -> Option<u64> {
+        let prefix = format!("sluice_{name}{{{labels}}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.parse().ok())
+    };
+    let out = r#"component="out",role="sink""#;
+    let mut metrics = String::new();
+    // Sink counts reach /metrics within a second of the write.
+    let settled = wait_until(MINUTE, || {
+        metrics = curl(&[&format!("{api}/metrics")]).1;
+        sample(&metrics, "component_events_out_total", out) == Some(kept.len() as u64)
+            && sample(&metrics, "component_bytes_out_total", out).unwrap_or(0) > 0
+            && sample(
+                &metrics,
+                "component_counter_total",
+                r#"component="out",role="sink",counter="requests""#,
+            )
+            .unwrap_or(0)
+                > 0
+    });
+    let mut child = child;
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(settled, "{metrics}");
+
+    let source = r#"component="access",role="source""#;
+    let pipeline = r#"component="interesting",role="pipeline""#;
+    let written = std::fs::metadata(dir.path().join("out.ndjson"))
+        .unwrap()
+        .len();
+    let read = std::fs::metadata(dir.path().join("access.log"))
+        .unwrap()
+        .len();
+    let family = |name: &str, labels: &str| {
+        sample(&metrics, name, labels).unwrap_or_else(|| panic!("{name}{{{labels}}} in\n{metrics}"))
+    };
+    // "Events a pipeline or sink received."
+    assert_eq!(
+        family("component_events_in_total", pipeline),
+        lines.len() as u64
+    );
+    assert_eq!(family("component_events_in_total", out), kept.len() as u64);
+    // "Events a source produced, a pipeline published or a sink delivered."
+    assert_eq!(
+        family("component_events_out_total", source),
+        lines.len() as u64
+    );
+    assert_eq!(
+        family("component_events_out_total", pipeline),
+        kept.len() as u64
+    );
+    // "Bytes passed on (raw bytes read by sources, encoded bytes written by sinks)": the lines
+    // without their newlines, and exactly the bytes in the output file.
+    assert_eq!(
+        family("component_bytes_out_total", source),
+        read - lines.len() as u64
+    );
+    assert_eq!(family("component_bytes_out_total", out), written);
+    // "Events that failed: rejected by a step, …"
+    assert_eq!(
+        family("component_errors_total", pipeline),
+        unparsed.len() as u64
+    );
+    // "Events discarded on purpose (filtered out, …)."
+    assert_eq!(
+        family("component_discarded_total", pipeline),
+        (lines.len() - unparsed.len() - kept.len()) as u64
+    );
+    // A component's own counters.
+    assert_eq!(
+        family(
+            "component_counter_total",
+            r#"component="access",role="source",counter="files_opened""#
+        ),
+        1
+    );
+    // Topic gauges and counters.
+    assert_eq!(
+        family("topic_end_offset", r#"topic="raw""#),
+        lines.len() as u64
+    );
+    assert!(family("topic_max_events", r#"topic="raw""#) > 0);
+    assert!(family("topic_max_bytes", r#"topic="raw""#) > 0);
+    assert_eq!(
+        family("topic_published_events_total", r#"topic="raw""#),
+        lines.len() as u64
+    );
+    assert_eq!(
+        family(
+            "subscription_committed_offset",
+            r#"topic="raw",subscription="interesting""#
+        ),
+        lines.len() as u64
+    );
+
+    // Every family is one this test knows: a new one must be added above, with its check.
+    let known = [
+        "uptime_seconds",
+        "build_info",
+        "component_events_in_total",
+        "component_events_out_total",
+        "component_bytes_out_total",
+        "component_errors_total",
+        "component_discarded_total",
+        "component_counter_total",
+        "topic_retained_events",
+        "topic_retained_bytes",
+        "topic_max_events",
+        "topic_max_bytes",
+        "topic_end_offset",
+        "subscription_lag_events",
+        "subscription_committed_offset",
+        "subscription_in_flight_batches",
+    ];
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("# HELP sluice_") else {
+            continue;
+        };
+        let name = rest.split(' ').next().unwrap();
+        let counters_struct = name.starts_with("topic_") && name.ends_with("_total")
+            || name.starts_with("subscription_") && name.ends_with("_total");
+        assert!(
+            known.contains(&name) || counters_struct,
+            "metric sluice_{name} has no check in this test: {line}"
+        );
+    }
+}

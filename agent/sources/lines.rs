@@ -20,8 +20,17 @@
 //! buffering more than `max_line_bytes` plus one chunk: an endless line cannot stall or exhaust
 //! memory. The truncated prefix is emitted as soon as the line is known to be too long. A final
 //! piece without a delimiter is held until more input comes, and emitted by
-//! [`LineSplitter::finish`] at the end of the input. Empty lines are events like any other.
-//! Bytes are never validated as UTF-8; encoders deal with invalid text.
+//! [`LineSplitter::finish`] at the end of the input. Bytes are never validated as UTF-8;
+//! encoders deal with invalid text.
+//!
+//! # Blank lines
+//!
+//! One rule for every source that reads lines (`file`, `stdin`, and the `http_server` and
+//! `http_poll` bodies): a line that is empty or holds only ASCII whitespace (space, `\t`, `\r`,
+//! `\n`, form feed), once its delimiter and the trailing `\r` are removed, is not an event
+//! ([`is_blank`]). The splitter still cuts such lines (offsets and multiline joining see them: a
+//! blank line inside a stack trace stays part of it); [`BatchBuilder::push`] leaves them out. Any
+//! other line is kept exactly as read, leading and trailing spaces included.
 
 use std::io::{self, Read};
 
@@ -46,6 +55,17 @@ pub const DEFAULT_DELIMITER: &str = "\n";
 
 /// The default longest line, in bytes (1 MiB).
 pub const DEFAULT_MAX_LINE_BYTES: u64 = 1 << 20;
+
+/// Whether `line` is blank: empty or only ASCII whitespace. Blank lines are not events (see
+/// the module doc); the first byte decides for nearly every real line.
+#[inline]
+pub fn is_blank(line: &[u8]) -> bool {
+    match line.first() {
+        None => true,
+        Some(first) if !first.is_ascii_whitespace() => false,
+        Some(_) => line.iter().all(u8::is_ascii_whitespace),
+    }
+}
 
 /// How a byte stream is cut into lines: the delimiter and the longest line kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -432,9 +452,12 @@ impl BatchBuilder {
         Self::default()
     }
 
-    /// Adds the event for `line`.
+    /// Adds the event for `line`, unless the line is blank ([`is_blank`]).
     #[inline]
     pub fn push(&mut self, events: &LineEvents, line: Line) {
+        if is_blank(&line.bytes) {
+            return;
+        }
         self.truncated += u64::from(line.truncated);
         self.current_bytes += line.bytes.len();
         if self.current.capacity() == 0 {
@@ -684,6 +707,31 @@ mod tests {
         assert_eq!(batches[1].raw_bytes, 5 + BATCH_BYTES as u64);
         assert_eq!(truncated, 1);
         assert_eq!(batches[0].batch.events()[7].meta().origin, Some(7));
+    }
+
+    /// Regression: whitespace-only lines were events here but skipped by the HTTP decoders.
+    #[test]
+    fn blank_and_whitespace_only_lines_are_not_events() {
+        let format = format("\n", 100);
+        let mut splitter = LineSplitter::new(&format, 0);
+        let events = LineEvents::new(SourceId(1));
+        let mut builder = BatchBuilder::new();
+        let mut input: &[u8] = b"a\n\n\t\t\n \r\n  b \n\x0c\nc";
+        loop {
+            let status =
+                read_lines(&mut input, &mut splitter, &events, &mut builder, true).unwrap();
+            if status.eof {
+                break;
+            }
+        }
+        let (batches, _) = builder.take();
+        let raws: Vec<Vec<u8>> = batches
+            .iter()
+            .flat_map(|ready| ready.batch.events().iter())
+            .map(|event| event.raw().unwrap().to_vec())
+            .collect();
+        assert_eq!(raws, [&b"a"[..], b"  b ", b"c"]);
+        assert!(is_blank(b"") && is_blank(b" \t\r") && !is_blank(b" x") && !is_blank(b"\x0b"));
     }
 
     fn delimiters() -> impl Strategy<Value = &'static str> {

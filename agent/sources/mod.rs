@@ -112,12 +112,17 @@ impl SourceContext {
 
     /// Keeps input the source could not make an event of in the dead-letter topic: each
     /// `(event, error)` becomes the event (usually the raw input) with a `dead_letter` map naming
-    /// the source, the error and the time. The caller counts them. Returns `false`, without
+    /// the source, the error and the time. The caller counts them; their reasons are recorded by
+    /// kind and logged, rate-limited ([`crate::rejections`]). Returns `false`, without
     /// sending, when shutdown fires while the topic is full.
     ///
     /// # Cancel safety
     /// Cancel safe: a cancelled call sent nothing.
     pub async fn dead_letter(&self, rejected: Vec<(Event, String)>) -> bool {
+        self.metrics.rejections.record(
+            &self.name,
+            rejected.iter().map(|(_, error)| ("", error.as_str())),
+        );
         let Some(topic) = &self.dead_letter else {
             return true;
         };
@@ -212,6 +217,38 @@ impl SourceConfig {
             SourceConfig::HttpServer(config) => Box::new(config.build()?),
             SourceConfig::HttpPoll(config) => Box::new(config.build()?),
         })
+    }
+
+    /// What looks wrong in the file system for this source, as `key: message` (relative to the
+    /// source): today, `include` patterns of a `file` source whose directory does not exist,
+    /// which match nothing until it appears — usually a typo. Reads the file system; for
+    /// `sluice validate`, not for validation proper.
+    pub fn path_warnings(&self) -> Vec<String> {
+        match self {
+            SourceConfig::File(config) => config
+                .missing_include_dirs()
+                .into_iter()
+                .map(|(index, pattern, base)| {
+                    format!(
+                        "include[{index}]: the directory `{}` of `{pattern}` does not exist; \
+                         the pattern matches nothing until it appears",
+                        base.display()
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Where the input this source cannot make an event of goes, when not to the dead-letter
+    /// topic: `http_server` with `partial = "reject"` refuses the whole body instead.
+    pub fn refuses_bad_input(&self) -> Option<&'static str> {
+        match self {
+            SourceConfig::HttpServer(config) if config.partial == http_server::Partial::Reject => {
+                Some("the request was refused with 400 naming the bad line; partial = \"reject\"")
+            }
+            _ => None,
+        }
     }
 
     /// Whether the source ends by itself (and so a run with only finite sources exits).

@@ -24,13 +24,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use sluice_pipelines::{BuildError, SourceId};
+use sluice_pipelines::{BuildError, OnError, SourceId};
 use sluice_sink::SinkContext;
 use sluice_sink::driver::Driver;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, DEFAULT_DEAD_LETTER_TOPIC, SubscriptionDef};
 use crate::metrics::{Metrics, Role};
+use crate::rejections::Destination;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::sources::{Source, SourceContext};
 use crate::topic::{Subscription, SubscriptionSettings, Topic};
@@ -115,13 +116,22 @@ impl Topology {
                 component: format!("sources.{name}"),
                 source,
             })?;
+            let source_metrics = metrics.register(name, Role::Source);
+            let dead_letter_topic = topics.get(DEFAULT_DEAD_LETTER_TOPIC);
+            source_metrics.rejections.set_destination(
+                match (def.config.refuses_bad_input(), dead_letter_topic) {
+                    (Some(refused), _) => Destination::Dropped(refused),
+                    (None, Some(_)) => Destination::Topic(DEFAULT_DEAD_LETTER_TOPIC.to_owned()),
+                    (None, None) => Destination::Dropped("no dead-letter topic is configured"),
+                },
+            );
             let ctx = SourceContext {
                 name: name.clone(),
                 id: SourceId(index as u32),
                 output: topic(&def.topic)?.producer(),
                 shutdown: shutdown.clone(),
                 data_dir: config.data_dir.clone(),
-                metrics: metrics.register(name, Role::Source),
+                metrics: source_metrics,
                 dead_letter: topics
                     .get(DEFAULT_DEAD_LETTER_TOPIC)
                     .map(|topic| topic.producer()),
@@ -140,6 +150,12 @@ impl Topology {
                 }
             }
             let component_metrics = metrics.register(name, Role::Pipeline);
+            component_metrics
+                .rejections
+                .set_destination(match def.on_error {
+                    OnError::DeadLetter => Destination::Topic(def.dead_letter.clone()),
+                    OnError::Drop => Destination::Dropped("on_error = \"drop\""),
+                });
             let shared_name: Arc<str> = Arc::from(name.as_str());
             for _ in 0..def.subscription.workers.max(1) {
                 let mut steps = Vec::with_capacity(def.steps.len());
@@ -190,8 +206,16 @@ impl Topology {
                 data_dir: config.data_dir.clone(),
             };
             let dead_letter = if def.subscription.input == DEFAULT_DEAD_LETTER_TOPIC {
+                component_metrics
+                    .rejections
+                    .set_destination(Destination::Dropped(
+                        "the sink reads the dead-letter topic itself",
+                    ));
                 None
             } else {
+                component_metrics
+                    .rejections
+                    .set_destination(Destination::Topic(DEFAULT_DEAD_LETTER_TOPIC.to_owned()));
                 Some(topic(DEFAULT_DEAD_LETTER_TOPIC)?.producer())
             };
             let built = def

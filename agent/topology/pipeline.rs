@@ -223,7 +223,18 @@ impl PipelineWorker {
             all.extend(ctx.take_dead_letters());
             all
         };
+        let dropped = ctx.take_dropped();
+        if !dropped.is_empty() {
+            let reasons = dropped
+                .iter()
+                .map(|(step, error)| (&**step, error.as_str()));
+            self.metrics.rejections.record(&self.name, reasons);
+        }
         if !dead_letters.is_empty() {
+            let reasons = dead_letters
+                .iter()
+                .map(|letter| (&*letter.step, letter.error.as_str()));
+            self.metrics.rejections.record(&self.name, reasons);
             let events = dead_letters
                 .into_iter()
                 .map(|letter| dead_letter_event(&self.name, letter))

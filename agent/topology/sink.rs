@@ -14,13 +14,14 @@
 //! the driver stops and [`SinkRunner::run`] returns its error, which ends the run with exit 1.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use sluice_pipelines::{Batch, Event, Fields, Value};
 use sluice_sink::SinkError;
-use sluice_sink::driver::{Acker, Driver, DriverInput, Outcome, Rejection};
+use sluice_sink::driver::{Acker, Driver, DriverInput, DriverStats, Outcome, Rejection};
 
-use crate::metrics::ComponentMetrics;
+use crate::metrics::{ComponentMetrics, Counter};
 use crate::topic::{Delivery, Producer, Subscription};
 
 /// Everything a sink needs to run.
@@ -49,7 +50,17 @@ impl SinkRunner {
     /// The driver's error, as text, when the store refused the sink and nobody waits for a fix,
     /// or the driver failed: the deliveries not yet acknowledged stay unacknowledged.
     pub async fn run(self) -> Result<(), String> {
-        let stats = self.driver.stats();
+        let stats = StatsCopier::new(self.driver.stats(), &self.metrics);
+        let copier = {
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(STATS_INTERVAL);
+                loop {
+                    ticker.tick().await;
+                    stats.copy();
+                }
+            })
+        };
         let driver = tokio::spawn(self.driver.run());
         let mut feeders = Vec::with_capacity(self.workers.max(1));
         for _ in 0..self.workers.max(1) {
@@ -87,9 +98,43 @@ impl SinkRunner {
                 tracing::error!(sink = %self.name, %error, "Sink feeder stopped");
             }
         }
-        self.metrics.counter("requests").add(stats.attempts());
-        self.metrics.counter("retries").add(stats.retries());
+        copier.abort();
+        let _ = copier.await;
+        stats.copy();
         result
+    }
+}
+
+/// How often the driver's counts are copied into the sink's metrics while it runs.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Copies the driver's counts (encoded bytes, requests, retries) into the sink's counters, so
+/// `/metrics` shows them while the sink runs, at most [`STATS_INTERVAL`] late.
+#[derive(Clone)]
+struct StatsCopier {
+    stats: DriverStats,
+    metrics: Arc<ComponentMetrics>,
+    requests: Arc<Counter>,
+    retries: Arc<Counter>,
+}
+
+impl StatsCopier {
+    fn new(stats: DriverStats, metrics: &Arc<ComponentMetrics>) -> Self {
+        StatsCopier {
+            stats,
+            metrics: metrics.clone(),
+            requests: metrics.counter("requests"),
+            retries: metrics.counter("retries"),
+        }
+    }
+
+    /// Brings each counter up to the driver's count (only this copier adds to them, one copy
+    /// at a time).
+    fn copy(&self) {
+        let catch_up = |counter: &Counter, now: u64| counter.add(now.saturating_sub(counter.get()));
+        catch_up(&self.metrics.bytes_out, self.stats.bytes_written());
+        catch_up(&self.requests, self.stats.attempts());
+        catch_up(&self.retries, self.stats.retries());
     }
 }
 
@@ -150,12 +195,16 @@ impl Feeder {
                     .events_out
                     .add((events.len() as u64).saturating_sub(rejected));
                 metrics.errors.add(rejected);
+                // Logged by kind, rate-limited, with where the events go.
+                metrics.rejections.record(
+                    &name,
+                    rejections.iter().flat_map(|rejection| {
+                        std::iter::repeat_n(("", rejection.error.message()), rejection.events.len())
+                    }),
+                );
                 let letters = rejected_events(&name, events, &rejections);
                 match dead_letter {
                     Some(dead_letter) => {
-                        tracing::error!(sink = %name, events = rejected,
-                            error = %first_error(&rejections),
-                            "Store rejected events; they go to the dead-letter topic");
                         // The acker runs on the driver's task: publish (which may wait for room)
                         // on a task of its own, and acknowledge once the dead letters are in.
                         tokio::spawn(async move {
@@ -163,23 +212,11 @@ impl Feeder {
                             delivery.ack();
                         });
                     }
-                    None => {
-                        tracing::error!(sink = %name, events = rejected,
-                            error = %first_error(&rejections),
-                            "Store rejected events read from the dead-letter topic; dropped");
-                        delivery.ack();
-                    }
+                    None => delivery.ack(),
                 }
             }
         })
     }
-}
-
-fn first_error(rejections: &[Rejection]) -> String {
-    rejections
-        .first()
-        .map(|r| r.error.message().to_owned())
-        .unwrap_or_default()
 }
 
 /// The rejected events of a delivery, each marked with the sink and the store's error.

@@ -1,5 +1,7 @@
 //! What a running agent tells its operator: a live status line on a terminal, periodic summary
-//! log lines otherwise, and a final summary.
+//! log lines otherwise, and a final summary: totals, each component's counters, the most frequent
+//! reasons events were rejected and where those events are, and topics that did not pass on
+//! every event.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 
 use crate::metrics::{Metrics, Role};
+use crate::rejections::Destination;
 use crate::topic::Topic;
 
 /// Totals read from the counters at one instant.
@@ -160,6 +163,29 @@ pub fn log_summary(metrics: &Metrics, topics: &IndexMap<String, Topic>, elapsed:
             "Component summary"
         );
     }
+    for component in metrics.components() {
+        if component.role == Role::Source && component.events_out.get() == 0 {
+            tracing::warn!(component = %component.name, "Source read nothing in this run");
+        }
+    }
+    for component in metrics.components() {
+        let top = component.rejections.top(TOP_REASONS);
+        if top.is_empty() {
+            continue;
+        }
+        let reasons: Vec<String> = top
+            .iter()
+            .map(|kind| format!("{} × {}", kind.count, kind.kind))
+            .collect();
+        tracing::warn!(
+            component = %component.name,
+            role = ?component.role,
+            rejected = component.rejections.total(),
+            top_reasons = %reasons.join("; "),
+            kept_in = %kept_in(component.rejections.destination(), topics),
+            "Events were rejected"
+        );
+    }
     for (name, topic) in topics {
         let stats = topic.stats();
         let c = stats.counters;
@@ -174,6 +200,39 @@ pub fn log_summary(metrics: &Metrics, topics: &IndexMap<String, Topic>, elapsed:
                 lost_by_non_blocking = lost, retained = stats.retained_events,
                 "Topic did not pass on every event");
         }
+    }
+}
+
+/// How many kinds of rejection the summary names per component.
+pub const TOP_REASONS: usize = 3;
+
+/// Where rejected events are, in words, for the summary: the dead-letter topic, and whether
+/// anything reads it.
+pub fn kept_in(destination: Option<&Destination>, topics: &IndexMap<String, Topic>) -> String {
+    let Some(destination) = destination else {
+        return "the dead-letter topic".to_owned();
+    };
+    let Destination::Topic(name) = destination else {
+        return destination.to_string();
+    };
+    let readers: Vec<String> = topics
+        .get(name)
+        .map(|topic| {
+            topic
+                .stats()
+                .subscriptions
+                .into_iter()
+                .map(|sub| sub.name)
+                .collect()
+        })
+        .unwrap_or_default();
+    if readers.is_empty() {
+        format!(
+            "{destination}, which nothing reads: a memory topic's events are lost when the agent \
+             exits (add a sink with input = \"{name}\" to keep them)"
+        )
+    } else {
+        format!("{destination}, read by {}", readers.join(", "))
     }
 }
 
@@ -201,5 +260,33 @@ mod tests {
         assert!(line.contains("100.0 MiB/s"), "{line}");
         assert!(line.contains("out       750/s"), "{line}");
         assert!(line.contains("[raw 0 0%]"), "{line}");
+    }
+
+    #[test]
+    fn the_summary_says_where_rejected_events_are() {
+        let mut topics = IndexMap::new();
+        topics.insert(
+            "dead_letter".to_owned(),
+            Topic::in_memory("dead_letter", TopicSettings::default()),
+        );
+        topics.insert(
+            "bad".to_owned(),
+            Topic::in_memory("bad", TopicSettings::default()),
+        );
+        let _sub = topics["bad"].subscribe(SubscriptionSettings::new("archive"));
+        let unread = kept_in(Some(&Destination::Topic("dead_letter".into())), &topics);
+        assert!(
+            unread.starts_with("the dead-letter topic `dead_letter`, which nothing reads")
+                && unread.contains("lost when the agent exits"),
+            "{unread}"
+        );
+        assert_eq!(
+            kept_in(Some(&Destination::Topic("bad".into())), &topics),
+            "the dead-letter topic `bad`, read by archive"
+        );
+        assert_eq!(
+            kept_in(Some(&Destination::Dropped("on_error = \"drop\"")), &topics),
+            "nowhere: dropped (on_error = \"drop\")"
+        );
     }
 }

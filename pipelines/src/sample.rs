@@ -231,7 +231,7 @@ fn put_fixed(out: &mut BytesMut, units: u64, decimals: u32) {
 
 /// Appends a number of cents as Python prints `round(x, 2)`: `12.34`, `12.5`, `12.0`.
 fn put_cents(out: &mut BytesMut, cents: u64) {
-    if cents % 10 == 0 {
+    if cents.is_multiple_of(10) {
         put_fixed(out, cents / 10, 1);
     } else {
         put_fixed(out, cents, 2);

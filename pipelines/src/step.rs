@@ -70,6 +70,8 @@ pub struct StepContext {
     on_error: OnError,
     step: Arc<str>,
     dead_letters: Vec<DeadLetter>,
+    /// With [`OnError::Drop`]: why each dropped event was rejected, and by which step.
+    dropped: Vec<(Arc<str>, String)>,
     routed: Vec<(Arc<str>, Event)>,
     rejected: u64,
     dropped_by_policy: u64,
@@ -114,8 +116,14 @@ impl StepContext {
                 step: self.step.clone(),
                 error: error.into(),
             }),
-            OnError::Drop => {}
+            OnError::Drop => self.dropped.push((self.step.clone(), error.into())),
         }
+    }
+
+    /// Takes the reasons of the events rejected and dropped (`on_error = "drop"`) so far: the
+    /// step and the error of each, so the agent can say why even when nothing is kept.
+    pub fn take_dropped(&mut self) -> Vec<(Arc<str>, String)> {
+        std::mem::take(&mut self.dropped)
     }
 
     /// Counts events a step dropped on purpose (a filter that did not match is not an error, but
@@ -201,9 +209,12 @@ mod tests {
         assert_eq!(keep.take_counts(), (1, 0));
 
         let mut drop = StepContext::new(OnError::Drop);
+        drop.set_step(&name);
         drop.reject(Event::default(), "bad");
         drop.count_dropped(3);
         assert!(drop.take_dead_letters().is_empty());
+        assert_eq!(drop.take_dropped(), [(name.clone(), "bad".to_owned())]);
+        assert!(drop.take_dropped().is_empty());
         assert_eq!(drop.take_counts(), (1, 3));
         assert_eq!(drop.take_counts(), (0, 0));
     }

@@ -77,6 +77,15 @@ pub trait Sink: Send {
         }
     }
 
+    /// The bytes the last successful write encoded for the store (NDJSON, CSV, COPY data, …;
+    /// before any compression); 0 when the sink writes nothing (`blackhole`). The driver reads
+    /// it after each write that returned `Ok` and counts it in
+    /// [`driver::DriverStats::bytes_written`], which the agent reports as the sink's
+    /// `bytes_out`.
+    fn bytes_written(&self) -> u64 {
+        0
+    }
+
     /// Checks that the store is reachable and usable (the table exists, the credentials work).
     /// The driver calls it once at start-up unless `healthcheck = false`; a failure is logged
     /// (loudly, with what to do, for a [`SinkError::Refused`]) and the sink starts anyway, unless

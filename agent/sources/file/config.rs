@@ -211,6 +211,21 @@ pub struct FileSettings {
 }
 
 impl FileConfig {
+    /// The `include` patterns whose base directory does not exist now, as `(index, pattern as
+    /// written, base directory)`. Patterns that do not parse are left to
+    /// [`FileConfig::validate`].
+    pub fn missing_include_dirs(&self) -> Vec<(usize, String, PathBuf)> {
+        self.include
+            .iter()
+            .enumerate()
+            .filter_map(|(index, path)| {
+                let pattern = PathPattern::parse(path).ok()?;
+                let base = pattern.base();
+                (!base.is_dir()).then(|| (index, pattern.text().to_owned(), base.to_path_buf()))
+            })
+            .collect()
+    }
+
     /// Checks the config without touching the file system.
     ///
     /// # Errors

@@ -135,10 +135,10 @@ impl Harness {
 
     /// `name` is about to disappear: lines never seen by the tailer may be missing.
     fn lose(&mut self, name: &str) {
-        if let Some(file) = self.files.remove(name) {
-            if !file.opened {
-                self.may_miss.extend(file.lines);
-            }
+        if let Some(file) = self.files.remove(name)
+            && !file.opened
+        {
+            self.may_miss.extend(file.lines);
         }
     }
 

@@ -27,6 +27,7 @@ use tokio::sync::{Notify, watch};
 
 use super::checkpoint::{Acks, CheckpointStore};
 use super::config::{FileSettings, WatchMode};
+use super::glob::PathPattern;
 use super::tailer::{Tailer, Turn};
 use super::watcher::{Wake, WatchError, Watcher};
 use crate::metrics::ComponentMetrics;
@@ -149,6 +150,7 @@ async fn run(settings: FileSettings, ctx: SourceContext) -> Result<(), SourceErr
         checkpoint_interval: settings.checkpoint_interval,
         watcher: None,
         last_checkpoint: Instant::now(),
+        include: settings.include.clone(),
         name,
     };
     let result = tokio::task::spawn_blocking(move || shell.run()).await;
@@ -178,6 +180,8 @@ struct Shell {
     checkpoint_interval: Duration,
     watcher: Option<Watcher>,
     last_checkpoint: Instant,
+    /// The `include` patterns, named in warnings.
+    include: Vec<PathPattern>,
     name: String,
 }
 
@@ -196,7 +200,13 @@ impl Shell {
             self.start_watcher();
         }
         if self.tailer.open_files() == 0 {
-            tracing::warn!(source = %self.name, "No file to read yet");
+            let missing = self.missing_dirs();
+            if missing.is_empty() {
+                tracing::warn!(source = %self.name, include = %self.include_text(), "No file to read yet");
+            } else {
+                tracing::warn!(source = %self.name, include = %self.include_text(),
+                    missing_directories = %missing, "No file to read yet: a directory in include does not exist");
+            }
         }
         let mut schedule = Schedule {
             next_tick: now + self.tick(),
@@ -227,10 +237,10 @@ impl Shell {
             }
             if self.follow && schedule.rescan_at.is_some_and(|at| at <= now) {
                 self.tailer.scan(now);
-                if let Some(watcher) = &mut self.watcher {
-                    if let Err(error) = watcher.ensure(&self.tailer.watch_dirs()) {
-                        self.stop_watching(&error);
-                    }
+                if let Some(watcher) = &mut self.watcher
+                    && let Err(error) = watcher.ensure(&self.tailer.watch_dirs())
+                {
+                    self.stop_watching(&error);
                 }
                 schedule.rescan_at = None;
                 schedule.last_scan = now;
@@ -266,6 +276,24 @@ impl Shell {
             }
         }
         self.finish()
+    }
+
+    /// The `include` patterns, for messages.
+    fn include_text(&self) -> String {
+        let patterns: Vec<&str> = self.include.iter().map(PathPattern::text).collect();
+        patterns.join(", ")
+    }
+
+    /// The base directories of `include` that do not exist, for messages (empty when all do).
+    fn missing_dirs(&self) -> String {
+        let missing: Vec<String> = self
+            .include
+            .iter()
+            .map(PathPattern::base)
+            .filter(|base| !base.is_dir())
+            .map(|base| base.display().to_string())
+            .collect();
+        missing.join(", ")
     }
 
     fn tick(&self) -> Duration {
@@ -408,6 +436,11 @@ impl Shell {
     /// Stops reading, lets the topic drain, waits until what was published is safe (or the
     /// future is dropped), and writes the last checkpoint.
     fn finish(mut self) -> Result<(), SourceError> {
+        if !self.follow && !self.stopping() && self.metrics.counter("files_opened").get() == 0 {
+            tracing::warn!(source = %self.name, include = %self.include_text(),
+                missing_directories = %self.missing_dirs(),
+                "Read nothing: no file matched include (follow = false, so the source is done)");
+        }
         self.producer = None;
         self.watcher = None;
         loop {

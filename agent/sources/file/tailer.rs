@@ -808,13 +808,13 @@ impl Tailer {
             }
         };
         if !rewritten {
-            if record.head.len() < fingerprint_bytes && size > record.head.len() as u64 {
-                if let Ok(head) = read_head(file, fingerprint_bytes) {
-                    if head.starts_with(&record.head) {
-                        record.head = head;
-                        record.fingerprint = Fingerprint::of(&record.head);
-                    }
-                }
+            if record.head.len() < fingerprint_bytes
+                && size > record.head.len() as u64
+                && let Ok(head) = read_head(file, fingerprint_bytes)
+                && head.starts_with(&record.head)
+            {
+                record.head = head;
+                record.fingerprint = Fingerprint::of(&record.head);
             }
             return false;
         }

@@ -401,9 +401,7 @@ impl Poller {
             let invalid = rejected.len() as u64;
             self.counters.invalid_events.add(invalid);
             self.ctx.metrics.errors.add(invalid);
-            if let Some(left_out) = self.log.hit() {
-                tracing::warn!(source = %self.ctx.name, target = %self.target, invalid, first = %rejected[0].1, left_out, "Items that are not JSON objects go to the dead-letter topic");
-            }
+            // `dead_letter` logs the reasons, by kind and rate-limited.
             if !self.ctx.dead_letter(rejected).await {
                 return false;
             }

@@ -141,7 +141,7 @@ pub enum Decoding {
     Ndjson,
     /// A JSON array of objects, one object, or objects one per line.
     Json,
-    /// Plain text: every non-empty line is a raw event.
+    /// Plain text: every non-blank line is a raw event (see `sources::lines::is_blank`).
     Text,
 }
 

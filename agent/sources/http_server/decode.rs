@@ -14,6 +14,7 @@ use sluice_pipelines::codec::json::{JsonDecodeError, JsonDecoder, encode_value};
 use sluice_pipelines::{Event, EventMeta, FieldName, Fields, Value};
 
 use super::config::{Decoding, Partial};
+use crate::sources::lines::is_blank;
 
 thread_local! {
     static DECODER: RefCell<JsonDecoder> = RefCell::new(JsonDecoder::new());
@@ -26,7 +27,7 @@ pub enum Format {
     Ndjson,
     /// A JSON array of objects, one object, or one object per line.
     Json,
-    /// Every non-empty line is a raw event.
+    /// Every line that is not blank (empty or only ASCII whitespace) is a raw event, as sent.
     Text,
 }
 
@@ -257,7 +258,8 @@ fn first_non_space(body: &[u8]) -> Option<u8> {
     body.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
-/// The lines of `body` as `(1-based number, trimmed slice)`, skipping blank ones.
+/// The lines of `body` as `(1-based number, trimmed slice)`, skipping blank ones (the same rule
+/// as [`is_blank`]).
 fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     let mut start = 0;
     let mut number = 0;
@@ -337,7 +339,7 @@ fn text(body: &Bytes, meta: EventMeta, stamp: &Stamp, out: &mut Decoded) {
         if let [rest @ .., b'\r'] = line {
             line = rest;
         }
-        if line.is_empty() {
+        if is_blank(line) {
             continue;
         }
         let event = Event::from_raw(body.slice_ref(line), meta);
@@ -589,6 +591,25 @@ mod tests {
             .collect();
         assert_eq!(raws, [&b"one"[..], b"two", b"three"]);
         assert_eq!(decoded.events[0].get("path").unwrap().as_str(), Some("/in"));
+    }
+
+    /// Regression (a CI run of the fuzz property below): a body of two tabs was one event in
+    /// `text` but nothing in NDJSON. Whitespace-only lines are blank in every format.
+    #[test]
+    fn whitespace_only_lines_are_blank_in_every_format() {
+        for format in [Format::Text, Format::Ndjson, Format::Json] {
+            let decoded = run("\t\t", format, Partial::AcceptValid);
+            assert!(decoded.events.is_empty(), "{format:?}");
+            assert_eq!(decoded.invalid, 0, "{format:?}");
+        }
+        let decoded = run(" a \r\n \t\r\n\x0c\nb", Format::Text, Partial::Reject);
+        let raws: Vec<&[u8]> = decoded
+            .events
+            .iter()
+            .map(|event| event.raw().unwrap().as_ref())
+            .collect();
+        // Other lines are kept as sent, spaces included.
+        assert_eq!(raws, [&b" a "[..], b"b"]);
     }
 
     #[test]

@@ -466,6 +466,12 @@ async fn receive(
     if let Some(bad) = &error
         && settings.partial == Partial::Reject
     {
+        let reason = bad.to_string();
+        shared
+            .counters
+            .component
+            .rejections
+            .record(&shared.name, [("", reason.as_str())]);
         return Err((
             Rejection {
                 reason: Reason::BadRequest,
@@ -695,6 +701,10 @@ fn prepare(
 /// `max_wait` for room (the client is waiting for its answer); what finds no room is counted in
 /// `dead_letters_dropped` and logged.
 async fn keep_dead_letters(shared: &Shared, rejected: Vec<(Event, String)>) {
+    shared.counters.component.rejections.record(
+        &shared.name,
+        rejected.iter().map(|(_, error)| ("", error.as_str())),
+    );
     let Some(topic) = &shared.dead_letter else {
         return;
     };

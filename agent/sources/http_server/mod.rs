@@ -31,7 +31,7 @@
 //!
 //! With `decoding = "auto"` the Content-Type decides: `application/x-ndjson` (and its aliases)
 //! is one JSON object per line; `application/json` (and `+json` types) is an array of objects, one
-//! object (also pretty-printed), or objects one per line; `text/plain` makes every non-empty line
+//! object (also pretty-printed), or objects one per line; `text/plain` makes every non-blank line
 //! a raw event, as a file source would. Without a Content-Type the first byte decides (`{` or `[`:
 //! JSON, else text); any other type gets 415. `Content-Encoding: gzip` is decompressed, never
 //! past `max_decompressed_bytes`. JSON events are full events (their fields), text events raw

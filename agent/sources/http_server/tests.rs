@@ -273,6 +273,16 @@ async fn a_bad_line_gets_400_naming_it_and_partial_decides_the_rest() {
     h.nothing_more().await;
     assert_eq!(h.counter("rejected_requests_bad_request"), 1);
     assert_eq!(h.counter("invalid_events"), 1);
+    // The operator sees the reason too (logged, and in the run summary).
+    let reasons = h.metrics.rejections.top(5);
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0]
+            .kind
+            .starts_with("line N: invalid JSON at column N")
+            && reasons[0].count == 1,
+        "{reasons:?}"
+    );
     let dead = tokio::time::timeout(Duration::from_millis(100), h.dead_letters.next()).await;
     assert!(
         dead.is_err(),
@@ -293,6 +303,7 @@ async fn a_bad_line_gets_400_naming_it_and_partial_decides_the_rest() {
     };
     let dead = h.dead_letters().await;
     assert_eq!(dead.len(), 1);
+    assert_eq!(h.metrics.rejections.total(), 1);
     let (raw, error, source) = letter_of(&dead[0]);
     assert_eq!((raw.as_str(), source.as_str()), (r#"{"id": oops}"#, "web"));
     assert!(error.starts_with("line 3: invalid JSON"), "{error}");

@@ -87,11 +87,11 @@ impl Sample {
                 }
             }
             if found {
-                return hasher.finish() % self.rate == 0;
+                return hasher.finish().is_multiple_of(self.rate);
             }
         }
         self.counter = self.counter.wrapping_add(1);
-        mix64(self.seed ^ mix64(self.counter)) % self.rate == 0
+        mix64(self.seed ^ mix64(self.counter)).is_multiple_of(self.rate)
     }
 }
 

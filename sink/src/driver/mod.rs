@@ -255,6 +255,7 @@ struct StatsInner {
     retries: AtomicU64,
     delivered: AtomicU64,
     rejected: AtomicU64,
+    bytes_written: AtomicU64,
     limit: AtomicUsize,
     in_flight: AtomicUsize,
 }
@@ -275,6 +276,10 @@ impl DriverStats {
     /// Events the store rejected for good.
     pub fn rejected(&self) -> u64 {
         self.0.rejected.load(Ordering::Relaxed)
+    }
+    /// Encoded bytes the store accepted, as the sink reports them ([`Sink::bytes_written`]).
+    pub fn bytes_written(&self) -> u64 {
+        self.0.bytes_written.load(Ordering::Relaxed)
     }
     /// The current concurrency limit.
     pub fn limit(&self) -> usize {
@@ -917,6 +922,11 @@ async fn attempt_until_done(
             .observe(now, now.duration_since(started), signal);
         let error = match result {
             Ok(()) => {
+                shared
+                    .stats
+                    .0
+                    .bytes_written
+                    .fetch_add(handle.bytes_written(), Ordering::Relaxed);
                 shared.succeeded();
                 return Ok(());
             }

@@ -187,6 +187,7 @@ impl ClickhouseConfig {
             encoder: self.encoding.encoder()?,
             gzip: self.compression == Compression::Gzip,
             buffer: Vec::new(),
+            written: 0,
         })
     }
 }
@@ -216,6 +217,8 @@ pub struct ClickhouseSink {
     encoder: Encoder,
     gzip: bool,
     buffer: Vec<u8>,
+    /// Bytes of the last body ClickHouse accepted.
+    written: u64,
 }
 
 impl Sink for ClickhouseSink {
@@ -269,7 +272,12 @@ impl Sink for ClickhouseSink {
             encoder: self.encoder.clone(),
             gzip: self.gzip,
             buffer: Vec::new(),
+            written: 0,
         }))
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.written
     }
 }
 
@@ -280,8 +288,10 @@ impl ClickhouseSink {
             self.encoder.encode_record(event, &mut self.buffer);
         }
         if self.buffer.is_empty() {
+            self.written = 0;
             return Ok(());
         }
+        let encoded = self.buffer.len() as u64;
         let body = if self.gzip {
             let mut compressed = Vec::with_capacity(self.buffer.len() / 4);
             gzip(&self.buffer, &mut compressed);
@@ -290,9 +300,11 @@ impl ClickhouseSink {
             let capacity = self.buffer.len();
             std::mem::replace(&mut self.buffer, Vec::with_capacity(capacity))
         };
+        self.written = 0;
         self.post(self.insert.clone(), Bytes::from(body), self.gzip)
-            .await
-            .map(drop)
+            .await?;
+        self.written = encoded;
+        Ok(())
     }
 
     /// POSTs `body` to `url`; the answer's body on 2xx.

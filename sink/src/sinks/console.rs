@@ -76,6 +76,7 @@ impl ConsoleConfig {
             target: self.target,
             encoder: self.encoding.encoder()?,
             buffer: Some(Vec::new()),
+            written: 0,
         })
     }
 }
@@ -88,6 +89,8 @@ pub struct ConsoleSink {
     /// The encode buffer, reused across writes; `None` only while a blocking write holds it (or
     /// after a cancelled write lost it, when a new one is made).
     buffer: Option<Vec<u8>>,
+    /// Bytes of the last write.
+    written: u64,
 }
 
 impl Sink for ConsoleSink {
@@ -98,12 +101,17 @@ impl Sink for ConsoleSink {
     fn write_chunks<'a>(&'a mut self, chunks: &'a [&'a [Event]]) -> SinkFuture<'a> {
         Box::pin(self.write_slices(chunks))
     }
+
+    fn bytes_written(&self) -> u64 {
+        self.written
+    }
 }
 
 impl ConsoleSink {
     async fn write_slices(&mut self, chunks: &[&[Event]]) -> Result<(), SinkError> {
         {
             if chunks.iter().all(|chunk| chunk.is_empty()) {
+                self.written = 0;
                 return Ok(());
             }
             let mut buffer = self.buffer.take().unwrap_or_default();
@@ -119,6 +127,11 @@ impl ConsoleSink {
             })
             .await
             .map_err(|error| SinkError::Transient(format!("console write task failed: {error}")))?;
+            self.written = if result.is_ok() {
+                buffer.len() as u64
+            } else {
+                0
+            };
             self.buffer = Some(buffer);
             result
         }

@@ -636,6 +636,10 @@ impl Sink for FileSink {
         Box::pin(self.write_slices(chunks))
     }
 
+    fn bytes_written(&self) -> u64 {
+        self.io.as_ref().map_or(0, |io| io.written)
+    }
+
     fn close(&mut self) -> SinkFuture<'_> {
         Box::pin(async move {
             let io = self.take_io();
@@ -696,6 +700,8 @@ struct FileIo {
     seen: HashSet<PathBuf>,
     tick: u64,
     options: Options,
+    /// Encoded bytes (before gzip) appended by the last `write_groups`.
+    written: u64,
 }
 
 impl FileIo {
@@ -707,6 +713,7 @@ impl FileIo {
             seen: HashSet::new(),
             tick: 0,
             options,
+            written: 0,
         }
     }
 
@@ -726,6 +733,7 @@ impl FileIo {
         skip: HashSet<PathBuf>,
     ) -> (Result<(), SinkError>, HashSet<PathBuf>) {
         let mut written = skip;
+        self.written = 0;
         let groups = std::mem::take(&mut self.groups);
         if self.options.single && !groups.is_empty() {
             let stale: Vec<PathBuf> = self
@@ -750,6 +758,7 @@ impl FileIo {
             }
             match self.write_one(path, data, now) {
                 Ok(()) => {
+                    self.written += data.len() as u64;
                     written.insert(path.clone());
                 }
                 Err(error) => {
@@ -1064,15 +1073,15 @@ impl OpenFile {
 
     /// Ends the gzip member at the last acknowledged batch, if one is open.
     fn end_member(&mut self) -> io::Result<()> {
-        if let Some(member) = &self.gzip {
-            if member.started {
-                let tail = member.terminator();
-                if let Err(error) = self.file.write_all(&tail) {
-                    self.rollback();
-                    return Err(error);
-                }
-                self.acked_len += tail.len() as u64;
+        if let Some(member) = &self.gzip
+            && member.started
+        {
+            let tail = member.terminator();
+            if let Err(error) = self.file.write_all(&tail) {
+                self.rollback();
+                return Err(error);
             }
+            self.acked_len += tail.len() as u64;
         }
         self.gzip = None;
         Ok(())

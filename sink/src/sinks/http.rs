@@ -167,6 +167,7 @@ impl HttpConfig {
             encoder,
             gzip: self.compression == Compression::Gzip,
             buffer: Vec::new(),
+            written: 0,
         })
     }
 }
@@ -222,6 +223,8 @@ pub struct HttpSink {
     encoder: Encoder,
     gzip: bool,
     buffer: Vec<u8>,
+    /// Bytes of the last body the server accepted.
+    written: u64,
 }
 
 impl Sink for HttpSink {
@@ -271,7 +274,12 @@ impl Sink for HttpSink {
             encoder: self.encoder.clone(),
             gzip: self.gzip,
             buffer: Vec::new(),
+            written: 0,
         }))
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.written
     }
 }
 
@@ -280,6 +288,7 @@ impl HttpSink {
         self.buffer.clear();
         self.encoder
             .encode_batch(chunk_events(chunks), &mut self.buffer);
+        let encoded = self.buffer.len() as u64;
         let body = if self.gzip {
             let mut compressed = Vec::with_capacity(self.buffer.len() / 4);
             gzip(&self.buffer, &mut compressed);
@@ -299,8 +308,11 @@ impl HttpSink {
             Some(Auth::Bearer { token }) => request.bearer_auth(token),
             None => request,
         };
+        self.written = 0;
         let response = request.send().await.map_err(request_error)?;
-        check_response(response, is_retryable_status).await
+        check_response(response, is_retryable_status).await?;
+        self.written = encoded;
+        Ok(())
     }
 }
 

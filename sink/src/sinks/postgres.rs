@@ -191,6 +191,7 @@ impl PostgresConfig {
                 table: Mutex::new(None),
             }),
             buffer: BytesMut::new(),
+            written: 0,
         })
     }
 }
@@ -481,6 +482,8 @@ fn field_path(field: &str) -> Vec<String> {
 pub struct PostgresSink {
     shared: Arc<Shared>,
     buffer: BytesMut,
+    /// Bytes of COPY data in the last committed write.
+    written: u64,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -514,7 +517,12 @@ impl Sink for PostgresSink {
         Some(Box::new(PostgresSink {
             shared: Arc::clone(&self.shared),
             buffer: BytesMut::new(),
+            written: 0,
         }))
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.written
     }
 }
 
@@ -524,6 +532,7 @@ fn closed(_: tokio::sync::AcquireError) -> SinkError {
 
 impl PostgresSink {
     async fn insert(&mut self, chunks: &[&[Event]]) -> Result<(), SinkError> {
+        self.written = 0;
         if chunks.iter().all(|chunk| chunk.is_empty()) {
             return Ok(());
         }
@@ -550,6 +559,7 @@ impl PostgresSink {
         self.buffer.clear();
         encode_copy(&table.columns, chunk_events(chunks), &mut self.buffer)?;
         let data = self.buffer.split().freeze();
+        let sent = data.len() as u64;
         let result = match &table.stage {
             None => {
                 let sink = connection
@@ -592,6 +602,9 @@ impl PostgresSink {
         {
             self.shared.forget_table();
             connection.staged = false;
+        }
+        if result.is_ok() {
+            self.written = sent;
         }
         result
     }

@@ -271,12 +271,11 @@ impl Clickhouse {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if wait_for_port(self.http_port, Duration::from_secs(1)) {
-                if let Ok(answer) = ureq_get(self.http_port, "/ping") {
-                    if answer.contains("Ok.") {
-                        return;
-                    }
-                }
+            if wait_for_port(self.http_port, Duration::from_secs(1))
+                && let Ok(answer) = ureq_get(self.http_port, "/ping")
+                && answer.contains("Ok.")
+            {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
