@@ -194,10 +194,9 @@ impl TopicState {
             if self.fits(events, bytes) {
                 break;
             }
-            let Some(front) = self.storage.front() else {
+            let Some(front_range) = self.storage.front_range() else {
                 break;
             };
-            let front_range = front.range;
             if self.held_by_blocking(front_range.start) {
                 match self.settings.when_full {
                     WhenFull::Block => return PublishOutcome::Full(batch),
@@ -248,14 +247,14 @@ impl TopicState {
 
     /// Removes the oldest batch; every subscription that still needed it loses it.
     fn evict_front(&mut self) {
-        let Some(stored) = self.storage.pop_front() else {
+        let Some(range) = self.storage.pop_front() else {
             return;
         };
         let mut anyone_needed_it = false;
         for sub in &mut self.subs {
-            if sub.committed <= stored.range.start {
+            if sub.committed <= range.start {
                 anyone_needed_it = true;
-                let lost = sub.skip(stored.range);
+                let lost = sub.skip(range);
                 // Losses of blocking subscriptions are the topic's drop_oldest, counted there.
                 if !sub.settings.blocking {
                     sub.counters.lost_events += lost;
@@ -263,7 +262,7 @@ impl TopicState {
             }
         }
         if !anyone_needed_it {
-            self.counters.evicted_unread += stored.range.len();
+            self.counters.evicted_unread += range.len();
         }
     }
 
@@ -325,7 +324,7 @@ impl TopicState {
                 }
                 Poll::Ready(DeliveryTicket {
                     range: stored.range,
-                    batch: stored.batch.clone(),
+                    batch: stored.batch,
                     generation,
                 })
             }
@@ -395,8 +394,8 @@ impl TopicState {
         let Some(min_committed) = self.subs.iter().map(|sub| sub.committed).min() else {
             return;
         };
-        while let Some(front) = self.storage.front() {
-            if front.range.end > min_committed {
+        while let Some(front) = self.storage.front_range() {
+            if front.end > min_committed {
                 break;
             }
             self.storage.pop_front();
