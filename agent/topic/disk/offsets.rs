@@ -236,6 +236,8 @@ impl OffsetStore {
             return Ok(());
         };
         let offset = entry.offset;
+        // Set before trying, so a failing write is retried after the throttle, not in a loop.
+        entry.last_write = Some(now);
         let path = self.dir.join(format!("{}{SUFFIX}", escape(name)));
         let temp = self.dir.join(format!("{}{SUFFIX}.tmp", escape(name)));
         {
@@ -249,8 +251,9 @@ impl OffsetStore {
         if self.sync {
             File::open(&self.dir)?.sync_all()?;
         }
-        entry.persisted = Some(offset);
-        entry.last_write = Some(now);
+        if let Some(entry) = self.entries.get_mut(name) {
+            entry.persisted = Some(offset);
+        }
         Ok(())
     }
 }

@@ -731,3 +731,36 @@ fn segment_names_in_the_directory_match_their_first_offsets() {
         }
     }
 }
+
+#[test]
+fn a_batch_that_cannot_be_encoded_leaves_a_gap_not_a_corrupt_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config()).unwrap();
+    let before = fill(&mut log, [3]);
+    let mut deep = sluice_pipelines::Value::Null;
+    for _ in 0..=sluice_pipelines::codec::binary::MAX_DEPTH {
+        deep = sluice_pipelines::Value::Array(vec![deep]);
+    }
+    let mut event = Event::default();
+    event.insert("deep", deep);
+    let skipped = log.append(Arc::new(Batch::new(vec![event])));
+    let after = log.append(batch(5, 2));
+    wait_durable(&log);
+    assert_eq!(
+        log.durable_end(),
+        after.end,
+        "the gap does not hold the durable end back"
+    );
+    assert_eq!(log.counters().unencodable_batches, 1);
+    log.close().unwrap();
+
+    let mut log = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(
+        log.counters(),
+        LogCounters::default(),
+        "no corruption found"
+    );
+    assert_reads(&mut log, &before);
+    assert_eq!(log.read(skipped.start).unwrap().unwrap().range, after);
+    assert_eq!(log.end(), after.end);
+}

@@ -95,6 +95,10 @@ impl Writer {
         offsets: OffsetStore,
     ) -> io::Result<Writer> {
         let (file, index_file, index_len) = open_active(&shared, active)?;
+        if config.fsync != FsyncPolicy::Never {
+            // A new segment's name must survive a power failure as its data will.
+            File::open(&shared.dir)?.sync_all()?;
+        }
         Ok(Writer {
             shared,
             config,
@@ -269,7 +273,7 @@ impl Writer {
             let at = record::start(&mut self.buffer);
             if let Err(error) = binary::encode(&pending.batch, &mut self.buffer) {
                 self.buffer.truncate(at);
-                self.unencodable(&pending, &error.to_string());
+                self.skip_unstorable(&pending, &error.to_string());
                 continue;
             }
             let time_ms = now_ms().max(self.last_time_ms);
@@ -280,7 +284,7 @@ impl Writer {
                     self.first_time_ms.get_or_insert(time_ms);
                     self.notes.push((header, self.len + at as u64));
                 }
-                None => self.unencodable(&pending, "batch larger than a record can hold"),
+                None => self.skip_unstorable(&pending, "batch larger than a record can hold"),
             }
             if self.buffer.len() >= MAX_GROUP_BYTES {
                 self.write_buffer_retrying();
@@ -308,7 +312,13 @@ impl Writer {
         self.publish_durable();
     }
 
-    fn unencodable(&self, pending: &Pending, reason: &str) {
+    /// Leaves out a batch that cannot be stored. Its offsets become a gap: the segment is closed
+    /// and the next one starts after them, so offsets stay contiguous within every segment.
+    fn skip_unstorable(&mut self, pending: &Pending, reason: &str) {
+        self.write_buffer_retrying();
+        self.end = pending.first_offset + pending.batch.len() as u64;
+        self.roll_retrying();
+        self.shared.written_end.store(self.end, Ordering::Release);
         self.shared
             .counters
             .unencodable_batches
