@@ -384,7 +384,7 @@ impl Log {
     }
 
     /// Records subscription `name`'s committed offset; the writer persists it after the data
-    /// before it (throttled, see [`super::offsets`]).
+    /// before it (throttled: at most one write per subscription per `offset_commit_interval`).
     pub fn commit(&mut self, name: &str, offset: Offset) {
         if self.committed.get(name) == Some(&offset.0) {
             return;

@@ -452,12 +452,11 @@ impl Reader<'_> {
             });
         }
         let source_at = self.at;
-        let source = u32::try_from(self.varint("source id")?).map_err(|_| {
-            DecodeError::Invalid {
+        let source =
+            u32::try_from(self.varint("source id")?).map_err(|_| DecodeError::Invalid {
                 what: "source id",
                 at: source_at,
-            }
-        })?;
+            })?;
         let origin = if flags & FLAG_ORIGIN != 0 {
             Some(self.varint("origin")?)
         } else {
@@ -678,10 +677,7 @@ mod tests {
         let mut event = Event::default();
         event.insert("deep", value);
         let mut out = vec![42];
-        assert_eq!(
-            encode_events(&[event], &mut out),
-            Err(EncodeError::TooDeep)
-        );
+        assert_eq!(encode_events(&[event], &mut out), Err(EncodeError::TooDeep));
         assert_eq!(out, [42], "output left as it was");
 
         // Hand-made: an event whose field is nested MAX_DEPTH + 1 arrays deep.
@@ -712,7 +708,10 @@ mod tests {
         let mut out = Vec::new();
         encode_events(&[event], &mut out).unwrap();
         for cut in 0..out.len() {
-            assert!(decode(&Bytes::copy_from_slice(&out[..cut])).is_err(), "cut at {cut}");
+            assert!(
+                decode(&Bytes::copy_from_slice(&out[..cut])).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut trailing = out.clone();
         trailing.push(0);
@@ -734,9 +733,8 @@ mod tests {
                 .prop_filter("NaN is not equal to itself", |f| !f.is_nan())
                 .prop_map(Value::Float),
             ".{0,12}".prop_map(Value::from),
-            (-10_000_000_000i64..10_000_000_000, 0u32..1_000_000_000).prop_map(|(s, n)| {
-                Value::Timestamp(DateTime::from_timestamp(s, n).unwrap())
-            }),
+            (-10_000_000_000i64..10_000_000_000, 0u32..1_000_000_000)
+                .prop_map(|(s, n)| { Value::Timestamp(DateTime::from_timestamp(s, n).unwrap()) }),
         ];
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
