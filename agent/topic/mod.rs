@@ -73,6 +73,7 @@
 //! Each topic has one mutex around its `state` machine, taken once per batch operation (never
 //! per event); waiting uses [`tokio::sync::Notify`] and never holds the lock.
 
+pub mod disk;
 mod offset;
 mod state;
 mod storage;

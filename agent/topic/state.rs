@@ -243,10 +243,9 @@ impl TopicState {
             if self.fits(events, bytes) {
                 break;
             }
-            let Some(front) = self.storage.front() else {
+            let Some(front_range) = self.storage.front_range() else {
                 break;
             };
-            let front_range = front.range;
             if self.held_by_blocking(front_range.start) {
                 match self.settings.when_full {
                     WhenFull::Block => return PublishOutcome::Full(batch),
@@ -298,15 +297,15 @@ impl TopicState {
 
     /// Removes the oldest batch; every subscription that still needed it loses it.
     fn evict_front(&mut self) {
-        let Some(stored) = self.storage.pop_front() else {
+        let Some(range) = self.storage.pop_front() else {
             return;
         };
         let mut anyone_needed_it = false;
         let persistent = self.persistent;
         for sub in &mut self.subs {
-            if sub.needs(stored.range.start, persistent) {
+            if sub.needs(range.start, persistent) {
                 anyone_needed_it = true;
-                let lost = sub.skip(stored.range);
+                let lost = sub.skip(range);
                 // Losses of blocking subscriptions are the topic's drop_oldest, counted there.
                 if !sub.settings.blocking {
                     sub.counters.lost_events += lost;
@@ -317,7 +316,7 @@ impl TopicState {
             }
         }
         if !anyone_needed_it {
-            self.counters.evicted_unread += stored.range.len();
+            self.counters.evicted_unread += range.len();
         }
     }
 
@@ -379,7 +378,7 @@ impl TopicState {
                 }
                 Poll::Ready(DeliveryTicket {
                     range: stored.range,
-                    batch: stored.batch.clone(),
+                    batch: stored.batch,
                     generation,
                 })
             }
@@ -506,8 +505,8 @@ impl TopicState {
         else {
             return;
         };
-        while let Some(front) = self.storage.front() {
-            if front.range.end > min_needed {
+        while let Some(front) = self.storage.front_range() {
+            if front.end > min_needed {
                 break;
             }
             self.storage.pop_front();

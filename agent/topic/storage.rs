@@ -23,18 +23,23 @@ pub struct Stored {
 }
 
 /// A log of batches with contiguous offsets.
+///
+/// Reads take `&mut self` and return owned [`Stored`]s (an `Arc` clone) so that a storage can
+/// read from disk and cache on a miss; the topic calls everything under its lock, so nothing
+/// here may wait for a write or an fsync.
 pub trait Storage: Send + 'static {
     /// Appends `batch` (non-empty) at the end, returning the offsets it was given.
     fn append(&mut self, batch: Arc<Batch>) -> OffsetRange;
 
-    /// The batch whose first offset is `start`, if it is still retained.
-    fn get(&self, start: Offset) -> Option<&Stored>;
+    /// The batch whose first offset is `start`, if it is still retained. A disk storage whose
+    /// log has a gap at `start` (quarantined data) returns the first batch after the gap.
+    fn get(&mut self, start: Offset) -> Option<Stored>;
 
-    /// The oldest retained batch.
-    fn front(&self) -> Option<&Stored>;
+    /// The offsets of the oldest retained batch.
+    fn front_range(&mut self) -> Option<OffsetRange>;
 
-    /// Removes and returns the oldest retained batch.
-    fn pop_front(&mut self) -> Option<Stored>;
+    /// Removes the oldest retained batch, returning its offsets.
+    fn pop_front(&mut self) -> Option<OffsetRange>;
 
     /// The first retained offset (equal to [`Storage::end`] when empty).
     fn start(&self) -> Offset;
@@ -97,23 +102,25 @@ impl Storage for MemoryStorage {
         range
     }
 
-    fn get(&self, start: Offset) -> Option<&Stored> {
+    #[inline]
+    fn get(&mut self, start: Offset) -> Option<Stored> {
         let index = self
             .batches
             .binary_search_by(|stored| stored.range.start.cmp(&start))
             .ok()?;
-        self.batches.get(index)
+        self.batches.get(index).cloned()
     }
 
-    fn front(&self) -> Option<&Stored> {
-        self.batches.front()
+    #[inline]
+    fn front_range(&mut self) -> Option<OffsetRange> {
+        self.batches.front().map(|stored| stored.range)
     }
 
-    fn pop_front(&mut self) -> Option<Stored> {
+    fn pop_front(&mut self) -> Option<OffsetRange> {
         let stored = self.batches.pop_front()?;
         self.bytes -= stored.batch.byte_size() as u64;
         self.start = stored.range.end;
-        Some(stored)
+        Some(stored.range)
     }
 
     fn start(&self) -> Offset {
@@ -165,14 +172,13 @@ mod tests {
         );
         assert_eq!(storage.retained_events(), 5);
         let bytes = storage.retained_bytes();
+        let first_bytes = storage.get(Offset(0)).unwrap().batch.byte_size() as u64;
+        assert_eq!(storage.front_range().map(|r| r.end), Some(Offset(3)));
         let popped = storage.pop_front().unwrap();
-        assert_eq!(popped.range.end, Offset(3));
+        assert_eq!(popped.end, Offset(3));
         assert_eq!(storage.start(), Offset(3));
         assert_eq!(storage.retained_events(), 2);
-        assert_eq!(
-            storage.retained_bytes(),
-            bytes - popped.batch.byte_size() as u64
-        );
+        assert_eq!(storage.retained_bytes(), bytes - first_bytes);
         storage.pop_front();
         assert_eq!(storage.start(), storage.end());
         assert_eq!(storage.retained_bytes(), 0);

@@ -480,12 +480,13 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
     let mut committed = vec![Offset(0); 3];
 
     let check_invariants =
-        |state: &TopicState, committed: &mut Vec<Offset>| -> Result<(), TestCaseError> {
+        |state: &mut TopicState, committed: &mut Vec<Offset>| -> Result<(), TestCaseError> {
             let retained = state.storage.retained_events();
+            let end = state.storage.end();
             let single_batch = state
                 .storage
-                .front()
-                .is_some_and(|front| front.range.end == state.storage.end());
+                .front_range()
+                .is_some_and(|front| front.end == end);
             prop_assert!(
                 retained <= scenario.max_events || single_batch,
                 "retained {retained} over capacity {}",
@@ -589,7 +590,7 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
             Op::Advance { secs } => now += Duration::from_secs(secs),
             Op::Ack { .. } | Op::Nack { .. } | Op::Hold { .. } | Op::AckHeld { .. } => {}
         }
-        check_invariants(&state, &mut committed)?;
+        check_invariants(&mut state, &mut committed)?;
     }
 
     // Crash every outstanding worker, close the topic, and drain each subscription.
