@@ -10,6 +10,8 @@
 
 pub mod api;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 pub mod metrics;
 pub mod pipeline_tests;
