@@ -93,7 +93,14 @@ timestamps = [
     "1714521600", "1714521600.5", "1714521600123", "-1", "2026-01-01 00:00:00.5",
     "2026-01-01T00:00:00UTC", "31.12.1999", "true", "FALSE", "0", "-", "", "1e3", "9223372036854775807",
 ]
-write("timestamps", [bytes([c]) + t.encode() for c in range(14) for t in timestamps])
+own_formats = [
+    "%Y-%m-%d %H:%M:%S|Europe/Paris\n2024-03-31 02:30:00", "%s\n1714521600",
+    "%Y-%m-%dT%H:%M:%S%.3f%:z|local\n2026-01-01T00:00:00.123+02:00", "%Y-%m-%d|+02:00\n2026-01-01",
+    "%H:%M\n12:00", "%Y-%m-%d %H:%M:%S %Z\n2026-01-01 00:00:00 UTC", "%j %Y\n366 2024",
+    "%d/%b/%Y:%H:%M:%S %z\n01/Jan/2026:00:00:00 +0000", "%e-%b-%y %I:%M %p|UTC\n 1-Jan-26 12:00 AM",
+]
+write("timestamps", [bytes([c]) + t.encode() for c in range(14) for t in timestamps]
+      + [b"\xff" + f.encode() for f in own_formats])
 
 decode_tests = rust_strings("agent/sources/http_server/decode.rs")
 json_inputs = [s for s in parse_tests + decode_tests if s.lstrip().startswith(("{", "["))] + events

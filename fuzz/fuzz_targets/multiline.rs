@@ -9,6 +9,7 @@
 //! line of it was or the joined text was longer than the limit; and no line is lost.
 #![no_main]
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
@@ -25,12 +26,22 @@ const PATTERNS: [&str; 6] = [
     r"\\$",
 ];
 
+/// The patterns, compiled once (compiling one per input would be most of the time spent).
+fn patterns() -> &'static [Regex] {
+    static COMPILED: OnceLock<Vec<Regex>> = OnceLock::new();
+    COMPILED.get_or_init(|| {
+        PATTERNS
+            .iter()
+            .map(|pattern| Regex::new(pattern).expect("the patterns are valid"))
+            .collect()
+    })
+}
+
 fuzz_target!(|input: &[u8]| {
     let [choice, max, data @ ..] = input else {
         return;
     };
-    let pattern = Regex::new(PATTERNS[usize::from(*choice >> 1) % PATTERNS.len()])
-        .expect("the patterns are valid");
+    let pattern = &patterns()[usize::from(*choice >> 1) % PATTERNS.len()];
     let start_rule = choice & 1 == 0;
     let rule = if start_rule {
         Rule::Start(pattern.clone())

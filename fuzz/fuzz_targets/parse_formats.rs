@@ -10,10 +10,13 @@
 //! the same fields.
 #![no_main]
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sluice_fuzz::assert_valid_strings;
-use sluice_pipelines::steps::parse::{ParseConfig, ParseFormat};
+use sluice_pipelines::steps::parse::{Parse, ParseConfig, ParseFormat};
 use sluice_pipelines::{Event, EventMeta, Fields, OnError, Step, StepContext, Value};
 
 const DELIMITERS: [&str; 4] = [",", ";", "\t", "|"];
@@ -56,11 +59,19 @@ fn base(format: ParseFormat) -> ParseConfig {
 
 /// Runs one raw line through a step built from `config`: the event out, or the rejection.
 fn run(config: &ParseConfig, line: &[u8]) -> Result<Event, String> {
-    let mut step = config.build().expect("the config builds");
+    thread_local! {
+        /// Steps by config, built once: building compiles patterns.
+        static STEPS: RefCell<HashMap<String, Parse>> = RefCell::new(HashMap::new());
+    }
     let input = Event::from_raw(Bytes::copy_from_slice(line), EventMeta::default());
     let mut events = vec![input.clone()];
     let mut ctx = StepContext::new(OnError::DeadLetter);
-    step.process(&mut events, &mut ctx);
+    STEPS.with_borrow_mut(|steps| {
+        steps
+            .entry(format!("{config:?}"))
+            .or_insert_with(|| config.build().expect("the config builds"))
+            .process(&mut events, &mut ctx);
+    });
     let mut letters = ctx.take_dead_letters();
     assert_eq!(events.len() + letters.len(), 1, "one event in, one out");
     match (events.pop(), letters.pop()) {

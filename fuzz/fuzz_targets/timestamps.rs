@@ -1,7 +1,8 @@
 //! The `types` conversions of the `parse` step on any text, and the hand-written fast paths of
 //! timestamp parsing checked against chrono, which they must agree with.
 //!
-//! Input: `[type choice, text...]`.
+//! Input: `[type choice, text...]`; with the choice 255, `[255, format, \n, text...]`: a strftime
+//! format (and zone) of the user's own.
 //!
 //! Invariants: a conversion either gives a value of its type or rejects the event (never lost,
 //! never a panic, even on overflowing numbers); `timestamp` (RFC 3339) gives exactly chrono's
@@ -9,10 +10,13 @@
 //! fast path) exactly chrono's `parse_from_str`; the nginx presets read their time the same way.
 #![no_main]
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use libfuzzer_sys::fuzz_target;
-use sluice_pipelines::steps::parse::{ParseConfig, ParseFormat};
+use sluice_pipelines::steps::parse::{Parse, ParseConfig, ParseFormat};
 use sluice_pipelines::{Event, EventMeta, OnError, Step, StepContext, Value};
 
 const CLF: &str = "%d/%b/%Y:%H:%M:%S %z";
@@ -34,9 +38,8 @@ const TYPES: [&str; 14] = [
     "string",
 ];
 
-/// `text` converted to `ty` through a `regex` parse step: the value, or `None` when rejected.
-fn convert(ty: &str, text: &str) -> Option<Value> {
-    let config = ParseConfig {
+fn config(ty: &str) -> ParseConfig {
+    ParseConfig {
         format: ParseFormat::Regex,
         pattern: Some(r"(?s)^(?P<t>.*)$".to_owned()),
         columns: None,
@@ -47,8 +50,11 @@ fn convert(ty: &str, text: &str) -> Option<Value> {
         drop_raw: false,
         timestamp_field: None,
         timestamp_format: None,
-    };
-    let mut step = config.build().expect("the config builds");
+    }
+}
+
+/// `text` as a raw line through `step`: the value of `t`, or `None` when rejected.
+fn run(step: &mut Parse, text: &str) -> Option<Value> {
     let mut events = vec![Event::from_raw(
         Bytes::copy_from_slice(text.as_bytes()),
         EventMeta::default(),
@@ -59,6 +65,20 @@ fn convert(ty: &str, text: &str) -> Option<Value> {
     assert_eq!(events.len() + letters.len(), 1, "one event in, one out");
     let event = events.pop()?;
     Some(event.get("t").expect("the group always matches").clone())
+}
+
+/// `text` converted to `ty` through a `regex` parse step: the value, or `None` when rejected.
+fn convert(ty: &str, text: &str) -> Option<Value> {
+    thread_local! {
+        /// Steps by type, built once: building compiles the pattern.
+        static STEPS: RefCell<HashMap<String, Parse>> = RefCell::new(HashMap::new());
+    }
+    STEPS.with_borrow_mut(|steps| {
+        let step = steps
+            .entry(ty.to_owned())
+            .or_insert_with(|| config(ty).build().expect("the config builds"));
+        run(step, text)
+    })
 }
 
 fn timestamp(value: Option<Value>) -> Option<DateTime<Utc>> {
@@ -78,6 +98,21 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if text.ends_with('\n') {
+        return;
+    }
+    if *choice == 255 {
+        // A format of the user's own (`types = { t = "timestamp|<format>[|<zone>]" }`): the
+        // first line; the text to read is the rest. It may not build; it must not panic.
+        let Some((format, text)) = text.split_once('\n') else {
+            return;
+        };
+        if let Ok(mut step) = config(&format!("timestamp|{format}")).build() {
+            let value = run(&mut step, text);
+            assert!(
+                matches!(value, None | Some(Value::Timestamp(_))),
+                "{value:?}"
+            );
+        }
         return;
     }
     let ty = TYPES[usize::from(*choice) % TYPES.len()];
