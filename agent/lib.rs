@@ -11,6 +11,8 @@
 pub mod api;
 pub mod config;
 pub mod data_dir;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graph;
 pub mod metrics;
 pub mod pipeline_tests;

@@ -70,7 +70,7 @@
 //! `connection_errors`; and `events_out`, `bytes_out` (decompressed body bytes), `errors`.
 
 mod config;
-mod decode;
+pub(crate) mod decode;
 mod handler;
 mod server;
 #[cfg(test)]

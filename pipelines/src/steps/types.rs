@@ -90,8 +90,11 @@ impl Zone {
         if text.starts_with(['+', '-']) {
             let digits: String = text[1..].chars().filter(|c| *c != ':').collect();
             let valid = digits.len() == 4 && digits.bytes().all(|b| b.is_ascii_digit());
-            let hours: i32 = digits.get(..2).and_then(|h| h.parse().ok()).unwrap_or(99);
-            let minutes: i32 = digits.get(2..).and_then(|m| m.parse().ok()).unwrap_or(99);
+            // Only four digits are read: longer runs must not reach the arithmetic below.
+            let (hours, minutes): (i32, i32) = match (digits.get(..2), digits.get(2..)) {
+                (Some(h), Some(m)) if valid => (h.parse().unwrap_or(99), m.parse().unwrap_or(99)),
+                _ => (99, 99),
+            };
             let seconds = (hours * 60 + minutes) * 60 * if text.starts_with('-') { -1 } else { 1 };
             return (valid && hours < 24 && minutes < 60)
                 .then(|| FixedOffset::east_opt(seconds))
@@ -711,6 +714,22 @@ mod tests {
                 .unwrap_err()
                 .contains("only supported at the end")
         );
+    }
+
+    /// Found by fuzzing (`fuzz/fuzz_targets/timestamps.rs`): an offset zone with more than four
+    /// digits (`+j2::0992::09990`, `+00999999999`) was refused only after its digits had been
+    /// multiplied into seconds, which overflowed `i32` (a panic in debug builds, and config
+    /// validation runs this on whatever the user wrote). Now only four digits are ever read.
+    #[test]
+    fn offset_zones_with_too_many_digits_are_refused_without_overflow() {
+        for spec in [
+            "timestamp|%Y-%m-d|+j2::0992::09990",
+            "timestamp|%Y|+00999999999",
+            "timestamp|%Y|-99999:99999",
+        ] {
+            let error = FieldType::parse(spec).unwrap_err();
+            assert!(error.contains("invalid UTC offset"), "{spec}: {error}");
+        }
     }
 
     #[test]
