@@ -160,11 +160,13 @@ impl PipelineWorker {
             }
             self.publish(emitted, &mut ctx, &route_names).await;
         }
-        acks.settle(oldest_held_input(&self.steps));
+        // Windows not flushed (a shutdown with flush_on_shutdown = false) keep holding their
+        // input batches: those stay unacknowledged and are read again on the next start.
+        let still_held = oldest_held_input(&self.steps);
         // Let the topics below finish (a pipeline further down flushes its windows only when its
         // input ends), then wait for what this worker made to be delivered.
         drop(self);
-        acks.finish().await;
+        acks.finish(still_held).await;
     }
 
     /// Publishes results, routed events and dead letters, and updates counters. Returns where
@@ -309,14 +311,16 @@ impl PendingAcks {
         });
     }
 
-    /// Whether some held batch waits only for a safe offset to move.
+    /// Whether the oldest held batch waits only for a safe offset to move.
     fn waiting(&self) -> bool {
-        self.pending.iter().any(|pending| pending.needs.is_some())
+        self.pending
+            .front()
+            .is_some_and(|pending| pending.needs.is_some())
     }
 
-    /// Whether some held batch waits for a route topic, whose safe offset is polled.
+    /// Whether the oldest held batch waits for a route topic, whose safe offset is polled.
     fn waiting_on_routes(&self) -> bool {
-        self.pending.iter().any(|pending| {
+        self.pending.front().is_some_and(|pending| {
             pending
                 .needs
                 .as_ref()
@@ -325,46 +329,47 @@ impl PendingAcks {
     }
 
     /// Frees the batches no step holds any more (they wait for everything published so far,
-    /// which includes what their windows produced) and acknowledges those whose output is safe.
+    /// which includes what their windows produced) and acknowledges, oldest first, those whose
+    /// output is safe. It stops at the first batch still waiting: the input topic commits only a
+    /// contiguous prefix anyway, so acknowledging past it would gain nothing, and the work per
+    /// call stays proportional to what it acknowledges. Batches at or past the oldest one a step
+    /// holds are all held (a window opened before them is still open), so they are not visited.
     fn settle(&mut self, oldest_held: Option<u64>) {
-        for pending in &mut self.pending {
-            if pending.needs.is_none() && oldest_held.is_none_or(|oldest| oldest > pending.seq) {
-                pending.needs = Some(
-                    self.published
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, end)| end.0 > 0)
-                        .map(|(index, end)| (index, *end))
-                        .collect(),
-                );
-            }
-        }
         let safe: Vec<Offset> = self
             .safe
             .iter()
             .map(|receiver| *receiver.borrow())
             .collect();
-        let is_safe = |needs: &Produced| {
-            needs
+        while let Some(pending) = self.pending.front_mut() {
+            if oldest_held.is_some_and(|oldest| oldest <= pending.seq) {
+                break;
+            }
+            let needs = pending.needs.get_or_insert_with(|| {
+                self.published
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, end)| end.0 > 0)
+                    .map(|(index, end)| (index, *end))
+                    .collect()
+            });
+            let delivered = needs
                 .iter()
-                .all(|&(index, end)| safe.get(index).is_some_and(|safe| *safe >= end))
-        };
-        let mut kept = VecDeque::with_capacity(self.pending.len());
-        for pending in self.pending.drain(..) {
-            match &pending.needs {
-                Some(needs) if is_safe(needs) => pending.held.ack(),
-                _ => kept.push_back(pending),
+                .all(|&(index, end)| safe.get(index).is_some_and(|safe| *safe >= end));
+            if !delivered {
+                break;
+            }
+            if let Some(pending) = self.pending.pop_front() {
+                pending.held.ack();
             }
         }
-        self.pending = kept;
     }
 
     /// After the input ended: waits until every batch no step holds is acknowledged. Batches
-    /// a step still holds (windows not flushed at a shutdown) stay unacknowledged. Gives up when
-    /// a topic it waits for is gone.
-    async fn finish(mut self) {
+    /// from `still_held` on (windows not flushed at a shutdown) stay unacknowledged. Gives up
+    /// when a topic it waits for is gone.
+    async fn finish(mut self, still_held: Option<u64>) {
         loop {
-            self.settle(None);
+            self.settle(still_held);
             if !self.waiting() {
                 break;
             }
@@ -418,6 +423,88 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use sluice_pipelines::EventMeta;
+
+    use crate::topic::{SubscriptionSettings, Topic, TopicSettings};
+
+    fn lines(n: usize) -> Batch {
+        Batch::new(
+            (0..n)
+                .map(|_| Event::from_raw(Bytes::from_static(b"line"), EventMeta::default()))
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn an_input_batch_is_acknowledged_only_once_its_output_is_delivered() {
+        let input = Topic::in_memory("in", TopicSettings::default());
+        let pipeline = input.subscribe(SubscriptionSettings::new("pipeline"));
+        let source = input.producer();
+        let source_safe = source.safe_offset();
+        let output = Topic::in_memory("out", TopicSettings::default());
+        let sink = output.subscribe(SubscriptionSettings::new("sink"));
+        let results = output.producer();
+        let mut acks = PendingAcks::new(vec![results.safe_offset()]);
+
+        // Batch 1 produces output; batch 2 is filtered out entirely.
+        source.send(lines(3)).await;
+        source.send(lines(2)).await;
+        let first = pipeline.next().await.unwrap();
+        let Published::Stored(range) = results.send(lines(1)).await else {
+            panic!("stored")
+        };
+        let seq = acks.next_seq();
+        acks.add(seq, first, vec![(0, range.end)], None);
+        let second = pipeline.next().await.unwrap();
+        let seq = acks.next_seq();
+        acks.add(seq, second, Vec::new(), None);
+        acks.settle(None);
+        assert_eq!(
+            *source_safe.borrow(),
+            Offset(0),
+            "the output is not delivered yet; the filtered batch waits behind it"
+        );
+        sink.next().await.unwrap().ack();
+        acks.settle(None);
+        assert_eq!(
+            *source_safe.borrow(),
+            Offset(5),
+            "delivered: both acknowledged"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_held_by_a_window_waits_for_the_window_and_its_result() {
+        let input = Topic::in_memory("in", TopicSettings::default());
+        let pipeline = input.subscribe(SubscriptionSettings::new("pipeline"));
+        let source = input.producer();
+        let source_safe = source.safe_offset();
+        let output = Topic::in_memory("out", TopicSettings::default());
+        let sink = output.subscribe(SubscriptionSettings::new("sink"));
+        let results = output.producer();
+        let mut acks = PendingAcks::new(vec![results.safe_offset()]);
+
+        source.send(lines(4)).await;
+        let folded = pipeline.next().await.unwrap();
+        let seq = acks.next_seq();
+        // Its events went into an open window: nothing produced yet, the step holds `seq`.
+        acks.add(seq, folded, Vec::new(), Some(seq));
+        acks.settle(Some(seq));
+        assert_eq!(*source_safe.borrow(), Offset(0), "held by the window");
+        // The window closes and its result is published, not yet delivered.
+        let Published::Stored(range) = results.send(lines(1)).await else {
+            panic!("stored")
+        };
+        acks.published[0] = range.end;
+        acks.settle(None);
+        assert_eq!(
+            *source_safe.borrow(),
+            Offset(0),
+            "the result is not delivered"
+        );
+        sink.next().await.unwrap().ack();
+        acks.settle(None);
+        assert_eq!(*source_safe.borrow(), Offset(4));
+    }
 
     #[test]
     fn dead_letters_keep_the_event_and_say_why() {
