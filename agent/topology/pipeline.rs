@@ -434,16 +434,43 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn an_input_batch_is_acknowledged_only_once_its_output_is_delivered() {
+    /// A source's topic read by a pipeline whose output topic a sink reads.
+    struct Chain {
+        pipeline: Subscription,
+        source: Producer,
+        source_safe: watch::Receiver<Offset>,
+        sink: Subscription,
+        results: Producer,
+        acks: PendingAcks,
+    }
+
+    fn chain() -> Chain {
         let input = Topic::in_memory("in", TopicSettings::default());
         let pipeline = input.subscribe(SubscriptionSettings::new("pipeline"));
         let source = input.producer();
-        let source_safe = source.safe_offset();
         let output = Topic::in_memory("out", TopicSettings::default());
         let sink = output.subscribe(SubscriptionSettings::new("sink"));
         let results = output.producer();
-        let mut acks = PendingAcks::new(vec![results.safe_offset()]);
+        Chain {
+            pipeline,
+            source_safe: source.safe_offset(),
+            source,
+            sink,
+            acks: PendingAcks::new(vec![results.safe_offset()]),
+            results,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_input_batch_is_acknowledged_only_once_its_output_is_delivered() {
+        let Chain {
+            pipeline,
+            source,
+            source_safe,
+            sink,
+            results,
+            mut acks,
+        } = chain();
 
         // Batch 1 produces output; batch 2 is filtered out entirely.
         source.send(lines(3)).await;
@@ -474,14 +501,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_held_by_a_window_waits_for_the_window_and_its_result() {
-        let input = Topic::in_memory("in", TopicSettings::default());
-        let pipeline = input.subscribe(SubscriptionSettings::new("pipeline"));
-        let source = input.producer();
-        let source_safe = source.safe_offset();
-        let output = Topic::in_memory("out", TopicSettings::default());
-        let sink = output.subscribe(SubscriptionSettings::new("sink"));
-        let results = output.producer();
-        let mut acks = PendingAcks::new(vec![results.safe_offset()]);
+        let Chain {
+            pipeline,
+            source,
+            source_safe,
+            sink,
+            results,
+            mut acks,
+        } = chain();
 
         source.send(lines(4)).await;
         let folded = pipeline.next().await.unwrap();
