@@ -164,6 +164,8 @@ struct Shared {
     /// One per subscription, indexed like `state.subs`: workers waiting for batches.
     subs: Mutex<Vec<Arc<SubHandle>>>,
     safe_offset: watch::Sender<Offset>,
+    /// Whether the storage keeps events durably (fixed when the topic is made).
+    persistent: bool,
 }
 
 impl Shared {
@@ -214,6 +216,7 @@ impl Topic {
         settings: TopicSettings,
         storage: Box<dyn Storage>,
     ) -> Self {
+        let persistent = storage.durable_end().is_some();
         let state = TopicState::new(settings, storage);
         let (safe_offset, _) = watch::channel(state.safe_offset());
         let shared = Arc::new(Shared {
@@ -222,6 +225,7 @@ impl Topic {
             space: Notify::new(),
             subs: Mutex::new(Vec::new()),
             safe_offset,
+            persistent,
         });
         // A persistent storage says (from its writer thread) when more is durable: that moves
         // the safe offset sources wait for, and may free producers held back by its backlog.
@@ -483,7 +487,7 @@ impl Producer {
     /// Whether the topic's storage keeps events durably (a disk topic): then its safe offset is
     /// the end of what is stored, whatever its subscribers did.
     pub fn is_persistent(&self) -> bool {
-        self.shared.state.lock().storage.durable_end().is_some()
+        self.shared.persistent
     }
 
     /// Waits until every event before `end` is safe: for a disk topic, stored (per its fsync
