@@ -98,6 +98,8 @@ mod segment;
 mod storage;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod topic_tests;
 mod writer;
 
 use std::time::Duration;
