@@ -34,9 +34,11 @@ use crate::data_dir::{self, DataDirError, DataDirLock};
 use crate::topic::Offset;
 use crate::topic::disk::LogError;
 use crate::topic::disk::inspect::{self, Damage, LogReader, Quarantined, Verified};
+use crate::topology::disk_topic_dir;
 
-/// The directory under `data_dir` where disk topics live, one directory per topic.
-pub const TOPICS_DIR: &str = "topics";
+/// The directory under `data_dir` where disk topics live, one directory per topic (as
+/// [`disk_topic_dir`] lays them out).
+const TOPICS_DIR: &str = "topics";
 
 /// The admin API address used when neither `--api` nor a config names one.
 const DEFAULT_API: &str = "127.0.0.1:9598";
@@ -393,11 +395,6 @@ fn choose_target(
     }
 }
 
-/// The directory of disk topic `topic` under `data_dir`.
-pub fn topic_dir(data_dir: &Path, topic: &str) -> PathBuf {
-    data_dir.join(TOPICS_DIR).join(topic)
-}
-
 /// The disk topics under `data_dir`, sorted by name.
 fn disk_topics(data_dir: &Path) -> Result<Vec<String>, TopicsError> {
     let dir = data_dir.join(TOPICS_DIR);
@@ -423,7 +420,7 @@ fn disk_topics(data_dir: &Path) -> Result<Vec<String>, TopicsError> {
 
 /// The directory of an existing disk topic, or an error naming those there are.
 fn existing_topic_dir(data_dir: &Path, topic: &str) -> Result<PathBuf, TopicsError> {
-    let dir = topic_dir(data_dir, topic);
+    let dir = disk_topic_dir(data_dir, topic);
     if dir.is_dir() {
         return Ok(dir);
     }
@@ -461,10 +458,25 @@ pub struct TopicListing {
     pub newest_append: Option<String>,
     /// Its subscriptions.
     pub subscriptions: Vec<SubscriptionListing>,
-    /// What recovery moved into `quarantine/` so far.
+    /// What recovery moved into `quarantine/` so far (from the files).
     pub quarantined: Option<Quarantined>,
+    /// What the running agent's recovery did (from its counters).
+    pub recovered: Option<Recovered>,
     /// Invalid records the agent repairs on its next start.
     pub damage: Vec<Damage>,
+}
+
+/// What a running agent's recovery did to a disk topic since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recovered {
+    /// Torn tails cut off.
+    pub torn_tails: u64,
+    /// Bytes those tails held.
+    pub torn_bytes: u64,
+    /// Corrupt records found (each quarantined the rest of its segment).
+    pub corrupt_records: u64,
+    /// Bytes moved into `quarantine/`.
+    pub quarantined_bytes: u64,
 }
 
 /// What `list` shows of one subscription.
@@ -502,7 +514,7 @@ fn describe_disk(dir: &Path, listing: &mut TopicListing) -> Result<LogReader, To
 pub fn list_offline(data_dir: &Path) -> Result<Vec<TopicListing>, TopicsError> {
     let mut listings = Vec::new();
     for name in disk_topics(data_dir)? {
-        let dir = topic_dir(data_dir, &name);
+        let dir = disk_topic_dir(data_dir, &name);
         let mut listing = TopicListing {
             name,
             storage: "disk".to_owned(),
@@ -514,6 +526,7 @@ pub fn list_offline(data_dir: &Path) -> Result<Vec<TopicListing>, TopicsError> {
             newest_append: None,
             subscriptions: Vec::new(),
             quarantined: None,
+            recovered: None,
             damage: Vec::new(),
         };
         let reader = describe_disk(&dir, &mut listing)?;
@@ -579,7 +592,8 @@ fn api_get(api: &str, path_and_query: &str) -> Result<(Vec<u8>, Option<u64>), To
         .map_err(TopicsError::Api)
 }
 
-/// `list` through the admin API; disk details from the files when the data_dir is known.
+/// `list` through the admin API; the oldest offset and append times of disk topics from their
+/// files when the data_dir is known.
 fn list_online(api: &str, data_dir: Option<&Path>) -> Result<Vec<TopicListing>, TopicsError> {
     let (body, _) = api_get(api, "/topics")?;
     let topics: Vec<Json> = serde_json::from_slice(&body)
@@ -589,8 +603,7 @@ fn list_online(api: &str, data_dir: Option<&Path>) -> Result<Vec<TopicListing>, 
         let number = |value: &Json| value.as_u64().unwrap_or_default();
         let end = Offset(number(&topic["end_offset"]));
         let retained = number(&topic["retained_events"]);
-        let name = topic["name"].as_str().unwrap_or_default().to_owned();
-        let storage = topic["storage"].as_str().unwrap_or("memory").to_owned();
+        let disk = &topic["disk"];
         let subscriptions = topic["subscriptions"]
             .as_array()
             .map(Vec::as_slice)
@@ -603,27 +616,37 @@ fn list_online(api: &str, data_dir: Option<&Path>) -> Result<Vec<TopicListing>, 
             })
             .collect();
         let mut listing = TopicListing {
-            name,
-            storage,
+            name: topic["name"].as_str().unwrap_or_default().to_owned(),
+            storage: if disk.is_object() { "disk" } else { "memory" }.to_owned(),
             start_offset: Offset(end.0.saturating_sub(retained)),
             end_offset: end,
-            disk_bytes: None,
-            segments: None,
+            disk_bytes: disk["disk_bytes"].as_u64(),
+            segments: disk["segments"].as_u64().map(|n| n as usize),
             oldest_append: None,
             newest_append: None,
             subscriptions,
             quarantined: None,
+            recovered: serde_json::from_value(disk["log"].clone()).ok(),
             damage: Vec::new(),
         };
-        if listing.storage == "disk"
+        if disk.is_object()
             && let Some(data_dir) = data_dir
         {
-            let dir = topic_dir(data_dir, &listing.name);
+            let dir = disk_topic_dir(data_dir, &listing.name);
             if dir.is_dir() {
-                let reader = describe_disk(&dir, &mut listing)?;
-                // The agent is appending: an unfinished record at the end is not damage.
-                listing.damage.retain(|damage| !damage.torn_tail);
+                // The agent's numbers are fresher; the files add what it does not report.
+                let reader = LogReader::open(&dir)?;
                 listing.start_offset = reader.start();
+                listing.oldest_append = reader.first_time_ms().and_then(time_text);
+                listing.newest_append = reader.last_time_ms().and_then(time_text);
+                listing.quarantined = Some(inspect::quarantined(&dir)?);
+                // An append in progress at the end looks torn: not damage while it runs.
+                listing.damage = reader
+                    .damage()
+                    .iter()
+                    .filter(|damage| !damage.torn_tail)
+                    .cloned()
+                    .collect();
             }
         }
         listings.push(listing);
@@ -695,6 +718,17 @@ pub fn render_list(listings: &[TopicListing]) -> String {
                 "  quarantine: {} files, {} moved aside by recovery",
                 quarantined.files,
                 bytes_text(quarantined.bytes)
+            );
+        }
+        if let Some(recovered) = topic.recovered.filter(|r| *r != Recovered::default()) {
+            let _ = writeln!(
+                text,
+                "  recovery since the agent started: {} torn tails cut ({}), {} corrupt records \
+                 quarantined ({})",
+                recovered.torn_tails,
+                bytes_text(recovered.torn_bytes),
+                recovered.corrupt_records,
+                bytes_text(recovered.quarantined_bytes)
             );
         }
         for damage in &topic.damage {
@@ -769,7 +803,7 @@ fn read_online(
         Position::Time(ms) => {
             // Only the files know when batches were appended.
             let dir = data_dir
-                .map(|data_dir| topic_dir(data_dir, topic))
+                .map(|data_dir| disk_topic_dir(data_dir, topic))
                 .filter(|dir| dir.is_dir())
                 .ok_or_else(|| TopicsError::Offline {
                     command: "read --from TIME",
@@ -897,7 +931,7 @@ pub fn verify_offline(
     names
         .into_iter()
         .map(|name| {
-            let verified = inspect::verify(&topic_dir(data_dir, &name))?;
+            let verified = inspect::verify(&disk_topic_dir(data_dir, &name))?;
             Ok((name, verified))
         })
         .collect()

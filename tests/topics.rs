@@ -1,47 +1,17 @@
-//! `sluice topics` end to end: the real binary on a data_dir of disk topics (written here with
-//! the library's disk log, as an agent writes them) and against a running agent.
+//! `sluice topics` end to end: the real binary on the data_dir a real run left, and against a
+//! running agent.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use sluice::topic::Offset;
-use sluice::topic::disk::{FsyncPolicy, Log, LogConfig};
-use sluice_pipelines::{Batch, Event};
 use tempfile::TempDir;
 
-use crate::support::{curl, free_port, run_with_timeout, sluice, wait_until, write_file};
+use crate::support::{curl, free_port, run_ok, run_with_timeout, sluice, wait_until, write_file};
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// Writes a disk topic of `events` events numbered by offset (`{"n": offset}`), in batches of
-/// five and segments of ~1 KiB, with subscription `pg` committed at `committed`.
-fn disk_topic(data_dir: &Path, name: &str, events: u64, committed: u64) {
-    let config = LogConfig {
-        segment_bytes: 1024,
-        fsync: FsyncPolicy::Never,
-        index_interval_bytes: 256,
-        offset_commit_interval: Duration::ZERO,
-        ..LogConfig::default()
-    };
-    let mut log = Log::open(&data_dir.join("topics").join(name), config).unwrap();
-    for first in (0..events).step_by(5) {
-        let batch = (first..first + 5)
-            .map(|n| {
-                let mut event = Event::default();
-                event.insert("n", n as i64);
-                event.insert("path", format!("/page/{n}"));
-                event
-            })
-            .collect();
-        log.append(Arc::new(Batch::new(batch)));
-    }
-    log.commit("pg", Offset(committed));
-    log.close().unwrap();
-}
 
 fn topics(dir: &Path, args: &[&str]) -> Output {
     let mut command = sluice(dir);
@@ -81,60 +51,109 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
-#[test]
-fn topics_list_read_reset_and_verify_work_offline_on_a_data_dir() {
-    let dir = TempDir::new().unwrap();
-    let data = dir.path().join("data");
-    disk_topic(&data, "web.requests", 100, 60);
-    disk_topic(&data, "app.bad", 10, 10);
+/// The `n` of lines `line N` that a file sink wrote (`{"message":"line N"}`) or `read` printed.
+fn line_numbers(ndjson: &[u8]) -> Vec<u64> {
+    text(ndjson)
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).unwrap();
+            let message = event["message"].as_str().unwrap();
+            message.strip_prefix("line ").unwrap().parse().unwrap()
+        })
+        .collect()
+}
 
-    let list = topics(dir.path(), &["--data-dir", "data", "list"]);
+#[test]
+fn topics_list_read_reset_and_verify_work_offline_on_the_data_dir_of_a_real_run() {
+    let dir = TempDir::new().unwrap();
+    let lines: String = (0..20_000).map(|n| format!("line {n}\n")).collect();
+    write_file(dir.path(), "app.log", &lines);
+    write_file(
+        dir.path(),
+        "agent.toml",
+        r#"data_dir = "data"
+
+[sources.app]
+type = "file"
+include = ["app.log"]
+follow = false
+topic = "raw"
+
+[topics.raw]
+storage = "disk"
+segment_bytes = "64KiB"
+
+[sinks.out]
+type = "file"
+input = "raw"
+path = "out.ndjson"
+"#,
+    );
+    run_ok(dir.path(), "agent.toml");
+    let delivered = || line_numbers(&std::fs::read(dir.path().join("out.ndjson")).unwrap());
+    assert_eq!(delivered(), (0..20_000).collect::<Vec<_>>());
+
+    let list = topics(dir.path(), &["-c", "agent.toml", "list"]);
     assert!(list.status.success(), "{}", text(&list.stderr));
     let listed = text(&list.stdout);
     assert!(
-        listed.contains("app.bad (disk): offsets 0..10, "),
+        listed.contains("raw (disk): offsets 0..20000, "),
         "{listed}"
     );
+    assert!(listed.contains(" segments, appended 20"), "{listed}");
     assert!(
-        listed.contains("web.requests (disk): offsets 0..100, "),
-        "{listed}"
-    );
-    assert!(
-        listed.contains("  subscription pg: committed 60, lag 40\n"),
+        listed.contains("  subscription out: committed 20000, lag 0\n"),
         "{listed}"
     );
     let json = topics(dir.path(), &["list", "--data-dir", "data", "--json"]);
     let json: Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(json[1]["name"], "web.requests");
-    assert!(json[1]["segments"].as_u64().unwrap() > 1);
-    assert_eq!(json[1]["subscriptions"][0]["lag_events"], 40);
+    let raw = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|topic| topic["name"] == "raw")
+        .unwrap();
+    assert!(raw["segments"].as_u64().unwrap() > 2, "{raw}");
+    assert_eq!(raw["subscriptions"][0]["name"], "out");
 
     let read = topics(
         dir.path(),
         &[
-            "--data-dir",
-            "data",
+            "-c",
+            "agent.toml",
             "read",
-            "web.requests",
+            "raw",
             "--from",
-            "42",
+            "4242",
             "-n",
             "4",
         ],
     );
     assert!(read.status.success(), "{}", text(&read.stderr));
-    assert_eq!(numbers(&read.stdout), [42, 43, 44, 45]);
-    let first: Value = serde_json::from_str(text(&read.stdout).lines().next().unwrap()).unwrap();
-    assert_eq!(first["path"], "/page/42");
-    let all = topics(dir.path(), &["--data-dir", "data", "read", "web.requests"]);
-    assert_eq!(numbers(&all.stdout), (0..100).collect::<Vec<_>>());
+    assert_eq!(line_numbers(&read.stdout), [4242, 4243, 4244, 4245]);
+    let all = topics(dir.path(), &["--data-dir", "data", "read", "raw"]);
+    assert_eq!(line_numbers(&all.stdout), (0..20_000).collect::<Vec<_>>());
+    let since = topics(
+        dir.path(),
+        &[
+            "--data-dir",
+            "data",
+            "read",
+            "raw",
+            "--from",
+            "2000-01-01T00:00:00Z",
+            "-n",
+            "1",
+        ],
+    );
+    assert_eq!(line_numbers(&since.stdout), [0]);
     let future = topics(
         dir.path(),
         &[
             "--data-dir",
             "data",
             "read",
-            "web.requests",
+            "raw",
             "--from",
             "2999-01-01T00:00:00Z",
         ],
@@ -142,43 +161,46 @@ fn topics_list_read_reset_and_verify_work_offline_on_a_data_dir() {
     assert!(future.status.success());
     assert!(future.stdout.is_empty());
 
+    // Rewind the sink: the next run delivers from there again.
     let reset = topics(
         dir.path(),
-        &[
-            "--data-dir",
-            "data",
-            "reset",
-            "web.requests",
-            "pg",
-            "--to",
-            "earliest",
-        ],
+        &["-c", "agent.toml", "reset", "raw", "out", "--to", "15000"],
     );
     assert!(reset.status.success(), "{}", text(&reset.stderr));
     assert_eq!(
         text(&reset.stdout),
-        "web.requests pg: committed offset 60 -> 0 (100 events to read on the next start)\n"
+        "raw out: committed offset 20000 -> 15000 (5000 events to read on the next start)\n"
     );
     let listed = text(&topics(dir.path(), &["--data-dir", "data", "list"]).stdout);
     assert!(
-        listed.contains("  subscription pg: committed 0, lag 100\n"),
+        listed.contains("  subscription out: committed 15000, lag 5000\n"),
         "{listed}"
     );
+    run_ok(dir.path(), "agent.toml");
+    let again = delivered();
+    let replayed = &again[20_000..];
+    assert!(
+        replayed.ends_with(&(15_000..20_000).collect::<Vec<_>>()),
+        "replayed {}..{} ({} lines)",
+        replayed[0],
+        replayed[replayed.len() - 1],
+        replayed.len()
+    );
+    assert!(
+        replayed.len() < 6000,
+        "at most the batch holding 15000 again: {}",
+        replayed.len()
+    );
 
-    let verify = topics(dir.path(), &["--data-dir", "data", "verify"]);
+    let verify = topics(dir.path(), &["-c", "agent.toml", "verify", "raw"]);
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stderr));
     let verified = text(&verify.stdout);
-    assert!(
-        verified.contains("app.bad: OK: 2 records, 10 events"),
-        "{verified}"
-    );
-    assert!(
-        verified.contains("web.requests: OK: 20 records, 100 events"),
-        "{verified}"
-    );
+    assert!(verified.starts_with("raw: OK: "), "{verified}");
+    assert!(verified.contains(" records, 20000 events, "), "{verified}");
 
     // A flipped byte in the middle of the first segment: verify finds it and changes nothing.
-    let segment = data.join("topics/web.requests/00000000000000000000.log");
+    let data = dir.path().join("data");
+    let segment = data.join("topics/raw/00000000000000000000.log");
     let mut bytes = std::fs::read(&segment).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x08;
@@ -187,18 +209,18 @@ fn topics_list_read_reset_and_verify_work_offline_on_a_data_dir() {
     let verify = topics(dir.path(), &["--data-dir", "data", "verify"]);
     assert_eq!(verify.status.code(), Some(1), "{}", text(&verify.stderr));
     let verified = text(&verify.stdout);
-    assert!(verified.contains("web.requests: CORRUPT: "), "{verified}");
+    assert!(verified.contains("raw: CORRUPT: "), "{verified}");
     assert!(
         verified.contains("corrupt record in segment 0 at byte "),
         "{verified}"
     );
-    assert!(verified.contains("app.bad: OK"), "{verified}");
-    let only = topics(dir.path(), &["--data-dir", "data", "verify", "app.bad"]);
-    assert_eq!(only.status.code(), Some(0));
-    assert!(!text(&only.stdout).contains("web.requests"));
+    assert!(
+        verified.contains("quarantined on the next start"),
+        "{verified}"
+    );
     assert_eq!(snapshot(&data), before, "verify changed a file");
 
-    // Mistakes: no target, a bad position, an unknown topic.
+    // Mistakes: no target, a bad position, an unknown topic or subscription.
     let nowhere = topics(dir.path(), &["list"]);
     assert_eq!(nowhere.status.code(), Some(2));
     assert!(
@@ -207,24 +229,32 @@ fn topics_list_read_reset_and_verify_work_offline_on_a_data_dir() {
     );
     let bad = topics(
         dir.path(),
-        &[
-            "--data-dir",
-            "data",
-            "read",
-            "web.requests",
-            "--from",
-            "soon",
-        ],
+        &["--data-dir", "data", "read", "raw", "--from", "soon"],
     );
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("expected earliest, latest, an offset or an RFC 3339 time"));
     let missing = topics(dir.path(), &["--data-dir", "data", "read", "nope"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(
-        text(&missing.stderr).contains("no disk topic \"nope\"")
-            && text(&missing.stderr).contains("the disk topics are: app.bad, web.requests"),
+        text(&missing.stderr).contains("no disk topic \"nope\""),
         "{}",
         text(&missing.stderr)
+    );
+    assert!(
+        text(&missing.stderr).contains("the disk topics are: "),
+        "{}",
+        text(&missing.stderr)
+    );
+    let unknown = topics(
+        dir.path(),
+        &["--data-dir", "data", "reset", "raw", "outt", "--to", "0"],
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown.stderr)
+            .contains("topic \"raw\" has no subscription \"outt\"; its subscriptions are: out"),
+        "{}",
+        text(&unknown.stderr)
     );
 }
 
@@ -235,7 +265,8 @@ fn topics_list_and_read_go_through_the_api_of_a_running_agent_and_reset_is_refus
     let dead_port = free_port();
     let lines: String = (0..30).map(|n| format!("{{\"n\": {n}}}\n")).collect();
     write_file(dir.path(), "events.log", &lines);
-    // The sink's store is down: its events stay retained in the memory topic.
+    // The sinks' store is down: the memory topic `raw` retains what `down` did not
+    // acknowledge, the disk topic `parsed` stores what the pipeline made.
     let config = write_file(
         dir.path(),
         "agent.toml",
@@ -252,12 +283,20 @@ follow = true
 poll_interval = "50ms"
 topic = "raw"
 
+[sinks.down]
+type = "http"
+input = "raw"
+uri = "http://127.0.0.1:{dead_port}/"
+
 [pipelines.parse]
 input = "raw"
 output = "parsed"
 steps = [{{ type = "parse", format = "json" }}]
 
-[sinks.down]
+[topics.parsed]
+storage = "disk"
+
+[sinks.down_too]
 type = "http"
 input = "parsed"
 uri = "http://127.0.0.1:{dead_port}/"
@@ -268,38 +307,48 @@ uri = "http://127.0.0.1:{dead_port}/"
     let mut agent = sluice(dir.path())
         .args(["run", "-q", "-c", config])
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let api = format!("http://127.0.0.1:{api_port}");
-    let retained = wait_until(MINUTE, || {
+    let published = wait_until(MINUTE, || {
         let (code, body) = curl(&[&format!("{api}/topics")]);
         code == 200
             && serde_json::from_str::<Value>(&body).is_ok_and(|topics| {
-                topics
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|topic| topic["name"] == "parsed" && topic["end_offset"] == 30)
+                let find = |name: &str| {
+                    topics
+                        .as_array()
+                        .and_then(|all| all.iter().find(|topic| topic["name"] == name))
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                // `raw` got all 30 lines, `parsed` stored all 30 events.
+                find("raw")["end_offset"] == 30 && find("parsed")["disk"]["durable_end"] == 30
             })
     });
-    assert!(retained, "the agent never published the 30 events");
+    assert!(published, "the agent never stored the 30 events");
 
     // -c gives the data_dir, held by the agent: list and read ask its admin API.
     let list = topics(dir.path(), &["-c", config, "list"]);
     assert!(list.status.success(), "{}", text(&list.stderr));
     let listed = text(&list.stdout);
-    assert!(
-        listed.contains("parsed (memory): offsets 0..30\n"),
-        "{listed}"
-    );
+    assert!(listed.contains("raw (memory): offsets 0..30\n"), "{listed}");
     assert!(
         listed.contains("  subscription down: committed 0, lag 30\n"),
         "{listed}"
     );
+    assert!(
+        listed.contains("parsed (disk): offsets 0..30, "),
+        "{listed}"
+    );
+    assert!(listed.contains(" in 1 segment, appended 20"), "{listed}");
+    assert!(
+        listed.contains("  subscription down_too: committed 0, lag 30\n"),
+        "{listed}"
+    );
     let read = topics(
         dir.path(),
-        &["-c", config, "read", "parsed", "--from", "10", "-n", "5"],
+        &["-c", config, "read", "raw", "--from", "10", "-n", "5"],
     );
     assert!(read.status.success(), "{}", text(&read.stderr));
     assert_eq!(numbers(&read.stdout), [10, 11, 12, 13, 14]);
@@ -308,6 +357,22 @@ uri = "http://127.0.0.1:{dead_port}/"
         &["--api", &format!("127.0.0.1:{api_port}"), "read", "parsed"],
     );
     assert_eq!(numbers(&read.stdout), (0..30).collect::<Vec<_>>());
+    // A time is looked up in the disk topic's files, then read through the agent.
+    let since = topics(
+        dir.path(),
+        &[
+            "-c",
+            config,
+            "read",
+            "parsed",
+            "--from",
+            "2000-01-01T00:00:00Z",
+            "-n",
+            "2",
+        ],
+    );
+    assert!(since.status.success(), "{}", text(&since.stderr));
+    assert_eq!(numbers(&since.stdout), [0, 1]);
     let missing = topics(dir.path(), &["-c", config, "read", "nope"]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(
@@ -318,7 +383,9 @@ uri = "http://127.0.0.1:{dead_port}/"
 
     let reset = topics(
         dir.path(),
-        &["-c", config, "reset", "parsed", "down", "--to", "latest"],
+        &[
+            "-c", config, "reset", "parsed", "down_too", "--to", "latest",
+        ],
     );
     assert_eq!(reset.status.code(), Some(1));
     let refused = text(&reset.stderr);
@@ -332,10 +399,14 @@ uri = "http://127.0.0.1:{dead_port}/"
     );
     assert!(refused.contains("stop it first"), "{refused}");
 
-    // verify only reads: it runs beside the agent (which has no disk topics here).
-    let verify = topics(dir.path(), &["-c", config, "verify"]);
+    // verify only reads: it runs beside the agent.
+    let verify = topics(dir.path(), &["-c", config, "verify", "parsed"]);
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stderr));
-    assert!(text(&verify.stdout).starts_with("no disk topics in data/topics"));
+    assert!(
+        text(&verify.stdout).starts_with("parsed: OK: "),
+        "{}",
+        text(&verify.stdout)
+    );
 
     agent.kill().unwrap();
     agent.wait().unwrap();

@@ -43,7 +43,7 @@ fn batch(first: u64, events: u64) -> Arc<Batch> {
 /// Appends batches of these sizes to the log of `topic` under `data_dir`; the events are
 /// numbered by their offsets. Returns the log, still open.
 fn write_topic(data_dir: &Path, topic: &str, sizes: &[u64]) -> Log {
-    let mut log = Log::open(&topic_dir(data_dir, topic), config()).unwrap();
+    let mut log = Log::open(&disk_topic_dir(data_dir, topic), config()).unwrap();
     for &size in sizes {
         let first = log.end().0;
         log.append(batch(first, size));
@@ -139,7 +139,7 @@ fn list_shows_offsets_sizes_times_subscriptions_and_lag() {
     let web = &listings[1];
     assert_eq!(web.storage, "disk");
     assert_eq!((web.start_offset, web.end_offset), (Offset(0), Offset(40)));
-    let dir = topic_dir(data.path(), "web.requests");
+    let dir = disk_topic_dir(data.path(), "web.requests");
     let segments = segment_files(&dir);
     assert!(segments.len() > 1, "small segments roll");
     assert_eq!(web.segments, Some(segments.len()));
@@ -186,7 +186,7 @@ fn list_shows_offsets_sizes_times_subscriptions_and_lag() {
 fn list_reports_quarantined_files_and_a_torn_tail_without_repairing() {
     let data = tempfile::tempdir().unwrap();
     write_topic(data.path(), "raw", &[4, 4, 4]).close().unwrap();
-    let dir = topic_dir(data.path(), "raw");
+    let dir = disk_topic_dir(data.path(), "raw");
     let quarantine = dir.join("quarantine");
     fs::create_dir_all(&quarantine).unwrap();
     fs::write(
@@ -290,7 +290,7 @@ fn reset_rewrites_the_committed_offset_the_agent_resumes_at() {
         reset.describe(),
         "raw pg: committed offset 15 -> 0 (20 events to read on the next start)"
     );
-    let log = Log::open(&topic_dir(data.path(), "raw"), config()).unwrap();
+    let log = Log::open(&disk_topic_dir(data.path(), "raw"), config()).unwrap();
     assert_eq!(
         log.committed("pg"),
         Some(Offset(0)),
@@ -315,7 +315,7 @@ fn reset_rewrites_the_committed_offset_the_agent_resumes_at() {
     );
 
     let agent = crate::data_dir::DataDirLock::acquire(data.path()).unwrap();
-    let before = snapshot(&topic_dir(data.path(), "raw"));
+    let before = snapshot(&disk_topic_dir(data.path(), "raw"));
     let refused = reset_offline(data.path(), "raw", "pg", Position::Earliest).unwrap_err();
     let message = refused.to_string();
     assert!(
@@ -327,7 +327,7 @@ fn reset_rewrites_the_committed_offset_the_agent_resumes_at() {
         "{message}"
     );
     assert!(message.contains("stop it first"), "{message}");
-    assert_eq!(snapshot(&topic_dir(data.path(), "raw")), before);
+    assert_eq!(snapshot(&disk_topic_dir(data.path(), "raw")), before);
     drop(agent);
 }
 
@@ -336,7 +336,7 @@ fn verify_finds_a_corrupted_byte_in_the_middle_of_a_segment_and_changes_nothing(
     let data = tempfile::tempdir().unwrap();
     write_topic(data.path(), "good", &[3; 30]).close().unwrap();
     write_topic(data.path(), "bad", &[3; 30]).close().unwrap();
-    let dir = topic_dir(data.path(), "bad");
+    let dir = disk_topic_dir(data.path(), "bad");
     let segments = segment_files(&dir);
     assert!(segments.len() >= 3);
     let middle = &segments[1];
@@ -406,7 +406,9 @@ fn verify_finds_a_corrupted_byte_in_the_middle_of_a_segment_and_changes_nothing(
 fn verify_reports_a_torn_tail_but_not_as_corruption() {
     let data = tempfile::tempdir().unwrap();
     write_topic(data.path(), "raw", &[3; 10]).close().unwrap();
-    let last = segment_files(&topic_dir(data.path(), "raw")).pop().unwrap();
+    let last = segment_files(&disk_topic_dir(data.path(), "raw"))
+        .pop()
+        .unwrap();
     let mut bytes = fs::read(&last).unwrap();
     let len = bytes.len();
     bytes.truncate(len - 5);

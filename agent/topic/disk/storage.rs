@@ -13,7 +13,7 @@ use std::time::Duration;
 use sluice_pipelines::Batch;
 
 use super::LogConfig;
-use super::log::{Log, LogError, RetentionOutcome, now_ms};
+use super::log::{FlushHandle, Log, LogCounters, LogError, RetentionOutcome, now_ms};
 use crate::topic::offset::{Offset, OffsetRange};
 use crate::topic::storage::{Storage, Stored};
 
@@ -39,6 +39,21 @@ impl Default for DiskSettings {
             max_pending_bytes: 64 << 20,
         }
     }
+}
+
+/// A snapshot of a disk topic's files, for `/topics` and `sluice topics list`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DiskStats {
+    /// The topic's directory.
+    pub dir: String,
+    /// Bytes of segment files.
+    pub disk_bytes: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// The end of what is stored (per the fsync policy).
+    pub durable_end: Offset,
+    /// Recovery, quarantine and cache counters.
+    pub log: LogCounters,
 }
 
 /// A topic's batches in a disk log.
@@ -179,5 +194,42 @@ impl Storage for DiskStorage {
 
     fn set_durable_notifier(&mut self, notify: Box<dyn Fn() + Send + Sync>) {
         self.log.set_durable_notifier(Arc::from(notify));
+    }
+
+    fn offset_for_time(&mut self, time_ms: i64) -> Option<Offset> {
+        match self.log.offset_for_time(time_ms) {
+            Ok(offset) => Some(offset.unwrap_or_else(|| self.log.end())),
+            Err(error) => {
+                tracing::error!(dir = %self.log.dir().display(), %error, "Could not look up a time in a disk topic");
+                None
+            }
+        }
+    }
+
+    fn maintain(&mut self) -> Option<OffsetRange> {
+        let before = self.start;
+        let outcome = self.apply_retention();
+        if outcome.deleted_segments > 0 {
+            tracing::info!(
+                dir = %self.log.dir().display(),
+                segments = outcome.deleted_segments,
+                "Retention deleted old segments of a disk topic"
+            );
+        }
+        (self.start > before).then(|| OffsetRange::new(before, self.start))
+    }
+
+    fn flush_handle(&self) -> Option<FlushHandle> {
+        self.log.flush_handle()
+    }
+
+    fn describe(&self) -> Option<DiskStats> {
+        Some(DiskStats {
+            dir: self.log.dir().display().to_string(),
+            disk_bytes: self.log.disk_bytes(),
+            segments: self.log.segment_count(),
+            durable_end: self.log.durable_end(),
+            log: self.log.counters(),
+        })
     }
 }
