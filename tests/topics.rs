@@ -23,13 +23,20 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The `n` of each event printed: a field of a parsed event, or in the JSON of a raw line.
 fn numbers(stdout: &[u8]) -> Vec<i64> {
     text(stdout)
         .lines()
         .map(|line| {
-            serde_json::from_str::<Value>(line).unwrap()["n"]
-                .as_i64()
-                .unwrap()
+            let event: Value = serde_json::from_str(line).unwrap();
+            match event["n"].as_i64() {
+                Some(n) => n,
+                None => {
+                    let raw: Value = serde_json::from_str(event["message"].as_str().unwrap())
+                        .unwrap_or_else(|_| panic!("no n in {line}"));
+                    raw["n"].as_i64().unwrap()
+                }
+            }
         })
         .collect()
 }
