@@ -15,7 +15,9 @@
 //! files directly and changes nothing but what `reset` is asked to change: it opens logs with
 //! the read-only [`LogReader`], never with `Log::open`, which repairs. While an agent runs (the
 //! lock is held) or when `--api` is given, `list` and `read` ask the agent's admin API instead,
-//! which also knows its memory topics. `reset` is refused then: a running agent keeps its
+//! which also knows its memory topics — except that `read` still reads a disk topic from its
+//! files when the data_dir is known: they hold everything retention kept (the agent serves only
+//! what a subscription still needs), and reading them is safe beside the writer. `reset` is refused then: a running agent keeps its
 //! subscriptions' offsets in memory and would write over the file. `verify` always reads the
 //! files, running agent or not — it writes nothing, and an append in progress at the end of
 //! the active segment is reported as a torn tail, not as corruption.
@@ -787,7 +789,18 @@ pub fn read_offline(
     Ok(written)
 }
 
-/// `read` through the admin API, a page at a time.
+/// Whether the agent at `api` keeps `topic` on disk.
+fn is_disk_topic(api: &str, topic: &str) -> Result<bool, TopicsError> {
+    let (body, _) = api_get(api, "/topics")?;
+    let topics: Vec<Json> = serde_json::from_slice(&body)
+        .map_err(|error| TopicsError::Api(format!("unexpected answer from {api}: {error}")))?;
+    Ok(topics
+        .iter()
+        .any(|found| found["name"] == topic && found["disk"].is_object()))
+}
+
+/// `read` against a running agent: a disk topic from its files when the data_dir is known,
+/// anything else through the admin API, a page at a time.
 fn read_online(
     api: &str,
     data_dir: Option<&Path>,
@@ -796,6 +809,14 @@ fn read_online(
     max_events: Option<u64>,
     out: &mut impl Write,
 ) -> Result<u64, TopicsError> {
+    // The files hold everything retention kept, where the agent serves only what some
+    // subscription still needs; and reading them takes no lock in the agent.
+    if let Some(data_dir) = data_dir
+        && disk_topic_dir(data_dir, topic).is_dir()
+        && is_disk_topic(api, topic)?
+    {
+        return read_offline(data_dir, topic, from, max_events, out);
+    }
     let mut from = match from {
         Position::Earliest => "earliest".to_owned(),
         Position::Latest => "latest".to_owned(),
