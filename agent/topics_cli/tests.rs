@@ -422,3 +422,31 @@ fn verify_reports_a_torn_tail_but_not_as_corruption() {
     assert!(text.starts_with("raw: OK: "), "{text}");
     assert!(text.contains("torn tail in segment"), "{text}");
 }
+
+#[test]
+fn list_text_shows_a_running_agents_recovery_counters() {
+    let listing = TopicListing {
+        name: "raw".into(),
+        storage: "disk".into(),
+        start_offset: Offset(10),
+        end_offset: Offset(90),
+        disk_bytes: Some(3 << 20),
+        segments: Some(1),
+        oldest_append: None,
+        newest_append: None,
+        subscriptions: Vec::new(),
+        quarantined: None,
+        recovered: Some(Recovered {
+            torn_tails: 1,
+            torn_bytes: 120,
+            corrupt_records: 2,
+            quarantined_bytes: 4096,
+        }),
+        damage: Vec::new(),
+    };
+    assert_eq!(
+        render_list(&[listing]),
+        "raw (disk): offsets 10..90, 3.0 MiB in 1 segment\n  no subscriptions\n  recovery since \
+         the agent started: 1 torn tails cut (120 bytes), 2 corrupt records quarantined (4.0 KiB)\n"
+    );
+}

@@ -27,8 +27,8 @@ use super::segment::{self, BadRecord, SegmentInfo};
 use crate::topic::offset::{Offset, OffsetRange};
 use crate::topic::storage::Stored;
 
-/// Index entries a scan adds: the reader keeps every one it finds useful (one per 64 KiB, the
-/// log's default), so reads seek as fast as the agent's.
+/// Bytes between the index entries a reader's scan adds to an index it rebuilds in memory (the
+/// log's default), so its reads seek as fast as the agent's.
 const INDEX_INTERVAL_BYTES: u64 = 64 << 10;
 
 /// A record that is not valid, found without repairing it.
@@ -69,7 +69,7 @@ fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> L
     }
 }
 
-/// One segment as found: its valid records and the first invalid one, if any.
+/// One segment as found: what its valid records cover, and its file's length.
 #[derive(Debug)]
 struct SegmentView {
     info: SegmentInfo,
@@ -439,7 +439,7 @@ pub fn verify(dir: &Path) -> Result<Verified, LogError> {
         let bad = segment::scan(&file, &mut info, 0, file_len, INDEX_INTERVAL_BYTES)
             .map_err(io_error("scan", &path))?;
         // The scan checked the framing, CRCs and offsets of the valid prefix; decode each of its
-        // batches too.
+        // batches too (a second pass: the scan keeps no payloads, and the page cache serves it).
         let mut undecodable = false;
         let mut position = 0;
         while position < info.len {
