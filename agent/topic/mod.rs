@@ -279,10 +279,11 @@ impl Topic {
             .state
             .lock()
             .storage
-            .set_durable_notifier(Box::new(move || {
+            .set_durable_notifier(Box::new(move |durable| {
+                // Without the topic's lock (see `Storage::set_durable_notifier`): for a
+                // persistent storage the safe offset is the durable end.
                 if let Some(shared) = weak.upgrade() {
-                    let safe = shared.state.lock().safe_offset();
-                    shared.update_safe_offset(safe);
+                    shared.update_safe_offset(durable);
                     shared.space.notify_waiters();
                 }
             }));

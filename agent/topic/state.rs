@@ -388,14 +388,18 @@ impl TopicState {
             if candidate < sub.committed {
                 continue;
             }
-            if let Some(stored) = self.storage.get(candidate) {
-                if stored.range.start == candidate {
+            // Its data may have been quarantined since it was delivered: what is missing is lost.
+            let resume = match self.storage.get(candidate) {
+                Some(stored) if stored.range.start == candidate => {
                     found = Some(stored);
                     redelivery = true;
                     break;
                 }
-                // Its data was quarantined since it was delivered: what is missing is lost.
-                let lost = sub.skip(OffsetRange::new(candidate, stored.range.start));
+                Some(stored) => Some(stored.range.start),
+                None => self.storage.missing(candidate),
+            };
+            if let Some(resume) = resume {
+                let lost = sub.skip(OffsetRange::new(candidate, resume));
                 sub.counters.lost_events += lost;
                 skipped = true;
             }
@@ -403,12 +407,15 @@ impl TopicState {
         if found.is_none() && sub.next < storage_end {
             sub.next = sub.next.max(storage_start);
             found = self.storage.get(sub.next);
-            if let Some(stored) = &found
-                && stored.range.start > sub.next
-            {
-                // A gap left by quarantined data (a disk topic): skip it, counted as lost, so the
-                // committed offset can move on past it.
-                let lost = sub.skip(OffsetRange::new(sub.next, stored.range.start));
+            // A gap left by quarantined data (a disk topic), before the next batch or up to the
+            // end: skip it, counted as lost, so the committed offset can move on past it.
+            let resume = match &found {
+                Some(stored) if stored.range.start > sub.next => Some(stored.range.start),
+                Some(_) => None,
+                None => self.storage.missing(sub.next),
+            };
+            if let Some(resume) = resume {
+                let lost = sub.skip(OffsetRange::new(sub.next, resume));
                 sub.counters.lost_events += lost;
                 skipped = true;
             }

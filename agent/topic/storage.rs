@@ -36,6 +36,13 @@ pub trait Storage: Send + 'static {
     /// log has a gap at `start` (quarantined data) returns the first batch after the gap.
     fn get(&mut self, start: Offset) -> Option<Stored>;
 
+    /// After [`Storage::get`] returned `None` for `start` before the end: the offset where stored
+    /// data resumes, when everything from `start` up to it is gone (a disk topic whose data up
+    /// to its end was quarantined). `None` otherwise (memory storage never has such gaps).
+    fn missing(&mut self, _start: Offset) -> Option<Offset> {
+        None
+    }
+
     /// The offsets of the oldest retained batch.
     fn front_range(&mut self) -> Option<OffsetRange>;
 
@@ -74,8 +81,10 @@ pub trait Storage: Send + 'static {
     /// Records subscription `name`'s committed offset, to be persisted (memory storage: no-op).
     fn commit(&mut self, _name: &str, _offset: Offset) {}
 
-    /// Registers a callback run (from another thread) whenever [`Storage::durable_end`] moves.
-    fn set_durable_notifier(&mut self, _notify: Box<dyn Fn() + Send + Sync>) {}
+    /// Registers a callback run (from another thread) with the new [`Storage::durable_end`]
+    /// whenever it moves. It must not take the topic's lock: the topic may hold it while
+    /// waiting for that thread (a read that repairs the active segment).
+    fn set_durable_notifier(&mut self, _notify: Box<dyn Fn(Offset) + Send + Sync>) {}
 
     /// The first offset of the first batch appended at or after `time_ms` (milliseconds since
     /// the Unix epoch); [`Storage::end`] when none was. Memory storage keeps no times: `None`.

@@ -124,7 +124,7 @@ pub(super) struct Shared {
     pub durable_end: AtomicU64,
     /// Estimated bytes of batches appended but not yet written.
     pub pending_bytes: AtomicU64,
-    pub notifier: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    pub notifier: Mutex<Option<DurableNotifier>>,
     pub counters: AtomicCounters,
     /// Set to make the writer stop at once, writing nothing more (a simulated crash).
     pub abort: AtomicBool,
@@ -339,7 +339,7 @@ impl Log {
     }
 
     /// Registers `notify`, called from the writer thread each time [`Log::durable_end`] moves.
-    pub fn set_durable_notifier(&self, notify: Arc<dyn Fn() + Send + Sync>) {
+    pub fn set_durable_notifier(&self, notify: DurableNotifier) {
         *self.shared.notifier.lock() = Some(notify);
     }
 
@@ -829,6 +829,9 @@ impl Log {
         outcome
     }
 }
+
+/// A callback run on the writer thread with the new durable end whenever it moves.
+pub type DurableNotifier = Arc<dyn Fn(Offset) + Send + Sync>;
 
 /// Flushes a [`Log`] from elsewhere: see [`Log::flush_handle`].
 #[derive(Debug)]

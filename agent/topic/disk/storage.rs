@@ -66,6 +66,9 @@ pub struct DiskStorage {
     /// Estimated bytes from `start` to the end (approximated by the bytes on disk after a
     /// restart, when the batches are not in memory).
     bytes: u64,
+    /// The last read that found nothing from an offset before the end (quarantined data up to
+    /// the end): that offset, and the end then.
+    gap_to_end: Option<(Offset, Offset)>,
 }
 
 impl DiskStorage {
@@ -82,6 +85,7 @@ impl DiskStorage {
             settings,
             start,
             bytes,
+            gap_to_end: None,
         })
     }
 
@@ -121,6 +125,13 @@ impl DiskStorage {
 
     fn read(&mut self, start: Offset) -> Option<Stored> {
         match self.log.read(start) {
+            Ok(None) => {
+                let end = self.log.end();
+                if start < end {
+                    self.gap_to_end = Some((start, end));
+                }
+                None
+            }
             Ok(stored) => stored,
             Err(error) => {
                 tracing::error!(dir = %self.log.dir().display(), offset = start.0, %error, "Could not read a disk topic");
@@ -141,6 +152,18 @@ impl Storage for DiskStorage {
             return None;
         }
         self.read(start)
+    }
+
+    fn missing(&mut self, start: Offset) -> Option<Offset> {
+        let (gap_start, resume) = self.gap_to_end.take()?;
+        if gap_start != start {
+            return None;
+        }
+        if (gap_start..resume).contains(&self.start) {
+            // Nothing is stored there: the trim point moves over it.
+            self.start = resume;
+        }
+        Some(resume)
     }
 
     fn front_range(&mut self) -> Option<OffsetRange> {
@@ -192,7 +215,7 @@ impl Storage for DiskStorage {
         self.log.commit(name, offset);
     }
 
-    fn set_durable_notifier(&mut self, notify: Box<dyn Fn() + Send + Sync>) {
+    fn set_durable_notifier(&mut self, notify: Box<dyn Fn(Offset) + Send + Sync>) {
         self.log.set_durable_notifier(Arc::from(notify));
     }
 

@@ -368,7 +368,7 @@ fn a_corrupt_record_in_the_active_segment_found_by_a_read_is_quarantined() {
 fn wait_durable(log: &Log) {
     let (sender, receiver) = mpsc::channel();
     let sender = std::sync::Mutex::new(sender);
-    log.set_durable_notifier(Arc::new(move || {
+    log.set_durable_notifier(Arc::new(move |_| {
         let _ = sender.lock().unwrap().send(());
     }));
     while log.durable_end() < log.end() {

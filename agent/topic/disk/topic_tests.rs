@@ -105,7 +105,9 @@ fn start_at_picks_where_a_new_subscription_begins_and_a_committed_one_resumes() 
         let topic = open(dir.path(), disk_settings());
         let reader = topic.subscribe(SubscriptionSettings::new("reader"));
         let next = publish(&topic, 0, 5).await;
-        // Append times are in milliseconds: make the second half strictly later.
+        // Times are taken when the writer writes, in milliseconds: make the second half
+        // strictly later.
+        topic.flush().unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         let middle_time = chrono::Utc::now().timestamp_millis();
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -280,6 +282,59 @@ fn a_disk_topic_over_its_size_holds_producers_back_until_subscriptions_catch_up(
         assert!(
             producer.try_send(numbered(sent * 3, 3)).is_ok(),
             "room again"
+        );
+    });
+}
+
+#[test]
+fn a_corrupt_record_in_the_active_segment_found_while_producers_publish_is_skipped() {
+    // Repairing the active segment makes the reader wait for the writer thread (to roll it)
+    // while holding the topic's lock; the writer must never need that lock to report progress.
+    let dir = tempfile::tempdir().unwrap();
+    let settings = DiskSettings {
+        log: LogConfig {
+            segment_bytes: 1 << 20,
+            ..small_segments()
+        },
+        ..DiskSettings::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let topic = open(dir.path(), settings);
+        let sub = topic.subscribe(SubscriptionSettings::new("sink"));
+        // The topic stays open (a producer exists) until the second half is published.
+        let second_half = topic.producer();
+        publish(&topic, 0, 20).await;
+        topic.flush().unwrap();
+        let segments = segment_files(dir.path());
+        assert_eq!(segments.len(), 1, "one active segment");
+        flip_record(&segments[0], 5);
+
+        let producer = tokio::spawn(async move {
+            for n in 0..300 {
+                second_half.send(numbered(60 + n * 3, 3)).await;
+            }
+        });
+        let numbers = tokio::time::timeout(Duration::from_secs(60), drain(&sub))
+            .await
+            .expect("no deadlock between the reader and the writer");
+        producer.await.unwrap();
+        let stats = topic.stats();
+        let lost = stats.subscriptions[0].counters.lost_events;
+        assert_eq!(stats.disk.unwrap().log.corrupt_records, 1);
+        assert!(lost >= 3);
+        assert_eq!(numbers.len() as u64 + lost, 960);
+        assert_eq!(&numbers[..15], &(0..15).collect::<Vec<_>>()[..]);
+        // Whatever the writer had put in the active segment before the read found the damage
+        // is quarantined with it (possibly everything); what came after is all delivered.
+        let after = &numbers[15..];
+        assert_eq!(
+            after,
+            &(960 - after.len() as u64..960).collect::<Vec<_>>()[..]
         );
     });
 }
