@@ -13,4 +13,5 @@ mod file_tailing;
 mod http_sources;
 mod run;
 mod stores;
+mod topics;
 mod topology;

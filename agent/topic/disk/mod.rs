@@ -89,8 +89,15 @@
 //! [`Log::commit`] records a subscription's committed offset; the writer persists it atomically
 //! and throttled (offsets.rs). [`Log::committed`] gives it back after a restart, clamped to what
 //! the log still holds.
+//!
+//! # Inspection
+//!
+//! [`inspect`] reads a log without repairing anything (what `sluice topics` lists, reads and
+//! verifies, even while an agent appends to it) and rewrites a subscription's committed offset
+//! while no agent has the log open.
 
 mod index;
+pub mod inspect;
 mod log;
 mod offsets;
 mod record;
