@@ -204,6 +204,15 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// Whether a commit of `name` now would be written at once (not throttled).
+    pub fn is_due(&self, name: &str, now: Instant) -> bool {
+        self.entries.get(name).is_none_or(|entry| {
+            entry
+                .last_write
+                .is_none_or(|last| now.duration_since(last) >= self.min_interval)
+        })
+    }
+
     /// Whether some commit waits for its throttle; when the earliest is due.
     pub fn next_due(&self) -> Option<Instant> {
         self.entries

@@ -764,3 +764,38 @@ fn a_batch_that_cannot_be_encoded_leaves_a_gap_not_a_corrupt_segment() {
     assert_eq!(log.read(skipped.start).unwrap().unwrap().range, after);
     assert_eq!(log.end(), after.end);
 }
+
+#[test]
+fn throttled_offset_commits_do_not_fsync_the_data() {
+    // Under `interval`, a commit per acknowledged batch must not cost an fsync per batch: only
+    // a commit that is written (the first, then one per throttle interval) syncs the data first.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(
+        dir.path(),
+        LogConfig {
+            segment_bytes: 1 << 20,
+            fsync: FsyncPolicy::Interval(Duration::from_secs(3600)),
+            offset_commit_interval: Duration::from_secs(3600),
+            ..config()
+        },
+    )
+    .unwrap();
+    for tag in 0..50 {
+        let range = log.append(batch(tag, 2));
+        wait_durable(&log);
+        log.commit("sink", range.end);
+    }
+    log.flush().unwrap();
+    let fsyncs = log.counters().fsyncs;
+    assert!(
+        fsyncs <= 2,
+        "the first commit and the final flush only: {fsyncs}"
+    );
+    log.close().unwrap();
+    let log = Log::open(dir.path(), config()).unwrap();
+    assert_eq!(
+        log.committed("sink"),
+        Some(Offset(100)),
+        "the last commit is kept"
+    );
+}
