@@ -842,6 +842,12 @@ path = "out.ndjson"
         lines.len() as u64
     );
 
+    // Disk topics (the dead-letter topic is one by default): its files hold the rejected lines.
+    assert!(!unparsed.is_empty());
+    assert!(family("topic_disk_bytes", r#"topic="dead_letter""#) > 0);
+    assert_eq!(family("topic_disk_segments", r#"topic="dead_letter""#), 1);
+    assert!(sample(&metrics, "topic_disk_bytes", r#"topic="raw""#).is_none());
+
     // Every family is one this test knows: a new one must be added above, with its check.
     let known = [
         "uptime_seconds",
@@ -857,6 +863,8 @@ path = "out.ndjson"
         "topic_max_events",
         "topic_max_bytes",
         "topic_end_offset",
+        "topic_disk_bytes",
+        "topic_disk_segments",
         "subscription_lag_events",
         "subscription_committed_offset",
         "subscription_in_flight_batches",
