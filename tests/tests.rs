@@ -7,6 +7,7 @@ mod support;
 mod acknowledgements;
 mod cli;
 mod examples;
+mod file_held;
 mod file_tailing;
 mod http_sources;
 mod run;

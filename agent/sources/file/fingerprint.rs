@@ -151,13 +151,22 @@ pub fn read_tail(file: &File, end: u64) -> io::Result<Option<u64>> {
     Ok(Some(fnv1a(&tail)))
 }
 
+/// Reads into `buf` from byte `offset` of `file`, without moving a shared position where the
+/// platform allows.
+///
+/// # Errors
+/// The read error.
 #[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     std::os::unix::fs::FileExt::read_at(file, buf, offset)
 }
 
+/// Reads into `buf` from byte `offset` of `file`.
+///
+/// # Errors
+/// The read error.
 #[cfg(not(unix))]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     std::os::windows::fs::FileExt::seek_read(file, buf, offset)
 }
 

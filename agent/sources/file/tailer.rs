@@ -72,6 +72,7 @@ use super::fingerprint::{
     FileKey, Fingerprint, could_be_copy_of, is_gzip, link_count, read_gzip_head, read_head,
     read_tail,
 };
+use super::holding::{Descriptors, Slot};
 use super::reader::{FileReader, LineOptions};
 use crate::metrics::{ComponentMetrics, Counter};
 use crate::sources::lines::{BatchBuilder, LineEvents, ReadyBatch};
@@ -101,7 +102,7 @@ pub struct Turn {
 
 /// The counters of a file source.
 #[derive(Debug)]
-struct Counters {
+pub(super) struct Counters {
     truncated_lines: Arc<Counter>,
     skipped_lines: Arc<Counter>,
     invalid_utf8: Arc<Counter>,
@@ -109,7 +110,8 @@ struct Counters {
     files_closed: Arc<Counter>,
     truncations: Arc<Counter>,
     gzip_capped: Arc<Counter>,
-    errors: Arc<ComponentMetrics>,
+    pub(super) files_parked: Arc<Counter>,
+    pub(super) errors: Arc<ComponentMetrics>,
 }
 
 impl Counters {
@@ -122,6 +124,7 @@ impl Counters {
             files_closed: metrics.counter("files_closed"),
             truncations: metrics.counter("truncations"),
             gzip_capped: metrics.counter("gzip_capped"),
+            files_parked: metrics.counter("files_parked"),
             errors: metrics.clone(),
         }
     }
@@ -129,16 +132,16 @@ impl Counters {
 
 /// One file content (see the module doc).
 #[derive(Debug)]
-struct Record {
-    key: Option<FileKey>,
-    orphan: Option<Orphan>,
+pub(super) struct Record {
+    pub(super) key: Option<FileKey>,
+    pub(super) orphan: Option<Orphan>,
     /// The head, once the file was opened in this process (empty for records only loaded from
     /// checkpoints: their fingerprint stands in).
     head: Vec<u8>,
     fingerprint: Fingerprint,
-    path: PathBuf,
+    pub(super) path: PathBuf,
     /// Where reading resumes: everything before was emitted.
-    read: u64,
+    pub(super) read: u64,
     /// The resume offset last attached to a batch.
     marked: u64,
     /// Everything before it is safe.
@@ -147,11 +150,14 @@ struct Record {
     tail: Option<(u64, u64)>,
     /// The checksum of the bytes before `safe`, when known.
     safe_tail: Option<u64>,
-    gzip: bool,
+    pub(super) gzip: bool,
     done: bool,
     /// When its file was last seen, in seconds since the Unix epoch.
     seen: u64,
-    open: Option<OpenFile>,
+    pub(super) open: Option<OpenFile>,
+    /// Closed for want of a descriptor while still at its name: opened again from `read` when
+    /// it changes or a descriptor becomes free.
+    pub(super) parked: bool,
     /// The size of a file that failed to read: it is not retried until its size changes.
     failed_at_size: Option<u64>,
     /// When its file was found truncated or rewritten in place (a truncated orphan), in this
@@ -161,17 +167,22 @@ struct Record {
 }
 
 #[derive(Debug)]
-struct OpenFile {
-    reader: FileReader,
+pub(super) struct OpenFile {
+    pub(super) reader: FileReader,
     /// The absolute path, to match watcher events.
-    abs: PathBuf,
-    active: bool,
-    at_eof: bool,
+    pub(super) abs: PathBuf,
+    pub(super) active: bool,
+    pub(super) at_eof: bool,
     last_growth: Instant,
-    unreachable_since: Option<Instant>,
-    deleted: bool,
+    pub(super) unreachable_since: Option<Instant>,
+    pub(super) deleted: bool,
     /// A file still being finished at this one's path; this one waits for it.
     wait_for: Option<RecordId>,
+    /// Its share of the descriptor counts.
+    pub(super) _slot: Slot,
+    /// Its size and modification time when last looked at.
+    pub(super) size: u64,
+    pub(super) modified: SystemTime,
 }
 
 /// A file seen but not read yet: possibly a copy of a file being read.
@@ -181,22 +192,22 @@ struct Waiting {
 }
 
 /// A file found by a scan.
-struct Found {
-    path: PathBuf,
-    metadata: std::fs::Metadata,
-    key: FileKey,
+pub(super) struct Found {
+    pub(super) path: PathBuf,
+    pub(super) metadata: std::fs::Metadata,
+    pub(super) key: FileKey,
 }
 
 /// The tailer (see the module doc).
 pub struct Tailer {
-    settings: FileSettings,
+    pub(super) settings: FileSettings,
     options: LineOptions,
     source: SourceId,
     host: Option<String>,
-    records: BTreeMap<RecordId, Record>,
+    pub(super) records: BTreeMap<RecordId, Record>,
     next_id: u64,
     waiting: HashMap<FileKey, Waiting>,
-    by_abs: HashMap<PathBuf, RecordId>,
+    pub(super) by_abs: HashMap<PathBuf, RecordId>,
     /// The last record served; the next slice starts after it.
     cursor: Option<RecordId>,
     /// Whether `read_from` applies to files found by the next scan.
@@ -208,9 +219,15 @@ pub struct Tailer {
     /// When the current (or last) scan ran.
     last_scan: Option<Instant>,
     builder: BatchBuilder,
-    counters: Counters,
+    pub(super) counters: Counters,
     warned: HashSet<PathBuf>,
-    name: String,
+    pub(super) name: String,
+    /// How many files may be open, and how many are.
+    pub(super) descriptors: Descriptors,
+    /// Whether a file could not be opened for want of a descriptor (a scan soon retries it).
+    pub(super) starved: bool,
+    /// Lines and bytes read but not published, per record, because the source is stopping.
+    pub(super) unpublished: HashMap<RecordId, (u64, u64)>,
 }
 
 impl std::fmt::Debug for Tailer {
@@ -243,7 +260,11 @@ impl Tailer {
         };
         let first_start = checkpoints.is_none();
         let started = Instant::now();
+        let descriptors = Descriptors::new(settings.max_open_files);
         let mut tailer = Tailer {
+            descriptors,
+            starved: false,
+            unpublished: HashMap::new(),
             settings,
             options,
             source,
@@ -291,6 +312,7 @@ impl Tailer {
                     seen: checkpoint.seen,
                     open: None,
                     failed_at_size: None,
+                    parked: false,
                     // A truncation found before a restart counts from the start: its copy, if
                     // found now, was made before the restart.
                     truncated_at: (checkpoint.orphan == Some(Orphan::Truncated)).then_some(started),
@@ -409,7 +431,7 @@ impl Tailer {
             ReadFrom::Beginning
         };
         for file in unknown {
-            self.consider_new(file, read_from, &seen_keys, unix_now, now);
+            self.consider_new(file, read_from, &seen_keys, (unix_now, now), false);
         }
         self.waiting.retain(|key, _| seen_keys.contains(key));
         self.forget(unix_now);
@@ -417,7 +439,7 @@ impl Tailer {
 
     /// The record of each inode: the open one where there is one (a closed record with the same
     /// inode is an older content), else the newest.
-    fn records_by_key(&self) -> HashMap<FileKey, RecordId> {
+    pub(super) fn records_by_key(&self) -> HashMap<FileKey, RecordId> {
         let mut by_key: HashMap<FileKey, RecordId> = HashMap::new();
         for (id, record) in &self.records {
             let Some(key) = record.key else {
@@ -445,16 +467,7 @@ impl Tailer {
                 }
             }
         }
-        let exclude = &self.settings.exclude;
-        paths.retain(|path| {
-            !exclude.iter().any(|pattern| {
-                if pattern.is_name_only() {
-                    pattern.matches_name(path)
-                } else {
-                    pattern.matches(path)
-                }
-            })
-        });
+        paths.retain(|path| !self.is_excluded(path));
         paths
             .into_iter()
             .filter_map(|path| {
@@ -469,9 +482,26 @@ impl Tailer {
             .collect()
     }
 
+    /// Whether `exclude` rules `path` out.
+    pub(super) fn is_excluded(&self, path: &Path) -> bool {
+        self.settings.exclude.iter().any(|pattern| {
+            if pattern.is_name_only() {
+                pattern.matches_name(path)
+            } else {
+                pattern.matches(path)
+            }
+        })
+    }
+
     /// Reconciles a found file with the record of its inode. Returns `false` when the record
     /// turned out to be an older content and the file is to be treated as unknown.
-    fn rescan_known(&mut self, id: RecordId, file: &Found, unix_now: u64, now: Instant) -> bool {
+    pub(super) fn rescan_known(
+        &mut self,
+        id: RecordId,
+        file: &Found,
+        unix_now: u64,
+        now: Instant,
+    ) -> bool {
         let fingerprint_bytes = self.settings.fingerprint_bytes;
         let Some(record) = self.records.get_mut(&id) else {
             return false;
@@ -505,14 +535,29 @@ impl Tailer {
         if record.failed_at_size == Some(file.metadata.len()) {
             return true;
         }
+        let parked = record.parked;
+        if parked {
+            // Opened again when it changed, once a descriptor is free.
+            record.path = file.path.clone();
+            if file.metadata.len() == record.read {
+                return true;
+            }
+        }
         if record.fingerprint.len == 0 {
             // Nothing was ever read from it: no evidence that this is the same content (the
             // inode may have been reused).
             self.records.remove(&id);
             return false;
         }
+        let gzip = record.gzip;
+        // A parked file makes room only by parking idle ones; one found again (a restart) may
+        // park busy ones too.
+        if !self.make_room(!parked, now) {
+            self.starved = true;
+            return true;
+        }
         // A closed record: its file came back (or this is a restart). Same content?
-        let opened = open_with_head(&file.path, fingerprint_bytes, record.gzip);
+        let opened = open_with_head(&file.path, fingerprint_bytes, gzip);
         let Some(record) = self.records.get_mut(&id) else {
             return false;
         };
@@ -545,17 +590,20 @@ impl Tailer {
     }
 
     /// Decides what a file with an unknown inode is (steps 3 to 5 of the module doc).
-    fn consider_new(
+    /// Looked at `alone` (not in a scan), a file whose head is related to an open file's (one
+    /// starts with the other: a copy, maybe of a file truncated since) is left to a full scan,
+    /// which checks the open files for truncation first; returns whether it was.
+    pub(super) fn consider_new(
         &mut self,
         file: Found,
         read_from: ReadFrom,
         seen_keys: &HashSet<FileKey>,
-        unix_now: u64,
-        now: Instant,
-    ) {
+        (unix_now, now): (u64, Instant),
+        alone: bool,
+    ) -> bool {
         let size = file.metadata.len();
         if size == 0 {
-            return;
+            return false;
         }
         if let Some(max_age) = self.settings.ignore_older {
             let old = file
@@ -565,22 +613,29 @@ impl Tailer {
                 .and_then(|modified| SystemTime::now().duration_since(modified).ok())
                 .is_some_and(|age| age > max_age);
             if old {
-                return;
+                return false;
             }
+        }
+        if !self.make_room(true, now) {
+            self.starved = true;
+            return false;
         }
         let (handle, head, gzip) =
             match open_with_head(&file.path, self.settings.fingerprint_bytes, None) {
                 Ok(opened) => opened,
                 Err(error) => {
                     self.warn_once(&file.path, &error);
-                    return;
+                    return false;
                 }
             };
         self.warned.remove(&file.path);
+        if alone && self.is_related_to_open(&head) {
+            return true;
+        }
         if let Some(id) = self.find_orphan(&handle, &head, size, gzip, seen_keys, now) {
             self.waiting.remove(&file.key);
             let Some(record) = self.records.get_mut(&id) else {
-                return;
+                return false;
             };
             if !gzip && size < record.read {
                 // A copy made before reading got past its end (logrotate fsyncs the copy before
@@ -615,7 +670,7 @@ impl Tailer {
             if !record.done {
                 self.open_record(id, handle, now);
             }
-            return;
+            return false;
         }
         if self.settings.follow && self.is_possible_copy(&head, file.key) {
             let waiting = self.waiting.entry(file.key).or_insert_with(|| {
@@ -627,7 +682,7 @@ impl Tailer {
                 Waiting { since: now }
             });
             if gzip || now.saturating_duration_since(waiting.since) < self.settings.rotate_wait {
-                return;
+                return false;
             }
         }
         self.waiting.remove(&file.key);
@@ -661,6 +716,7 @@ impl Tailer {
                 seen: unix_now,
                 open: None,
                 failed_at_size: None,
+                parked: false,
                 truncated_at: None,
             },
         );
@@ -669,7 +725,16 @@ impl Tailer {
             if let Some(open) = self.records.get_mut(&id).and_then(|r| r.open.as_mut()) {
                 open.wait_for = wait_for;
             }
+            // The file it waits for was renamed or deleted, maybe after more was written to it:
+            // it takes a turn to find its end before this one is read.
+            if let Some(first) = wait_for.and_then(|first| self.records.get_mut(&first))
+                && let Some(open) = &mut first.open
+            {
+                open.active = true;
+                open.at_eof = false;
+            }
         }
+        false
     }
 
     /// The record whose content a new file (`handle`, with `head` and `size`) carries on, if
@@ -713,6 +778,15 @@ impl Tailer {
             })
             .max_by_key(|(id, record)| (record.seen, **id))
             .map(|(id, _)| *id)
+    }
+
+    /// Whether a file with this head starts like an open plain file, or that one like it.
+    fn is_related_to_open(&self, head: &[u8]) -> bool {
+        self.records.values().any(|record| {
+            record.open.is_some()
+                && !record.gzip
+                && (could_be_copy_of(head, &record.head) || could_be_copy_of(&record.head, head))
+        })
     }
 
     /// Whether a file with this head (under `key`) may be a copy of a file being read.
@@ -759,6 +833,7 @@ impl Tailer {
                 return;
             }
         };
+        let (size, modified) = reader_stat(&reader);
         let abs = absolute(&record.path);
         tracing::info!(
             source = %self.name,
@@ -777,8 +852,12 @@ impl Tailer {
             unreachable_since: None,
             deleted: false,
             wait_for: None,
+            _slot: self.descriptors.slot(),
+            size,
+            modified,
         });
         record.failed_at_size = None;
+        record.parked = false;
         self.counters.files_opened.add(1);
     }
 
@@ -858,6 +937,7 @@ impl Tailer {
                 seen,
                 open: None,
                 failed_at_size: None,
+                parked: false,
                 truncated_at: None,
             },
         );
@@ -867,15 +947,38 @@ impl Tailer {
 
     /// Gives active files turns, starting after the last one served, until `budget` bytes were
     /// read; returns what they produced and whether anything happened (bytes read, a file closed
-    /// or truncated).
-    pub fn read_slice(&mut self, now: Instant, budget: u64) -> (Vec<Turn>, bool) {
-        let ids: Vec<RecordId> = self
+    /// or truncated). With `oldest_first` (a source held back by its topic), turns go to the
+    /// least recently modified files first, each time: rotated files before the active one, the
+    /// files nearest to deletion first.
+    pub fn read_slice(
+        &mut self,
+        now: Instant,
+        budget: u64,
+        oldest_first: bool,
+    ) -> (Vec<Turn>, bool) {
+        let mut ids: Vec<RecordId> = self
             .records
             .iter()
-            .filter(|(_, record)| record.open.is_some())
+            .filter(|(_, record)| {
+                record
+                    .open
+                    .as_ref()
+                    .is_some_and(|open| open.active || open.reader.deadline().is_some())
+            })
             .map(|(id, _)| *id)
             .collect();
         let start = match self.cursor {
+            _ if oldest_first => {
+                ids.sort_by_cached_key(|id| {
+                    let modified = self
+                        .records
+                        .get(id)
+                        .and_then(|r| r.open.as_ref())
+                        .map(|open| open.modified);
+                    (modified, *id)
+                });
+                0
+            }
             Some(cursor) => ids.partition_point(|id| *id <= cursor),
             None => 0,
         };
@@ -937,6 +1040,8 @@ impl Tailer {
             match file.metadata() {
                 Ok(metadata) => {
                     open.deleted = link_count(&metadata) == 0;
+                    open.size = metadata.len();
+                    open.modified = metadata.modified().unwrap_or(open.modified);
                     available = Some(metadata.len().saturating_sub(open.reader.position()));
                 }
                 Err(_) => available = Some(0),
@@ -1115,6 +1220,10 @@ impl Tailer {
     }
 
     fn warn_once(&mut self, path: &Path, error: &std::io::Error) {
+        // Gone between being listed (or named by an event) and opened: nothing to read.
+        if error.kind() == std::io::ErrorKind::NotFound {
+            return;
+        }
         if self.warned.insert(path.to_path_buf()) {
             self.counters.errors.errors.add(1);
             tracing::warn!(
@@ -1152,6 +1261,20 @@ impl Close {
             Close::Failed => "read error",
         }
     }
+}
+
+/// The size and modification time of a reader's plain file (zero and now for gzip files, whose
+/// content does not change).
+fn reader_stat(reader: &FileReader) -> (u64, SystemTime) {
+    reader
+        .file()
+        .and_then(|file| file.metadata().ok())
+        .map_or((0, SystemTime::now()), |metadata| {
+            (
+                metadata.len(),
+                metadata.modified().unwrap_or_else(|_| SystemTime::now()),
+            )
+        })
 }
 
 fn empty_turn() -> Turn {
