@@ -127,7 +127,7 @@ fn counts(seqs: &[u64]) -> HashMap<u64, u32> {
 }
 
 /// SIGTERM, then the exit status and everything the agent wrote to stderr.
-fn stop(mut agent: Child) -> (ExitStatus, String) {
+fn stop(agent: Child) -> (ExitStatus, String) {
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(agent.id() as libc::pid_t, libc::SIGTERM) };
     finish(agent)

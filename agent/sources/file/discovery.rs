@@ -131,11 +131,16 @@ impl Tailer {
         if self.descriptors.has_room() {
             return true;
         }
+        if !for_new && self.no_idle_room {
+            return false;
+        }
         let open = self.descriptors.open();
         // A batch at a time: planning looks at every open file.
         let batch = (self.descriptors.max_open() / 16).max(1);
         let held = self.held_files();
-        for release in holding::plan(&held, open, u64::MAX, batch, for_new) {
+        let releases = holding::plan(&held, open, u64::MAX, batch, for_new);
+        self.no_idle_room = releases.is_empty();
+        for release in releases {
             self.release(release, now);
         }
         self.descriptors.has_room()
@@ -143,8 +148,8 @@ impl Tailer {
 
     /// Brings every open file's state up to date (deleted? how big?) and applies both bounds.
     pub fn enforce_bounds(&mut self, now: Instant) {
-        for record in self.records.values_mut() {
-            let Some(open) = &mut record.open else {
+        for id in &self.open_ids {
+            let Some(open) = self.records.get_mut(id).and_then(|r| r.open.as_mut()) else {
                 continue;
             };
             if let Some(metadata) = open.reader.file().and_then(|file| file.metadata().ok()) {
@@ -168,10 +173,8 @@ impl Tailer {
 
     /// Every open file as the bounds see it.
     fn held_files(&self) -> Vec<Held<RecordId>> {
-        self.records
-            .iter()
-            .filter_map(|(id, record)| {
-                let open = record.open.as_ref()?;
+        self.open_records()
+            .map(|(id, _, open)| {
                 let at_risk = open.deleted || open.unreachable_since.is_some();
                 let unread = if open.reader.is_gzip() {
                     u64::from(!open.at_eof)
@@ -181,14 +184,14 @@ impl Tailer {
                 } else {
                     open.size.saturating_sub(open.reader.position())
                 };
-                Some(Held {
-                    id: *id,
+                Held {
+                    id,
                     deleted: open.deleted,
                     unreachable: open.unreachable_since.is_some(),
                     unread,
                     size: open.size,
                     age: (open.modified, id.0),
-                })
+                }
             })
             .collect()
     }
@@ -206,6 +209,7 @@ impl Tailer {
         let Some(open) = record.open.take() else {
             return;
         };
+        self.open_ids.remove(&id);
         self.by_abs.remove(&open.abs);
         record.read = open.reader.resume_offset();
         if !open.deleted && open.unreachable_since.is_none() {

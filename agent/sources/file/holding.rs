@@ -215,7 +215,8 @@ pub enum Release<Id> {
 
 /// What to close so that `files` keep at most `max_deleted_bytes` in deleted files and leave
 /// room for `wanted` more open files under `max_open` (see the module doc for the order). With
-/// `may_lose` false, only files that can be parked without loss are chosen for room.
+/// `may_lose` false, only idle files still reachable under their name are closed for room (to
+/// open a parked file again without closing one that has lines to read).
 pub fn plan<Id: Copy>(
     files: &[Held<Id>],
     max_open: usize,
@@ -264,7 +265,7 @@ pub fn plan<Id: Copy>(
         }
     });
     for i in reachable {
-        if open <= target || (!may_lose && files[i].unread > 0 && wanted == 0) {
+        if open <= target || (!may_lose && files[i].unread > 0) {
             break;
         }
         closed[i] = true;

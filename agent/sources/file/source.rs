@@ -64,6 +64,10 @@ pub const WAKE_QUEUE: usize = 1024;
 /// How long a source waiting for room in its topic goes without housekeeping at most.
 pub const HELD_TICK: Duration = Duration::from_millis(250);
 
+/// Least time between two looks at the paths watcher events named: each look goes through
+/// every record once, so a burst of new files is looked at in batches.
+pub const DISCOVER_GAP: Duration = Duration::from_millis(10);
+
 /// How soon a scan retries files that waited for a descriptor.
 pub const STARVED_RESCAN: Duration = Duration::from_millis(200);
 
@@ -176,6 +180,7 @@ async fn run(settings: FileSettings, ctx: SourceContext) -> Result<(), SourceErr
             next_tick: Instant::now(),
             rescan_at: None,
             last_scan: Instant::now(),
+            last_discover: Instant::now(),
         },
         discover: Vec::new(),
         held_back: false,
@@ -224,6 +229,7 @@ struct Schedule {
     next_tick: Instant,
     rescan_at: Option<Instant>,
     last_scan: Instant,
+    last_discover: Instant,
 }
 
 impl Shell {
@@ -248,6 +254,7 @@ impl Shell {
             next_tick: now + self.tick(),
             rescan_at: None,
             last_scan: now,
+            last_discover: now,
         };
         loop {
             if self.stopping() {
@@ -310,7 +317,8 @@ impl Shell {
             self.schedule.next_tick = now + self.tick();
             self.metrics.set_state(self.tailer.held_state());
         }
-        if !self.discover.is_empty() {
+        if !self.discover.is_empty() && now >= self.schedule.last_discover + DISCOVER_GAP {
+            self.schedule.last_discover = now;
             let paths = std::mem::take(&mut self.discover);
             if self.tailer.discover(&paths, now) {
                 self.rescan_soon(now);
@@ -340,6 +348,9 @@ impl Shell {
         let mut deadline = self.schedule.next_tick;
         if let Some(at) = self.schedule.rescan_at {
             deadline = deadline.min(at);
+        }
+        if !self.discover.is_empty() {
+            deadline = deadline.min(self.schedule.last_discover + DISCOVER_GAP);
         }
         if !self.acks.is_empty() {
             deadline = deadline.min(self.last_checkpoint + self.checkpoint_interval);

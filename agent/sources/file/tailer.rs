@@ -58,7 +58,7 @@
 //! file is closed for good (`done`); with `follow = false` every file is. A closed file's last
 //! line without delimiter and its held multiline event are emitted when it closes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,7 +69,7 @@ use sluice_pipelines::SourceId;
 use super::checkpoint::{Checkpoint, Mark, Orphan, RecordId};
 use super::config::{FileSettings, ReadFrom};
 use super::fingerprint::{
-    FileKey, Fingerprint, could_be_copy_of, is_gzip, link_count, read_gzip_head, read_head,
+    FileKey, Fingerprint, could_be_copy_of, fnv1a, is_gzip, link_count, read_gzip_head, read_head,
     read_tail,
 };
 use super::holding::{Descriptors, Slot};
@@ -228,6 +228,12 @@ pub struct Tailer {
     pub(super) starved: bool,
     /// Lines and bytes read but not published, per record, because the source is stopping.
     pub(super) unpublished: HashMap<RecordId, (u64, u64)>,
+    /// The records with an open file: what every turn and check goes through, however many
+    /// records of deleted files are kept.
+    pub(super) open_ids: BTreeSet<RecordId>,
+    /// Whether making room found no idle file to close since the last read (not worth looking
+    /// again for every parked file of a scan).
+    pub(super) no_idle_room: bool,
 }
 
 impl std::fmt::Debug for Tailer {
@@ -265,6 +271,8 @@ impl Tailer {
             descriptors,
             starved: false,
             unpublished: HashMap::new(),
+            open_ids: BTreeSet::new(),
+            no_idle_room: false,
             settings,
             options,
             source,
@@ -338,7 +346,15 @@ impl Tailer {
 
     /// How many files are open.
     pub fn open_files(&self) -> usize {
-        self.records.values().filter(|r| r.open.is_some()).count()
+        self.open_ids.len()
+    }
+
+    /// The records with an open file.
+    pub(super) fn open_records(&self) -> impl Iterator<Item = (RecordId, &Record, &OpenFile)> {
+        self.open_ids.iter().filter_map(|id| {
+            let record = self.records.get(id)?;
+            Some((*id, record, record.open.as_ref()?))
+        })
     }
 
     /// Whether every file is read and closed (the end of a `follow = false` run).
@@ -348,8 +364,8 @@ impl Tailer {
 
     /// Marks every open file active (a poll tick).
     pub fn activate_all(&mut self) {
-        for record in self.records.values_mut() {
-            if let Some(open) = &mut record.open {
+        for id in &self.open_ids {
+            if let Some(open) = self.records.get_mut(id).and_then(|r| r.open.as_mut()) {
                 open.active = true;
             }
         }
@@ -374,9 +390,8 @@ impl Tailer {
 
     /// The earliest time a held multiline event times out, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.records
-            .values()
-            .filter_map(|record| record.open.as_ref()?.reader.deadline())
+        self.open_records()
+            .filter_map(|(_, _, open)| open.reader.deadline())
             .min()
     }
 
@@ -403,7 +418,10 @@ impl Tailer {
                 None => unknown.push(file),
             }
         }
-        for record in self.records.values_mut() {
+        for id in &self.open_ids {
+            let Some(record) = self.records.get_mut(id) else {
+                continue;
+            };
             if let (Some(open), Some(key)) = (&mut record.open, record.key) {
                 if seen_keys.contains(&key) {
                     open.unreachable_since = None;
@@ -416,12 +434,7 @@ impl Tailer {
         // Every open file, found or not (a deleted original of a copy is not found), is checked
         // for truncation before new files are considered: a copy can then take over the
         // original's content, and the heads compared with new files are current.
-        let open: Vec<RecordId> = self
-            .records
-            .iter()
-            .filter(|(_, record)| record.open.is_some())
-            .map(|(id, _)| *id)
-            .collect();
+        let open: Vec<RecordId> = self.open_ids.iter().copied().collect();
         for id in open {
             self.check_rewritten(id, now);
         }
@@ -694,10 +707,9 @@ impl Tailer {
         let id = self.new_id();
         // A file still being finished at this path goes first.
         let wait_for = self
-            .records
-            .iter()
-            .find(|(_, r)| r.path == file.path && r.open.is_some())
-            .map(|(id, _)| *id);
+            .open_records()
+            .find(|(_, r, _)| r.path == file.path)
+            .map(|(id, _, _)| id);
         self.records.insert(
             id,
             Record {
@@ -755,16 +767,31 @@ impl Tailer {
         now: Instant,
     ) -> Option<RecordId> {
         let rotate_wait = self.settings.rotate_wait;
+        // Thousands of records of deleted files may be kept: the head is compared directly
+        // where it is known (it stops at the first byte that differs), and hashed once per
+        // length where only a checkpoint's fingerprint is.
+        let mut hashes: HashMap<u32, Option<u64>> = HashMap::new();
+        let mut same_head = |record: &Record| {
+            if record.head.is_empty() {
+                let len = record.fingerprint.len;
+                let hash = *hashes
+                    .entry(len)
+                    .or_insert_with(|| head.get(..len as usize).map(fnv1a));
+                hash == Some(record.fingerprint.checksum)
+            } else {
+                head.starts_with(&record.head)
+            }
+        };
         self.records
             .iter()
             .filter(|(_, record)| {
                 record.open.is_none()
-                    && record.key.is_none_or(|key| !seen_keys.contains(&key))
                     && record.fingerprint.len > 0
-                    && (record.fingerprint.matches(head)
+                    && (same_head(record)
                         // A copy made while the file was shorter than `fingerprint_bytes`, of
                         // an original whose head grew since.
                         || (!gzip && could_be_copy_of(head, &record.head)))
+                    && record.key.is_none_or(|key| !seen_keys.contains(&key))
                     && (gzip
                         || if size >= record.read {
                             same_tail(record, handle)
@@ -782,20 +809,16 @@ impl Tailer {
 
     /// Whether a file with this head starts like an open plain file, or that one like it.
     fn is_related_to_open(&self, head: &[u8]) -> bool {
-        self.records.values().any(|record| {
-            record.open.is_some()
-                && !record.gzip
+        self.open_records().any(|(_, record, _)| {
+            !record.gzip
                 && (could_be_copy_of(head, &record.head) || could_be_copy_of(&record.head, head))
         })
     }
 
     /// Whether a file with this head (under `key`) may be a copy of a file being read.
     fn is_possible_copy(&self, head: &[u8], key: FileKey) -> bool {
-        self.records.values().any(|record| {
-            record.open.is_some()
-                && record.key != Some(key)
-                && !record.gzip
-                && could_be_copy_of(head, &record.head)
+        self.open_records().any(|(_, record, _)| {
+            record.key != Some(key) && !record.gzip && could_be_copy_of(head, &record.head)
         })
     }
 
@@ -843,6 +866,7 @@ impl Tailer {
             "Reading file"
         );
         self.by_abs.insert(abs.clone(), id);
+        self.open_ids.insert(id);
         record.open = Some(OpenFile {
             reader,
             abs,
@@ -900,6 +924,7 @@ impl Tailer {
         let Some(open) = record.open.take() else {
             return false;
         };
+        self.open_ids.remove(&id);
         tracing::warn!(
             source = %self.name,
             path = %record.path.display(),
@@ -956,16 +981,11 @@ impl Tailer {
         budget: u64,
         oldest_first: bool,
     ) -> (Vec<Turn>, bool) {
+        self.no_idle_room = false;
         let mut ids: Vec<RecordId> = self
-            .records
-            .iter()
-            .filter(|(_, record)| {
-                record
-                    .open
-                    .as_ref()
-                    .is_some_and(|open| open.active || open.reader.deadline().is_some())
-            })
-            .map(|(id, _)| *id)
+            .open_records()
+            .filter(|(_, _, open)| open.active || open.reader.deadline().is_some())
+            .map(|(id, _, _)| id)
             .collect();
         let start = match self.cursor {
             _ if oldest_first => {
@@ -1094,6 +1114,7 @@ impl Tailer {
         if let Some(how) = close {
             changed = true;
             if let Some(mut open) = record.open.take() {
+                self.open_ids.remove(&id);
                 if how != Close::Failed {
                     open.reader.finish(&mut self.builder);
                     let counts = open.reader.take_counts();
