@@ -27,7 +27,7 @@
 //! read of it is gone when the process exits. [`Tailer::account_unread_deleted`] counts it,
 //! per file, in lines and bytes (reason `deleted_unread`), so a stop never drops lines silently.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
@@ -41,6 +41,57 @@ use super::tailer::{Found, Tailer};
 /// Held files the admin API lists at most.
 pub const MAX_LISTED: usize = 100;
 
+/// Bytes of a head that [`HeadIndex`] keys on (the least `fingerprint_bytes` allows).
+const INDEX_PREFIX: usize = 16;
+
+/// The records by the first [`INDEX_PREFIX`] bytes of their head, built once per batch of new
+/// files (a scan's, or a batch looked at alone): with thousands of deleted files' records kept
+/// and thousands of files open, a new file is compared only with those that start like it.
+/// Records with a shorter head (or none: loaded from checkpoints) are always candidates.
+#[derive(Debug, Default)]
+pub struct HeadIndex {
+    closed: HashMap<[u8; INDEX_PREFIX], Vec<RecordId>>,
+    closed_others: Vec<RecordId>,
+    open: HashMap<[u8; INDEX_PREFIX], Vec<RecordId>>,
+    open_others: Vec<RecordId>,
+    open_by_path: HashMap<PathBuf, RecordId>,
+}
+
+impl HeadIndex {
+    /// The closed records a file with this head may carry on, or `None` when the head is too
+    /// short to tell (every record is then a candidate).
+    pub fn closed<'a>(
+        &'a self,
+        head: &[u8],
+    ) -> Option<impl Iterator<Item = &'a RecordId> + use<'a>> {
+        let prefix: [u8; INDEX_PREFIX] = head.get(..INDEX_PREFIX)?.try_into().ok()?;
+        Some(
+            self.closed
+                .get(&prefix)
+                .into_iter()
+                .flatten()
+                .chain(&self.closed_others),
+        )
+    }
+
+    /// The open records whose head may be related to this one, or `None` when it is too short.
+    pub fn open<'a>(&'a self, head: &[u8]) -> Option<impl Iterator<Item = &'a RecordId> + use<'a>> {
+        let prefix: [u8; INDEX_PREFIX] = head.get(..INDEX_PREFIX)?.try_into().ok()?;
+        Some(
+            self.open
+                .get(&prefix)
+                .into_iter()
+                .flatten()
+                .chain(&self.open_others),
+        )
+    }
+
+    /// The open record at `path` when the index was built, if any.
+    pub fn open_at(&self, path: &Path) -> Option<RecordId> {
+        self.open_by_path.get(path).copied()
+    }
+}
+
 impl Tailer {
     /// Looks at just these paths (absolute, as a watcher names them: created, or written to
     /// while not open): each one `include` matches and `exclude` does not is recognised and
@@ -53,13 +104,8 @@ impl Tailer {
             .map(|pattern| std::fs::canonicalize(pattern.base()).ok())
             .collect();
         let by_key = self.records_by_key();
-        // Inodes records still have: their contents are not orphans a file looked at alone
-        // could carry on (a full scan, which sees every inode, decides those).
-        let mut seen_keys: HashSet<FileKey> = self
-            .records
-            .values()
-            .filter_map(|record| record.key)
-            .collect();
+        let mut seen_keys: HashSet<FileKey> = HashSet::new();
+        self.index = Some(self.head_index());
         let unix_now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
@@ -91,7 +137,32 @@ impl Tailer {
             full_scan |=
                 self.consider_new(file, ReadFrom::Beginning, &seen_keys, (unix_now, now), true);
         }
+        self.index = None;
         full_scan
+    }
+
+    /// The records by the start of their head (see [`HeadIndex`]).
+    pub(super) fn head_index(&self) -> HeadIndex {
+        let mut index = HeadIndex::default();
+        for (id, record) in &self.records {
+            let prefix: Option<[u8; INDEX_PREFIX]> = record
+                .head
+                .get(..INDEX_PREFIX)
+                .and_then(|prefix| prefix.try_into().ok());
+            if record.open.is_some() {
+                index.open_by_path.insert(record.path.clone(), *id);
+                match prefix {
+                    Some(prefix) => index.open.entry(prefix).or_default().push(*id),
+                    None => index.open_others.push(*id),
+                }
+            } else if record.fingerprint.len > 0 {
+                match prefix {
+                    Some(prefix) => index.closed.entry(prefix).or_default().push(*id),
+                    None => index.closed_others.push(*id),
+                }
+            }
+        }
+        index
     }
 
     /// The path of `abs` as `include` writes it, with its metadata, if a pattern matches it and

@@ -66,7 +66,7 @@ pub const HELD_TICK: Duration = Duration::from_millis(250);
 
 /// Least time between two looks at the paths watcher events named: each look goes through
 /// every record once, so a burst of new files is looked at in batches.
-pub const DISCOVER_GAP: Duration = Duration::from_millis(10);
+pub const DISCOVER_GAP: Duration = Duration::from_millis(40);
 
 /// How soon a scan retries files that waited for a descriptor.
 pub const STARVED_RESCAN: Duration = Duration::from_millis(200);
@@ -451,14 +451,18 @@ impl Shell {
                             self.discover.extend(paths);
                         }
                     }
-                    // An open file removed takes a turn, in which it finds itself deleted.
+                    // An open file removed takes a turn, in which it finds itself deleted; a
+                    // file not open needs nothing; a watched directory removed, a scan.
                     Change::Removed | Change::Other => {
-                        if unknown || change == Change::Other {
-                            if let Some(watcher) = &mut self.watcher {
-                                for path in &paths {
-                                    watcher.removed(path);
-                                }
+                        let mut was_dir = false;
+                        if let Some(watcher) = &mut self.watcher {
+                            for path in &paths {
+                                was_dir |= watcher.removed(path);
                             }
+                        }
+                        if change == Change::Other
+                            || (unknown && (was_dir || self.watcher.is_none()))
+                        {
                             self.rescan_soon(Instant::now());
                         }
                     }

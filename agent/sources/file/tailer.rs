@@ -137,8 +137,8 @@ pub(super) struct Record {
     pub(super) orphan: Option<Orphan>,
     /// The head, once the file was opened in this process (empty for records only loaded from
     /// checkpoints: their fingerprint stands in).
-    head: Vec<u8>,
-    fingerprint: Fingerprint,
+    pub(super) head: Vec<u8>,
+    pub(super) fingerprint: Fingerprint,
     pub(super) path: PathBuf,
     /// Where reading resumes: everything before was emitted.
     pub(super) read: u64,
@@ -234,6 +234,8 @@ pub struct Tailer {
     /// Whether making room found no idle file to close since the last read (not worth looking
     /// again for every parked file of a scan).
     pub(super) no_idle_room: bool,
+    /// The records by the start of their head, while a batch of new files is looked at.
+    pub(super) index: Option<super::discovery::HeadIndex>,
 }
 
 impl std::fmt::Debug for Tailer {
@@ -273,6 +275,7 @@ impl Tailer {
             unpublished: HashMap::new(),
             open_ids: BTreeSet::new(),
             no_idle_room: false,
+            index: None,
             settings,
             options,
             source,
@@ -443,30 +446,37 @@ impl Tailer {
         } else {
             ReadFrom::Beginning
         };
+        let new_files = unknown.len();
+        if !unknown.is_empty() {
+            self.index = Some(self.head_index());
+        }
         for file in unknown {
             self.consider_new(file, read_from, &seen_keys, (unix_now, now), false);
         }
+        self.index = None;
         self.waiting.retain(|key, _| seen_keys.contains(key));
         self.forget(unix_now);
+        tracing::debug!(source = %self.name, found = seen_keys.len(), new_files,
+            records = self.records.len(), took = ?now.elapsed(), "Scanned");
     }
 
     /// The record of each inode: the open one where there is one (a closed record with the same
     /// inode is an older content), else the newest.
     pub(super) fn records_by_key(&self) -> HashMap<FileKey, RecordId> {
-        let mut by_key: HashMap<FileKey, RecordId> = HashMap::new();
+        let mut by_key: HashMap<FileKey, (RecordId, bool)> = HashMap::new();
         for (id, record) in &self.records {
             let Some(key) = record.key else {
                 continue;
             };
+            let open = record.open.is_some();
             let keep_existing = by_key
                 .get(&key)
-                .and_then(|existing| self.records.get(existing))
-                .is_some_and(|existing| existing.open.is_some() && record.open.is_none());
+                .is_some_and(|(_, existing_open)| *existing_open && !open);
             if !keep_existing {
-                by_key.insert(key, *id);
+                by_key.insert(key, (*id, open));
             }
         }
-        by_key
+        by_key.into_iter().map(|(key, (id, _))| (key, id)).collect()
     }
 
     /// Every file matching `include` and not `exclude`, each path once.
@@ -645,7 +655,7 @@ impl Tailer {
         if alone && self.is_related_to_open(&head) {
             return true;
         }
-        if let Some(id) = self.find_orphan(&handle, &head, size, gzip, seen_keys, now) {
+        if let Some(id) = self.find_orphan(&handle, &head, (size, gzip), seen_keys, alone, now) {
             self.waiting.remove(&file.key);
             let Some(record) = self.records.get_mut(&id) else {
                 return false;
@@ -706,10 +716,15 @@ impl Tailer {
         };
         let id = self.new_id();
         // A file still being finished at this path goes first.
-        let wait_for = self
-            .open_records()
-            .find(|(_, r, _)| r.path == file.path)
-            .map(|(id, _, _)| id);
+        let wait_for = match self.index.as_ref() {
+            Some(index) => index
+                .open_at(&file.path)
+                .filter(|id| self.records.get(id).is_some_and(|r| r.open.is_some())),
+            None => self
+                .open_records()
+                .find(|(_, r, _)| r.path == file.path)
+                .map(|(id, _, _)| id),
+        };
         self.records.insert(
             id,
             Record {
@@ -761,9 +776,9 @@ impl Tailer {
         &self,
         handle: &File,
         head: &[u8],
-        size: u64,
-        gzip: bool,
+        (size, gzip): (u64, bool),
         seen_keys: &HashSet<FileKey>,
+        alone: bool,
         now: Instant,
     ) -> Option<RecordId> {
         let rotate_wait = self.settings.rotate_wait;
@@ -782,8 +797,14 @@ impl Tailer {
                 head.starts_with(&record.head)
             }
         };
-        self.records
-            .iter()
+        let indexed = self.index.as_ref().and_then(|index| index.closed(head));
+        let candidates: Box<dyn Iterator<Item = (&RecordId, &Record)>> = match indexed {
+            Some(ids) => {
+                Box::new(ids.filter_map(|id| self.records.get(id).map(|record| (id, record))))
+            }
+            None => Box::new(self.records.iter()),
+        };
+        candidates
             .filter(|(_, record)| {
                 record.open.is_none()
                     && record.fingerprint.len > 0
@@ -791,7 +812,11 @@ impl Tailer {
                         // A copy made while the file was shorter than `fingerprint_bytes`, of
                         // an original whose head grew since.
                         || (!gzip && could_be_copy_of(head, &record.head)))
-                    && record.key.is_none_or(|key| !seen_keys.contains(&key))
+                    // Looked at alone, only contents without an inode of their own (a scan sees
+                    // which inodes are gone).
+                    && record
+                        .key
+                        .is_none_or(|key| !alone && !seen_keys.contains(&key))
                     && (gzip
                         || if size >= record.read {
                             same_tail(record, handle)
@@ -807,9 +832,25 @@ impl Tailer {
             .map(|(id, _)| *id)
     }
 
+    /// The open records whose head may start like `head` or `head` like theirs: from the index
+    /// while one is built, else all.
+    fn open_candidates<'a>(
+        &'a self,
+        head: &[u8],
+    ) -> Box<dyn Iterator<Item = (RecordId, &'a Record)> + 'a> {
+        let indexed = self.index.as_ref().and_then(|index| index.open(head));
+        match indexed {
+            Some(ids) => Box::new(ids.filter_map(|id| {
+                let record = self.records.get(id)?;
+                record.open.is_some().then_some((*id, record))
+            })),
+            None => Box::new(self.open_records().map(|(id, record, _)| (id, record))),
+        }
+    }
+
     /// Whether a file with this head starts like an open plain file, or that one like it.
     fn is_related_to_open(&self, head: &[u8]) -> bool {
-        self.open_records().any(|(_, record, _)| {
+        self.open_candidates(head).any(|(_, record)| {
             !record.gzip
                 && (could_be_copy_of(head, &record.head) || could_be_copy_of(&record.head, head))
         })
@@ -817,7 +858,7 @@ impl Tailer {
 
     /// Whether a file with this head (under `key`) may be a copy of a file being read.
     fn is_possible_copy(&self, head: &[u8], key: FileKey) -> bool {
-        self.open_records().any(|(_, record, _)| {
+        self.open_candidates(head).any(|(_, record)| {
             record.key != Some(key) && !record.gzip && could_be_copy_of(head, &record.head)
         })
     }

@@ -150,11 +150,13 @@ impl Watcher {
     }
 
     /// Forgets a watched directory that was removed, so [`Watcher::ensure`] watches it again
-    /// when it comes back.
-    pub fn removed(&mut self, path: &Path) {
-        if self.watched.remove(path) {
+    /// when it comes back; returns whether `path` was one.
+    pub fn removed(&mut self, path: &Path) -> bool {
+        let watched = self.watched.remove(path);
+        if watched {
             let _ = self.inner.unwatch(path);
         }
+        watched
     }
 }
 
