@@ -34,9 +34,9 @@ use std::time::{Instant, SystemTime};
 
 use super::checkpoint::{Orphan, RecordId};
 use super::config::ReadFrom;
-use super::fingerprint::{FileKey, link_count, read_at};
+use super::fingerprint::{FileKey, could_be_copy_of, fnv1a, link_count, read_at};
 use super::holding::{self, Held, Release};
-use super::tailer::{Found, Tailer};
+use super::tailer::{Found, Record, Tailer, same_tail};
 
 /// Held files the admin API lists at most.
 pub const MAX_LISTED: usize = 100;
@@ -139,6 +139,105 @@ impl Tailer {
         }
         self.index = None;
         full_scan
+    }
+
+    /// The record whose content a new file (`handle`, with `head` and `size`) carries on, if
+    /// any: one not being read and whose inode was not found by this scan, with the same head
+    /// (or, for a plain file, the start of it);
+    /// for a plain file also as long, and with the same bytes before the record's offset (or,
+    /// where those are unknown, only a truncated orphan) — or, for a truncated orphan whose
+    /// truncation was noticed since the previous scan or less than `rotate_wait` ago, shorter
+    /// than its offset (a copy finished before reading went past its end). The most recently
+    /// seen match wins.
+    pub(super) fn find_orphan(
+        &self,
+        handle: &File,
+        head: &[u8],
+        (size, gzip): (u64, bool),
+        seen_keys: &HashSet<FileKey>,
+        alone: bool,
+        now: Instant,
+    ) -> Option<RecordId> {
+        let rotate_wait = self.settings.rotate_wait;
+        // Thousands of records of deleted files may be kept: the head is compared directly
+        // where it is known (it stops at the first byte that differs), and hashed once per
+        // length where only a checkpoint's fingerprint is.
+        let mut hashes: HashMap<u32, Option<u64>> = HashMap::new();
+        let mut same_head = |record: &Record| {
+            if record.head.is_empty() {
+                let len = record.fingerprint.len;
+                let hash = *hashes
+                    .entry(len)
+                    .or_insert_with(|| head.get(..len as usize).map(fnv1a));
+                hash == Some(record.fingerprint.checksum)
+            } else {
+                head.starts_with(&record.head)
+            }
+        };
+        let indexed = self.index.as_ref().and_then(|index| index.closed(head));
+        let candidates: Box<dyn Iterator<Item = (&RecordId, &Record)>> = match indexed {
+            Some(ids) => {
+                Box::new(ids.filter_map(|id| self.records.get(id).map(|record| (id, record))))
+            }
+            None => Box::new(self.records.iter()),
+        };
+        candidates
+            .filter(|(_, record)| {
+                record.open.is_none()
+                    && record.fingerprint.len > 0
+                    && (same_head(record)
+                        // A copy made while the file was shorter than `fingerprint_bytes`, of
+                        // an original whose head grew since.
+                        || (!gzip && could_be_copy_of(head, &record.head)))
+                    // Looked at alone, only contents without an inode of their own (a scan sees
+                    // which inodes are gone).
+                    && record
+                        .key
+                        .is_none_or(|key| !alone && !seen_keys.contains(&key))
+                    && (gzip
+                        || if size >= record.read {
+                            same_tail(record, handle)
+                        } else {
+                            record.orphan == Some(Orphan::Truncated)
+                                && record.truncated_at.is_some_and(|at| {
+                                    self.previous_scan.is_none_or(|scan| at >= scan)
+                                        || now.saturating_duration_since(at) <= rotate_wait
+                                })
+                        })
+            })
+            .max_by_key(|(id, record)| (record.seen, **id))
+            .map(|(id, _)| *id)
+    }
+
+    /// The open records whose head may start like `head` or `head` like theirs: from the index
+    /// while one is built, else all.
+    fn open_candidates<'a>(
+        &'a self,
+        head: &[u8],
+    ) -> Box<dyn Iterator<Item = (RecordId, &'a Record)> + 'a> {
+        let indexed = self.index.as_ref().and_then(|index| index.open(head));
+        match indexed {
+            Some(ids) => Box::new(ids.filter_map(|id| {
+                let record = self.records.get(id)?;
+                record.open.is_some().then_some((*id, record))
+            })),
+            None => Box::new(self.open_records().map(|(id, record, _)| (id, record))),
+        }
+    }
+
+    /// Whether a file with this head starts like an open plain file, or that one like it.
+    pub(super) fn is_related_to_open(&self, head: &[u8]) -> bool {
+        self.open_candidates(head).any(|(_, record)| {
+            !record.gzip
+                && (could_be_copy_of(head, &record.head) || could_be_copy_of(&record.head, head))
+        })
+    }
+
+    /// Whether a file with this head (under `key`) may be a copy of a file being read.
+    pub(super) fn is_possible_copy(&self, head: &[u8], key: FileKey) -> bool {
+        self.open_candidates(head).any(|(_, record)| {
+            record.key != Some(key) && !record.gzip && could_be_copy_of(head, &record.head)
+        })
     }
 
     /// The records by the start of their head (see [`HeadIndex`]).

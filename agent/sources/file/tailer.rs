@@ -69,8 +69,7 @@ use sluice_pipelines::SourceId;
 use super::checkpoint::{Checkpoint, Mark, Orphan, RecordId};
 use super::config::{FileSettings, ReadFrom};
 use super::fingerprint::{
-    FileKey, Fingerprint, could_be_copy_of, fnv1a, is_gzip, link_count, read_gzip_head, read_head,
-    read_tail,
+    FileKey, Fingerprint, is_gzip, link_count, read_gzip_head, read_head, read_tail,
 };
 use super::holding::{Descriptors, Slot};
 use super::reader::{FileReader, LineOptions};
@@ -153,7 +152,7 @@ pub(super) struct Record {
     pub(super) gzip: bool,
     done: bool,
     /// When its file was last seen, in seconds since the Unix epoch.
-    seen: u64,
+    pub(super) seen: u64,
     pub(super) open: Option<OpenFile>,
     /// Closed for want of a descriptor while still at its name: opened again from `read` when
     /// it changes or a descriptor becomes free.
@@ -163,7 +162,7 @@ pub(super) struct Record {
     /// When its file was found truncated or rewritten in place (a truncated orphan), in this
     /// process: until the next scan, and for `rotate_wait` after it, a copy shorter than `read`
     /// still carries it on.
-    truncated_at: Option<Instant>,
+    pub(super) truncated_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -215,7 +214,7 @@ pub struct Tailer {
     scanned: bool,
     /// When the scan before the current one ran: a truncation noticed since is one whose copy
     /// the current scan is the first to look for.
-    previous_scan: Option<Instant>,
+    pub(super) previous_scan: Option<Instant>,
     /// When the current (or last) scan ran.
     last_scan: Option<Instant>,
     builder: BatchBuilder,
@@ -764,105 +763,6 @@ impl Tailer {
         false
     }
 
-    /// The record whose content a new file (`handle`, with `head` and `size`) carries on, if
-    /// any: one not being read and whose inode was not found by this scan, with the same head
-    /// (or, for a plain file, the start of it);
-    /// for a plain file also as long, and with the same bytes before the record's offset (or,
-    /// where those are unknown, only a truncated orphan) — or, for a truncated orphan whose
-    /// truncation was noticed since the previous scan or less than `rotate_wait` ago, shorter
-    /// than its offset (a copy finished before reading went past its end). The most recently
-    /// seen match wins.
-    fn find_orphan(
-        &self,
-        handle: &File,
-        head: &[u8],
-        (size, gzip): (u64, bool),
-        seen_keys: &HashSet<FileKey>,
-        alone: bool,
-        now: Instant,
-    ) -> Option<RecordId> {
-        let rotate_wait = self.settings.rotate_wait;
-        // Thousands of records of deleted files may be kept: the head is compared directly
-        // where it is known (it stops at the first byte that differs), and hashed once per
-        // length where only a checkpoint's fingerprint is.
-        let mut hashes: HashMap<u32, Option<u64>> = HashMap::new();
-        let mut same_head = |record: &Record| {
-            if record.head.is_empty() {
-                let len = record.fingerprint.len;
-                let hash = *hashes
-                    .entry(len)
-                    .or_insert_with(|| head.get(..len as usize).map(fnv1a));
-                hash == Some(record.fingerprint.checksum)
-            } else {
-                head.starts_with(&record.head)
-            }
-        };
-        let indexed = self.index.as_ref().and_then(|index| index.closed(head));
-        let candidates: Box<dyn Iterator<Item = (&RecordId, &Record)>> = match indexed {
-            Some(ids) => {
-                Box::new(ids.filter_map(|id| self.records.get(id).map(|record| (id, record))))
-            }
-            None => Box::new(self.records.iter()),
-        };
-        candidates
-            .filter(|(_, record)| {
-                record.open.is_none()
-                    && record.fingerprint.len > 0
-                    && (same_head(record)
-                        // A copy made while the file was shorter than `fingerprint_bytes`, of
-                        // an original whose head grew since.
-                        || (!gzip && could_be_copy_of(head, &record.head)))
-                    // Looked at alone, only contents without an inode of their own (a scan sees
-                    // which inodes are gone).
-                    && record
-                        .key
-                        .is_none_or(|key| !alone && !seen_keys.contains(&key))
-                    && (gzip
-                        || if size >= record.read {
-                            same_tail(record, handle)
-                        } else {
-                            record.orphan == Some(Orphan::Truncated)
-                                && record.truncated_at.is_some_and(|at| {
-                                    self.previous_scan.is_none_or(|scan| at >= scan)
-                                        || now.saturating_duration_since(at) <= rotate_wait
-                                })
-                        })
-            })
-            .max_by_key(|(id, record)| (record.seen, **id))
-            .map(|(id, _)| *id)
-    }
-
-    /// The open records whose head may start like `head` or `head` like theirs: from the index
-    /// while one is built, else all.
-    fn open_candidates<'a>(
-        &'a self,
-        head: &[u8],
-    ) -> Box<dyn Iterator<Item = (RecordId, &'a Record)> + 'a> {
-        let indexed = self.index.as_ref().and_then(|index| index.open(head));
-        match indexed {
-            Some(ids) => Box::new(ids.filter_map(|id| {
-                let record = self.records.get(id)?;
-                record.open.is_some().then_some((*id, record))
-            })),
-            None => Box::new(self.open_records().map(|(id, record, _)| (id, record))),
-        }
-    }
-
-    /// Whether a file with this head starts like an open plain file, or that one like it.
-    fn is_related_to_open(&self, head: &[u8]) -> bool {
-        self.open_candidates(head).any(|(_, record)| {
-            !record.gzip
-                && (could_be_copy_of(head, &record.head) || could_be_copy_of(&record.head, head))
-        })
-    }
-
-    /// Whether a file with this head (under `key`) may be a copy of a file being read.
-    fn is_possible_copy(&self, head: &[u8], key: FileKey) -> bool {
-        self.open_candidates(head).any(|(_, record)| {
-            record.key != Some(key) && !record.gzip && could_be_copy_of(head, &record.head)
-        })
-    }
-
     fn open_record(&mut self, id: RecordId, handle: File, now: Instant) {
         let Some(record) = self.records.get_mut(&id) else {
             return;
@@ -1360,7 +1260,7 @@ fn clamp_read(record: &mut Record, size: u64, handle: &File) {
 }
 
 /// Whether `handle` has the same bytes before `record.read` as the record's content had.
-fn same_tail(record: &Record, handle: &File) -> bool {
+pub(super) fn same_tail(record: &Record, handle: &File) -> bool {
     match record.tail {
         Some((at, tail)) if at == record.read => read_tail(handle, at).ok().flatten() == Some(tail),
         // Unknown: only a file truncated in place leaves its content to a copy that often.
