@@ -527,6 +527,39 @@ pub fn prometheus_text(
         .collect();
     counter_families(&mut out, "topic", &topic_rows);
 
+    // Disk topics: their files, and recovery (torn tails, quarantined records) and cache counters.
+    let disk: Vec<_> = stats
+        .iter()
+        .filter_map(|topic| topic.disk.as_ref().map(|disk| (topic.name.as_str(), disk)))
+        .collect();
+    type DiskGauge = fn(&crate::topic::DiskStats) -> u64;
+    let disk_gauges: [(&str, &str, DiskGauge); 2] = [
+        (
+            "topic_disk_bytes",
+            "Bytes of a disk topic's segment files.",
+            |d| d.disk_bytes,
+        ),
+        (
+            "topic_disk_segments",
+            "Segment files of a disk topic.",
+            |d| d.segments as u64,
+        ),
+    ];
+    for (name, help, read) in disk_gauges {
+        if disk.is_empty() {
+            break;
+        }
+        let mut family = Family::new(&mut out, name, "gauge", help);
+        for (topic, stats) in &disk {
+            family.sample(&[("topic", topic)], read(stats));
+        }
+    }
+    let disk_rows: Vec<_> = disk
+        .iter()
+        .map(|(topic, stats)| (vec![("topic", *topic)], counter_fields(&stats.log)))
+        .collect();
+    counter_families(&mut out, "topic_disk", &disk_rows);
+
     type SubGauge = fn(&crate::topic::SubscriptionStats) -> u64;
     let sub_gauges: [(&str, &str, SubGauge); 3] = [
         (
@@ -629,6 +662,42 @@ mod tests {
             text.contains(r#"sluice_subscription_lag_events{topic="raw",subscription="pg"} 0"#),
             "{text}"
         );
+        drop(producer);
+    }
+
+    #[tokio::test]
+    async fn disk_topics_report_their_files_and_recovery_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let topic = Topic::on_disk(
+            "archive",
+            TopicSettings::default(),
+            dir.path(),
+            crate::topic::disk::DiskSettings::default(),
+        )
+        .unwrap();
+        let producer = topic.producer();
+        producer
+            .send(Batch::new(vec![Event::default(), Event::default()]))
+            .await;
+        topic.flush().unwrap();
+        let memory = Topic::in_memory("raw", TopicSettings::default());
+        let mut topics = IndexMap::new();
+        topics.insert("archive".to_owned(), topic);
+        topics.insert("raw".to_owned(), memory);
+        let text = prometheus_text(&Metrics::new(), &topics, 1.0);
+        let disk_bytes = text
+            .lines()
+            .find_map(|line| line.strip_prefix(r#"sluice_topic_disk_bytes{topic="archive"} "#))
+            .unwrap_or_else(|| panic!("no disk bytes:\n{text}"));
+        assert!(disk_bytes.parse::<u64>().unwrap() > 0);
+        for line in [
+            r#"sluice_topic_disk_segments{topic="archive"} 1"#,
+            r#"sluice_topic_disk_corrupt_records_total{topic="archive"} 0"#,
+            r#"sluice_topic_disk_torn_tails_total{topic="archive"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        assert!(!text.contains(r#"sluice_topic_disk_bytes{topic="raw"}"#));
         drop(producer);
     }
 

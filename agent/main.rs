@@ -519,6 +519,20 @@ fn undelivered(config: &sluice::config::Config, topics: &IndexMap<String, Topic>
             def.topic, stats.safe_offset.0, stats.end_offset.0
         ));
     }
+    // Disk topics keep what their subscriptions had not acknowledged: nothing is lost there.
+    for (name, topic) in topics {
+        let stats = topic.stats();
+        if stats.disk.is_none() {
+            continue;
+        }
+        for sub in stats.subscriptions.iter().filter(|sub| sub.lag_events > 0) {
+            lines.push(format!(
+                "topics.{name}: {} events (offsets {}..{}) not yet acknowledged by `{}` are kept \
+                 on disk and delivered to it on the next start",
+                sub.lag_events, sub.committed_offset.0, stats.end_offset.0, sub.name
+            ));
+        }
+    }
     lines
 }
 

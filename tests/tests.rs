@@ -6,6 +6,7 @@ mod support;
 
 mod acknowledgements;
 mod cli;
+mod disk_topics;
 mod examples;
 mod file_held;
 mod file_tailing;

@@ -98,12 +98,16 @@ mod segment;
 mod storage;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod topic_tests;
 mod writer;
 
 use std::time::Duration;
 
-pub use log::{Log, LogCounters, LogError, OFFSETS_DIR, QUARANTINE_DIR, RetentionOutcome};
-pub use storage::{DiskSettings, DiskStorage};
+pub use log::{
+    FlushHandle, Log, LogCounters, LogError, OFFSETS_DIR, QUARANTINE_DIR, RetentionOutcome,
+};
+pub use storage::{DiskSettings, DiskStats, DiskStorage};
 
 /// When the log fsyncs what it wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
