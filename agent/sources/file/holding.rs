@@ -81,6 +81,8 @@ pub fn raise_descriptor_limit() -> std::io::Result<DescriptorLimit> {
             return Err(std::io::Error::last_os_error());
         }
     }
+    // `rlim_t` is `u64` on Linux but not on every Unix.
+    #[allow(clippy::useless_conversion)]
     Ok(DescriptorLimit {
         was: u64::from(was),
         now: u64::from(current_descriptor_limit()),
