@@ -15,7 +15,7 @@
 //!
 //! # Bounds
 //!
-//! Before a file is opened, [`Tailer::make_room`] checks the descriptor bounds and, at them,
+//! Before a file is opened, `Tailer::make_room` checks the descriptor bounds and, at them,
 //! closes a batch of files as [`holding::plan`] says (parking before letting go). After every
 //! full scan [`Tailer::enforce_bounds`] looks at every open file (deleted yet? how big?) and
 //! applies both bounds. A file let go with unread bytes is a loss: logged as a warning with its
@@ -42,7 +42,7 @@ use super::tailer::{Found, Record, Tailer, same_tail};
 pub const MAX_LISTED: usize = 100;
 
 /// Bytes of a head that [`HeadIndex`] keys on (the least `fingerprint_bytes` allows).
-const INDEX_PREFIX: usize = 16;
+pub const INDEX_PREFIX: usize = 16;
 
 /// The records by the first [`INDEX_PREFIX`] bytes of their head, built once per batch of new
 /// files (a scan's, or a batch looked at alone): with thousands of deleted files' records kept
