@@ -49,14 +49,18 @@
 //! file is served however many there are and however busy one of them is. A file takes a turn
 //! when it is *active*: a watcher event named it, a poll tick came, or its last turn did not
 //! reach its end. A file created at a path whose previous file is still being finished waits for
-//! it (logrotate: the old file is read to its end first).
+//! it (logrotate: the old file is read to its end first). A source held back by its topic reads
+//! oldest first instead (least recently modified first, each slice), so rotated files nearest to
+//! deletion are read before the active one.
 //!
 //! # Closing
 //!
 //! At its end, a file that was deleted is closed at once (freeing its disk space); one renamed
 //! to a name `include` does not match is closed once it has not grown for `rotate_wait`; a gzip
 //! file is closed for good (`done`); with `follow = false` every file is. A closed file's last
-//! line without delimiter and its held multiline event are emitted when it closes.
+//! line without delimiter and its held multiline event are emitted when it closes. At the bounds
+//! on held files a file is *parked* (closed, opened again from `read` when it changes) or, when
+//! deleted, let go: see [`super::holding`] and [`super::discovery`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
