@@ -20,4 +20,5 @@ pub mod rejections;
 pub mod shutdown;
 pub mod sources;
 pub mod topic;
+pub mod topics_cli;
 pub mod topology;

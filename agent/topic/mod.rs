@@ -356,6 +356,46 @@ impl Topic {
         self.shared.persistent
     }
 
+    /// The retained batches holding the events from offset `from` on, oldest first, until they
+    /// hold `max_events` events from `from` on (the first may start before `from`; an offset
+    /// before the oldest retained event reads from that one). For inspection — `sluice topics
+    /// read` against a running agent —: it moves no subscription and trims nothing. Runs under
+    /// the topic's lock, reading a disk topic's batches from its files when not cached.
+    pub fn read(&self, from: Offset, max_events: u64) -> Vec<Stored> {
+        let mut state = self.shared.state.lock();
+        let storage = &mut state.storage;
+        let end = storage.end();
+        let from = from.max(storage.start());
+        let mut next = storage.get(from);
+        if next.is_none() && from < end {
+            // Memory storage finds batches by their first offset only: walk to the one holding
+            // `from` (a memory topic holds few batches).
+            let mut at = storage.start();
+            next = loop {
+                match storage.get(at) {
+                    Some(stored) if stored.range.end <= from => at = stored.range.end,
+                    found => break found,
+                }
+            };
+        }
+        let mut batches = Vec::new();
+        let mut taken = 0;
+        while let Some(stored) = next {
+            if taken >= max_events {
+                break;
+            }
+            taken += stored.range.end.0 - stored.range.start.0.max(from.0);
+            let after = stored.range.end;
+            batches.push(stored);
+            next = if after < end {
+                storage.get(after)
+            } else {
+                None
+            };
+        }
+        batches
+    }
+
     /// Runs the storage's housekeeping (a disk topic's retention); wakes producers and workers
     /// if it freed room or skipped deleted events.
     pub fn maintain(&self) {
