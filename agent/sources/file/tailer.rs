@@ -72,9 +72,7 @@ use sluice_pipelines::SourceId;
 
 use super::checkpoint::{Checkpoint, Mark, Orphan, RecordId};
 use super::config::{FileSettings, ReadFrom};
-use super::fingerprint::{
-    FileKey, Fingerprint, is_gzip, link_count, read_gzip_head, read_head, read_tail,
-};
+use super::fingerprint::{FileKey, Fingerprint, link_count, open_with_head, read_head, read_tail};
 use super::holding::{Descriptors, Slot};
 use super::reader::{FileReader, LineOptions};
 use crate::metrics::{ComponentMetrics, Counter};
@@ -1282,24 +1280,6 @@ fn tail_at(current: Option<(u64, u64)>, read: u64, reader: &FileReader) -> Optio
         .file()
         .and_then(|file| read_tail(file, read).ok().flatten())
         .map(|tail| (read, tail))
-}
-
-/// Opens `path` and reads its head: the first `max` bytes, decompressed for gzip. `gzip` says
-/// what the file is known to be; `None` tells by its magic number.
-fn open_with_head(
-    path: &Path,
-    max: usize,
-    gzip: impl Into<Option<bool>>,
-) -> std::io::Result<(File, Vec<u8>, bool)> {
-    let handle = File::open(path)?;
-    let raw = read_head(&handle, max)?;
-    let gzip = gzip.into().unwrap_or_else(|| is_gzip(&raw));
-    let head = if gzip {
-        read_gzip_head(path, max)?
-    } else {
-        raw
-    };
-    Ok((handle, head, gzip))
 }
 
 /// The absolute path of `path` with its directory's symbolic links resolved, as a watcher
