@@ -7,7 +7,8 @@
 //!   the Prometheus text format;
 //! - `GET /topics`: each topic's depth, capacity, offsets, counters and subscriptions (lag,
 //!   committed offset, batches in flight) as JSON;
-//! - `GET /components`: each source, pipeline and sink with its counters, as JSON;
+//! - `GET /components`: each source, pipeline and sink with its counters, what it lost and why
+//!   (`lost`), and its own `state` (a file source: the files it holds open and why), as JSON;
 //! - `GET /topics/<topic>/read?from=earliest&n=100`: up to `n` (at most 10,000) retained events
 //!   of a topic from `from` (`earliest`, `latest` or an offset) on, as NDJSON, with the offset
 //!   to read on from in the `sluice-next-offset` header. Reading moves no subscription.
@@ -276,6 +277,10 @@ async fn components(State(state): State<Arc<ApiState>>) -> Response {
                 "errors": component.errors.get(),
                 "discarded": component.discarded.get(),
                 "counters": extra,
+                "lost": component.lost.by_reason().into_iter()
+                    .map(|(reason, lost)| (reason.to_owned(), json!({"lines": lost.events, "bytes": lost.bytes})))
+                    .collect::<serde_json::Map<String, Json>>(),
+                "state": component.state(),
             })
         })
         .collect();
@@ -564,6 +569,36 @@ pub fn prometheus_text(
                 ],
                 value,
             );
+        }
+    }
+
+    type Lost = fn(&crate::metrics::Lost) -> u64;
+    let lost: [(&str, &str, Lost); 2] = [
+        (
+            "component_lost_events_total",
+            "Events (lines) lost for good, by reason (deleted_unread, max_open_files, max_deleted_bytes).",
+            |lost| lost.events,
+        ),
+        (
+            "component_lost_bytes_total",
+            "Bytes lost for good, by reason.",
+            |lost| lost.bytes,
+        ),
+    ];
+    for (name, help, read) in lost {
+        let mut family = Family::new(&mut out, name, "counter", help);
+        for component in &components {
+            let role = role_name(component.role);
+            for (reason, lost) in component.lost.by_reason() {
+                family.sample(
+                    &[
+                        ("component", &component.name),
+                        ("role", role),
+                        ("reason", reason),
+                    ],
+                    read(&lost),
+                );
+            }
         }
     }
 

@@ -392,6 +392,16 @@ fn run(
         .context("starting the async runtime")?;
     // One agent per data_dir: held until the process exits.
     let _data_dir = DataDirLock::acquire(&loaded.config.data_dir)?;
+    // File sources hold a descriptor per file they read: as many as the hard limit allows.
+    match sluice::sources::file::holding::raise_descriptor_limit() {
+        Ok(limit) => tracing::info!(
+            was = limit.was,
+            now = limit.now,
+            files = limit.files(),
+            "Open file limit raised to the hard limit; file sources may hold this many files open"
+        ),
+        Err(error) => tracing::warn!(%error, "Cannot raise the open file limit"),
+    }
     runtime.block_on(async move {
         let started = Instant::now();
         let api = match &loaded.config.api {

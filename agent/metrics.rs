@@ -60,6 +60,11 @@ pub struct ComponentMetrics {
     pub discarded: Counter,
     /// Why events were rejected, by kind, and where they went.
     pub rejections: Rejections,
+    /// Lines (or events) that are gone without having been passed on, by reason.
+    pub lost: Losses,
+    /// What the component shows of its own state in the admin API (the file source: the files
+    /// it holds open and why), replaced now and then by the component.
+    state: Mutex<Option<serde_json::Value>>,
     extra: Mutex<IndexMap<&'static str, Arc<Counter>>>,
 }
 
@@ -74,6 +79,8 @@ impl ComponentMetrics {
             errors: Counter::default(),
             discarded: Counter::default(),
             rejections: Rejections::default(),
+            lost: Losses::default(),
+            state: Mutex::new(None),
             extra: Mutex::new(IndexMap::new()),
         }
     }
@@ -84,6 +91,16 @@ impl ComponentMetrics {
         self.extra.lock().entry(name).or_default().clone()
     }
 
+    /// Replaces what the admin API shows of the component's own state.
+    pub fn set_state(&self, state: serde_json::Value) {
+        *self.state.lock() = Some(state);
+    }
+
+    /// What the component last said of its own state, if anything.
+    pub fn state(&self) -> Option<serde_json::Value> {
+        self.state.lock().clone()
+    }
+
     /// The component-specific counters and their values.
     pub fn extra_counters(&self) -> Vec<(&'static str, u64)> {
         self.extra
@@ -91,6 +108,47 @@ impl ComponentMetrics {
             .iter()
             .map(|(name, counter)| (*name, counter.get()))
             .collect()
+    }
+}
+
+/// What a component lost for good, by reason (`deleted_unread`, `max_open_files`, …): events
+/// (lines) and bytes that were neither passed on nor kept anywhere. Losses are rare, so one lock
+/// is fine; a reason's totals only grow.
+#[derive(Debug, Default)]
+pub struct Losses {
+    by_reason: Mutex<IndexMap<&'static str, Lost>>,
+}
+
+/// Events and bytes lost for one reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lost {
+    /// Events (lines) lost.
+    pub events: u64,
+    /// Bytes lost.
+    pub bytes: u64,
+}
+
+impl Losses {
+    /// Counts `events` and `bytes` lost for `reason`.
+    pub fn add(&self, reason: &'static str, events: u64, bytes: u64) {
+        let mut by_reason = self.by_reason.lock();
+        let lost = by_reason.entry(reason).or_default();
+        lost.events += events;
+        lost.bytes += bytes;
+    }
+
+    /// Every reason with what was lost for it, in the order the reasons first occurred.
+    pub fn by_reason(&self) -> Vec<(&'static str, Lost)> {
+        self.by_reason
+            .lock()
+            .iter()
+            .map(|(reason, lost)| (*reason, *lost))
+            .collect()
+    }
+
+    /// Events lost for any reason.
+    pub fn events(&self) -> u64 {
+        self.by_reason.lock().values().map(|lost| lost.events).sum()
     }
 }
 
@@ -145,5 +203,33 @@ mod tests {
         assert_eq!(found.events_out.get(), 7);
         assert_eq!(found.extra_counters(), [("invalid_utf8", 1)]);
         assert!(metrics.get("nginx", Role::Sink).is_none());
+    }
+
+    #[test]
+    fn losses_add_up_per_reason() {
+        let losses = Losses::default();
+        losses.add("deleted_unread", 3, 300);
+        losses.add("max_open_files", 1, 10);
+        losses.add("deleted_unread", 2, 20);
+        assert_eq!(
+            losses.by_reason(),
+            [
+                (
+                    "deleted_unread",
+                    Lost {
+                        events: 5,
+                        bytes: 320
+                    }
+                ),
+                (
+                    "max_open_files",
+                    Lost {
+                        events: 1,
+                        bytes: 10
+                    }
+                ),
+            ]
+        );
+        assert_eq!(losses.events(), 6);
     }
 }

@@ -366,7 +366,7 @@ impl LoadWriter {
 }
 
 /// The sequence number of a complete line.
-fn seq_of(line: &str) -> Option<u64> {
+pub(crate) fn seq_of(line: &str) -> Option<u64> {
     line.strip_prefix("seq ")?.get(..8)?.parse().ok()
 }
 
@@ -603,15 +603,15 @@ fn logrotate_copytruncate_copy_found_after_the_truncation() {
 
 /// An HTTP endpoint that takes every request but answers none while `paused` (a slow store: the
 /// sink waits, the topic fills, the file source is held back), and keeps the bodies.
-struct SlowSink {
-    port: u16,
-    paused: Arc<AtomicBool>,
-    requests: Arc<AtomicU64>,
-    bodies: Arc<Mutex<Vec<u8>>>,
+pub(crate) struct SlowSink {
+    pub(crate) port: u16,
+    pub(crate) paused: Arc<AtomicBool>,
+    pub(crate) requests: Arc<AtomicU64>,
+    pub(crate) bodies: Arc<Mutex<Vec<u8>>>,
 }
 
 impl SlowSink {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let paused = Arc::new(AtomicBool::new(true));
@@ -684,7 +684,7 @@ fn serve(
 
 /// Appends lines `from..to` to `access.log`, opening it by name (so after a rename rotation the
 /// new file gets them, as a writer that reopens at once).
-fn append_lines(logs: &Path, lines: std::ops::Range<u64>) {
+pub(crate) fn append_lines(logs: &Path, lines: std::ops::Range<u64>) {
     let mut text = String::new();
     for seq in lines {
         text.push_str(&format!(

@@ -848,6 +848,17 @@ path = "out.ndjson"
     assert_eq!(family("topic_disk_segments", r#"topic="dead_letter""#), 1);
     assert!(sample(&metrics, "topic_disk_bytes", r#"topic="raw""#).is_none());
 
+    // Nothing was lost: the loss families are there, without a sample.
+    for family in ["component_lost_events_total", "component_lost_bytes_total"] {
+        assert!(metrics.contains(&format!("# TYPE sluice_{family} counter")));
+        assert!(
+            !metrics
+                .lines()
+                .any(|line| line.starts_with(&format!("sluice_{family}{{"))),
+            "{family}: nothing lost"
+        );
+    }
+
     // Every family is one this test knows: a new one must be added above, with its check.
     let known = [
         "uptime_seconds",
@@ -858,6 +869,8 @@ path = "out.ndjson"
         "component_errors_total",
         "component_discarded_total",
         "component_counter_total",
+        "component_lost_events_total",
+        "component_lost_bytes_total",
         "topic_retained_events",
         "topic_retained_bytes",
         "topic_max_events",

@@ -9,6 +9,7 @@ mod cli;
 mod disk_topics;
 mod durability;
 mod examples;
+mod file_held;
 mod file_tailing;
 mod http_sources;
 mod run;

@@ -24,6 +24,8 @@ pub struct Totals {
     pub events_out: u64,
     /// Events rejected anywhere.
     pub errors: u64,
+    /// Events lost for good anywhere (a deleted file's unread lines, …).
+    pub lost: u64,
 }
 
 impl Totals {
@@ -40,6 +42,7 @@ impl Totals {
                 Role::Pipeline => {}
             }
             totals.errors += component.errors.get();
+            totals.lost += component.lost.events();
         }
         totals
     }
@@ -64,6 +67,9 @@ pub fn status_line(
     );
     if now.errors > 0 {
         line.push_str(&format!("  errors {}", now.errors));
+    }
+    if now.lost > 0 {
+        line.push_str(&format!("  LOST {}", now.lost));
     }
     for (name, topic) in topics {
         let stats = topic.stats();
@@ -148,6 +154,7 @@ pub fn log_summary(metrics: &Metrics, topics: &IndexMap<String, Topic>, elapsed:
         mib_in = format!("{:.1}", totals.bytes_in as f64 / 1048576.0),
         seconds = format!("{secs:.2}"),
         events_per_sec = (totals.events_in as f64 / secs) as u64,
+        events_lost = totals.lost,
         "Run finished (events_out counts each event once per sink that wrote it)"
     );
     for component in metrics.components() {
@@ -161,6 +168,24 @@ pub fn log_summary(metrics: &Metrics, topics: &IndexMap<String, Topic>, elapsed:
             discarded = component.discarded.get(),
             extra = ?extra,
             "Component summary"
+        );
+    }
+    for component in metrics.components() {
+        let lost = component.lost.by_reason();
+        if lost.is_empty() {
+            continue;
+        }
+        let reasons: Vec<String> = lost
+            .iter()
+            .map(|(reason, lost)| format!("{} lines ({} bytes) {reason}", lost.events, lost.bytes))
+            .collect();
+        tracing::warn!(
+            component = %component.name,
+            role = ?component.role,
+            lines_read = component.events_out.get(),
+            lines_lost = component.lost.events(),
+            reasons = %reasons.join("; "),
+            "Lines were lost"
         );
     }
     for component in metrics.components() {
@@ -260,6 +285,15 @@ mod tests {
         assert!(line.contains("100.0 MiB/s"), "{line}");
         assert!(line.contains("out       750/s"), "{line}");
         assert!(line.contains("[raw 0 0%]"), "{line}");
+        assert!(!line.contains("LOST"), "{line}");
+        source.lost.add("deleted_unread", 12, 1200);
+        let line = status_line(
+            Totals::read(&metrics),
+            before,
+            Duration::from_secs(2),
+            &topics,
+        );
+        assert!(line.contains("LOST 12"), "{line}");
     }
 
     #[test]

@@ -66,6 +66,14 @@ pub struct FileConfig {
     /// The most bytes read out of one gzip file (default 16GiB): a cap on decompression.
     #[serde(default = "default_max_decompressed_bytes")]
     pub max_decompressed_bytes: ByteSize,
+    /// The most files held open at once (default: what the process's descriptor limit leaves
+    /// after a reserve). Beyond it idle files are closed and opened again when they change.
+    #[serde(default)]
+    pub max_open_files: Option<usize>,
+    /// The most bytes that files deleted while still unread may keep allocated on disk (default
+    /// 1GiB); beyond it the oldest such file is let go and its unread lines counted as lost.
+    #[serde(default = "default_max_deleted_bytes")]
+    pub max_deleted_bytes: ByteSize,
     /// Name of a field to hold the file's path, if any (`add_path_field` is accepted too).
     #[serde(default, alias = "add_path_field")]
     pub path_field: Option<String>,
@@ -160,6 +168,10 @@ fn default_multiline_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(1))
 }
 
+fn default_max_deleted_bytes() -> ByteSize {
+    ByteSize(1 << 30)
+}
+
 fn default_max_decompressed_bytes() -> ByteSize {
     ByteSize(16 << 30)
 }
@@ -202,6 +214,10 @@ pub struct FileSettings {
     pub multiline: Option<MultilineSettings>,
     /// The cap on bytes decompressed from one gzip file.
     pub max_decompressed_bytes: u64,
+    /// The most files held open, if set.
+    pub max_open_files: Option<usize>,
+    /// The most bytes deleted files may keep allocated.
+    pub max_deleted_bytes: u64,
     /// The path field, if any.
     pub path_field: Option<FieldName>,
     /// The host field, if any.
@@ -273,6 +289,9 @@ impl FileConfig {
                 "must be at least 1 byte",
             ));
         }
+        if self.max_open_files == Some(0) {
+            return Err(BuildError::at("max_open_files", "must be at least 1"));
+        }
         let path_field = field_name("path_field", self.path_field.as_deref())?;
         let host_field = field_name("host_field", self.host_field.as_deref())?;
         let offset_field = field_name("offset_field", self.offset_field.as_deref())?;
@@ -305,6 +324,8 @@ impl FileConfig {
             long_lines: self.long_lines,
             multiline,
             max_decompressed_bytes: self.max_decompressed_bytes.bytes(),
+            max_open_files: self.max_open_files,
+            max_deleted_bytes: self.max_deleted_bytes.bytes(),
             path_field,
             host_field,
             offset_field,

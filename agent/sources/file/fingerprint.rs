@@ -151,14 +151,44 @@ pub fn read_tail(file: &File, end: u64) -> io::Result<Option<u64>> {
     Ok(Some(fnv1a(&tail)))
 }
 
+/// Reads into `buf` from byte `offset` of `file`, without moving a shared position where the
+/// platform allows.
+///
+/// # Errors
+/// The read error.
 #[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     std::os::unix::fs::FileExt::read_at(file, buf, offset)
 }
 
+/// Reads into `buf` from byte `offset` of `file`.
+///
+/// # Errors
+/// The read error.
 #[cfg(not(unix))]
-fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     std::os::windows::fs::FileExt::seek_read(file, buf, offset)
+}
+
+/// Opens `path` and reads its head: the first `max` bytes, decompressed for gzip. `gzip` says
+/// what the file is known to be; `None` tells by its magic number.
+///
+/// # Errors
+/// The error of opening or reading it.
+pub fn open_with_head(
+    path: &Path,
+    max: usize,
+    gzip: impl Into<Option<bool>>,
+) -> std::io::Result<(File, Vec<u8>, bool)> {
+    let handle = File::open(path)?;
+    let raw = read_head(&handle, max)?;
+    let gzip = gzip.into().unwrap_or_else(|| is_gzip(&raw));
+    let head = if gzip {
+        read_gzip_head(path, max)?
+    } else {
+        raw
+    };
+    Ok((handle, head, gzip))
 }
 
 /// Whether the bytes start with the gzip magic number.

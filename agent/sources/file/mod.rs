@@ -20,6 +20,8 @@
 //! long_lines = "truncate"      # or "skip"
 //! line_delimiter = "\n"        # one byte or a short string
 //! max_decompressed_bytes = "16GiB"  # cap on what one .gz file may decompress to
+//! max_open_files = 10000       # default: the descriptor limit minus a reserve
+//! max_deleted_bytes = "1GiB"   # disk space deleted-but-unread files may keep allocated
 //! multiline = { start_pattern = '^\d{4}-', timeout = "1s" }  # or continuation_pattern
 //! path_field = "file"          # optional fields; `add_path_field` is accepted too
 //! host_field = "host"
@@ -28,7 +30,8 @@
 //!
 //! Counters besides `events_out` / `bytes_out` / `errors`: `truncated_lines`, `skipped_lines`,
 //! `invalid_utf8` (lines kept with U+FFFD in place of invalid bytes), `files_opened`,
-//! `files_closed`, `truncations`, `gzip_capped`.
+//! `files_closed`, `files_parked` (closed for want of a descriptor), `truncations`,
+//! `gzip_capped`; lost lines by reason (see [`holding`] and [`discovery`]).
 //!
 //! # Layout
 //! - [`glob`]: `include` / `exclude` patterns with `*`, `?` and `**`, and listing them.
@@ -39,6 +42,9 @@
 //!   deletion, restarts), fair turns, closing; its module doc has the rules.
 //! - [`checkpoint`]: the checkpoint file and the queue of positions waiting to become safe.
 //! - [`watcher`]: inotify with polling fallback.
+//! - [`discovery`]: looking at just the paths a watcher named, the bounds applied to the
+//!   tailer, and what a stop cannot read.
+//! - [`holding`]: the descriptor limit and the bounds on held files, and what to close at them.
 //! - [`source`]: the tailer on its own thread, publishing with back-pressure, checkpointing.
 //! - [`config`]: the config and its validation.
 //!
@@ -75,8 +81,10 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod discovery;
 pub mod fingerprint;
 pub mod glob;
+pub mod holding;
 pub mod multiline;
 pub mod reader;
 pub mod source;

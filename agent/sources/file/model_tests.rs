@@ -283,7 +283,7 @@ impl Harness {
         }
         self.tailer.activate_all();
         for _ in 0..10_000 {
-            let (turns, progressed) = self.tailer.read_slice(now, 1 << 20);
+            let (turns, progressed) = self.tailer.read_slice(now, 1 << 20, false);
             for turn in turns {
                 for (ready, mark) in turn.batches {
                     self.tailer.acknowledge(mark);

@@ -9,6 +9,14 @@
 //! waits for work on a bounded channel fed by the watcher, by shutdown, and by timeouts (poll
 //! ticks, multiline timeouts, checkpoint writes).
 //!
+//! Back-pressure stops reading, never noticing: while a send waits for room in the topic, the
+//! thread wakes for every watcher event (a doorbell the watcher rings) and every tick, and does
+//! its housekeeping — new files are looked at and opened, scans run, the bounds on held files
+//! are applied, safe positions are checkpointed — so a file created, rotated and deleted while
+//! the source is held back is held open, and read when the topic has room again. A source that
+//! had to wait is *held back* until it has caught up, and meanwhile reads its files oldest first
+//! (see [`Tailer::read_slice`]).
+//!
 //! Safe positions come from the topic: each published batch's end offset and the marks of its
 //! turn go into [`Acks`]; the thread releases the marks that
 //! [`safe_offset`](crate::topic::Producer::safe_offset) has passed and writes the checkpoint file
@@ -17,21 +25,26 @@
 //! safe — writing checkpoints as it goes — and writes a last checkpoint. If the topology gives up
 //! waiting and drops the source's future, the thread writes what is safe so far and exits.
 
+use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use sluice_pipelines::Batch;
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 
-use super::checkpoint::{Acks, CheckpointStore};
+use super::checkpoint::{Acks, CheckpointStore, Mark};
 use super::config::{FileSettings, WatchMode};
 use super::glob::PathPattern;
 use super::tailer::{Tailer, Turn};
-use super::watcher::{Wake, WatchError, Watcher};
+use super::watcher::{Change, Wake, WatchError, Watcher};
 use crate::metrics::ComponentMetrics;
 use crate::shutdown::Shutdown;
+use crate::sources::lines::ReadyBatch;
 use crate::sources::{Source, SourceContext, SourceError, SourceFuture};
 use crate::topic::{Offset, Producer, Published};
 
@@ -47,6 +60,16 @@ pub const MIN_RESCAN_GAP: Duration = Duration::from_millis(20);
 
 /// Wake-ups queued at most; beyond, the watcher sets an overflow flag instead.
 pub const WAKE_QUEUE: usize = 1024;
+
+/// How long a source waiting for room in its topic goes without housekeeping at most.
+pub const HELD_TICK: Duration = Duration::from_millis(250);
+
+/// Least time between two looks at the paths watcher events named: each look goes through
+/// every record once, so a burst of new files is looked at in batches.
+pub const DISCOVER_GAP: Duration = Duration::from_millis(40);
+
+/// How soon a scan retries files that waited for a descriptor.
+pub const STARVED_RESCAN: Duration = Duration::from_millis(200);
 
 /// The `file` source.
 #[derive(Debug)]
@@ -152,6 +175,15 @@ async fn run(settings: FileSettings, ctx: SourceContext) -> Result<(), SourceErr
         last_checkpoint: Instant::now(),
         include: settings.include.clone(),
         name,
+        doorbell: Arc::new(Notify::new()),
+        schedule: Schedule {
+            next_tick: Instant::now(),
+            rescan_at: None,
+            last_scan: Instant::now(),
+            last_discover: Instant::now(),
+        },
+        discover: Vec::new(),
+        held_back: false,
     };
     let result = tokio::task::spawn_blocking(move || shell.run()).await;
     waker.abort();
@@ -183,6 +215,13 @@ struct Shell {
     /// The `include` patterns, named in warnings.
     include: Vec<PathPattern>,
     name: String,
+    /// Rung by the watcher for every event, to wake a thread waiting for room in the topic.
+    doorbell: Arc<Notify>,
+    schedule: Schedule,
+    /// Paths a watcher named that no open file has: looked at alone.
+    discover: Vec<PathBuf>,
+    /// Whether a send had to wait for room since the source last caught up.
+    held_back: bool,
 }
 
 /// What the loop has to do besides reading.
@@ -190,12 +229,15 @@ struct Schedule {
     next_tick: Instant,
     rescan_at: Option<Instant>,
     last_scan: Instant,
+    last_discover: Instant,
 }
 
 impl Shell {
     fn run(mut self) -> Result<(), SourceError> {
         let now = Instant::now();
         self.tailer.scan(now);
+        self.tailer.enforce_bounds(now);
+        self.metrics.set_state(self.tailer.held_state());
         if self.follow && self.watch == WatchMode::Auto {
             self.start_watcher();
         }
@@ -208,74 +250,118 @@ impl Shell {
                     missing_directories = %missing, "No file to read yet: a directory in include does not exist");
             }
         }
-        let mut schedule = Schedule {
+        self.schedule = Schedule {
             next_tick: now + self.tick(),
             rescan_at: None,
             last_scan: now,
+            last_discover: now,
         };
         loop {
             if self.stopping() {
                 break;
             }
-            let mut handled = 0;
-            while handled < WAKE_QUEUE {
-                let Ok(wake) = self.wake_rx.try_recv() else {
-                    break;
-                };
-                self.on_wake(wake, &mut schedule);
-                handled += 1;
-            }
             let now = Instant::now();
-            if self.overflow.swap(false, Ordering::Relaxed) {
-                self.tailer.activate_all();
-                schedule.rescan_at = Some(now);
-            }
-            if self.follow && now >= schedule.next_tick {
-                self.tailer.activate_all();
-                schedule.rescan_at = Some(now);
-                schedule.next_tick = now + self.tick();
-            }
-            if self.follow && schedule.rescan_at.is_some_and(|at| at <= now) {
-                self.tailer.scan(now);
-                if let Some(watcher) = &mut self.watcher
-                    && let Err(error) = watcher.ensure(&self.tailer.watch_dirs())
-                {
-                    self.stop_watching(&error);
-                }
-                schedule.rescan_at = None;
-                schedule.last_scan = now;
-            }
-            let (turns, progressed) = self.tailer.read_slice(now, SLICE_BUDGET);
-            for turn in turns {
+            let starved = self.housekeeping(now);
+            let (turns, progressed) = self.tailer.read_slice(now, SLICE_BUDGET, self.held_back);
+            let mut turns = turns.into_iter();
+            while let Some(turn) = turns.next() {
                 if !self.publish(turn) {
+                    for rest in turns {
+                        self.unpublished(rest.batches);
+                    }
                     return self.finish();
                 }
             }
             self.release_safe();
             self.checkpoint_if_due(false);
-            if !self.follow && (self.tailer.all_done() || !progressed) {
+            if !self.follow && !starved && (self.tailer.all_done() || !progressed) {
                 break;
             }
             if progressed {
                 continue;
             }
-            let mut deadline = schedule.next_tick;
-            for at in [schedule.rescan_at, self.tailer.next_deadline()]
-                .into_iter()
-                .flatten()
-            {
-                deadline = deadline.min(at);
-            }
-            if !self.acks.is_empty() {
-                deadline = deadline.min(self.last_checkpoint + self.checkpoint_interval);
-            }
+            // Caught up: nothing left to read.
+            self.held_back = false;
+            let deadline = self.next_housekeeping().min(
+                self.tailer
+                    .next_deadline()
+                    .unwrap_or(self.schedule.next_tick),
+            );
             let timeout = deadline.saturating_duration_since(Instant::now());
             match self.wake_rx.recv_timeout(timeout) {
-                Ok(wake) => self.on_wake(wake, &mut schedule),
+                Ok(wake) => self.on_wake(wake),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
             }
         }
         self.finish()
+    }
+
+    /// Everything besides reading: watcher events, ticks, looking at new files, scans and the
+    /// bounds on held files. Returns whether files wait for a descriptor.
+    fn housekeeping(&mut self, now: Instant) -> bool {
+        let mut handled = 0;
+        while handled < WAKE_QUEUE {
+            let Ok(wake) = self.wake_rx.try_recv() else {
+                break;
+            };
+            self.on_wake(wake);
+            handled += 1;
+        }
+        if self.overflow.swap(false, Ordering::Relaxed) {
+            self.tailer.activate_all();
+            self.schedule.rescan_at = Some(now);
+        }
+        if self.follow && now >= self.schedule.next_tick {
+            self.tailer.activate_all();
+            self.schedule.rescan_at = Some(now);
+            self.schedule.next_tick = now + self.tick();
+            self.metrics.set_state(self.tailer.held_state());
+        }
+        if !self.discover.is_empty() && now >= self.schedule.last_discover + DISCOVER_GAP {
+            self.schedule.last_discover = now;
+            let paths = std::mem::take(&mut self.discover);
+            if self.tailer.discover(&paths, now) {
+                self.rescan_soon(now);
+            }
+        }
+        let starved = self.tailer.is_starved();
+        if starved {
+            let at = now + STARVED_RESCAN;
+            self.schedule.rescan_at = Some(self.schedule.rescan_at.map_or(at, |t| t.min(at)));
+        }
+        if (self.follow || starved) && self.schedule.rescan_at.is_some_and(|at| at <= now) {
+            self.tailer.scan(now);
+            self.tailer.enforce_bounds(now);
+            if let Some(watcher) = &mut self.watcher
+                && let Err(error) = watcher.ensure(&self.tailer.watch_dirs())
+            {
+                self.stop_watching(&error);
+            }
+            self.schedule.rescan_at = None;
+            self.schedule.last_scan = now;
+        }
+        starved
+    }
+
+    /// When housekeeping is due next (a tick, a scan, a checkpoint write).
+    fn next_housekeeping(&self) -> Instant {
+        let mut deadline = self.schedule.next_tick;
+        if let Some(at) = self.schedule.rescan_at {
+            deadline = deadline.min(at);
+        }
+        if !self.discover.is_empty() {
+            deadline = deadline.min(self.schedule.last_discover + DISCOVER_GAP);
+        }
+        if !self.acks.is_empty() {
+            deadline = deadline.min(self.last_checkpoint + self.checkpoint_interval);
+        }
+        deadline
+    }
+
+    /// Asks for a full scan, no sooner than [`MIN_RESCAN_GAP`] after the last one.
+    fn rescan_soon(&mut self, now: Instant) {
+        let at = now.max(self.schedule.last_scan + MIN_RESCAN_GAP);
+        self.schedule.rescan_at = Some(self.schedule.rescan_at.map_or(at, |t| t.min(at)));
     }
 
     /// The `include` patterns, for messages.
@@ -309,12 +395,16 @@ impl Shell {
     }
 
     fn start_watcher(&mut self) {
-        let started = Watcher::new(self.wake_tx.clone(), self.overflow.clone())
-            .map_err(WatchError::from)
-            .and_then(|mut watcher| {
-                watcher.ensure(&self.tailer.watch_dirs())?;
-                Ok(watcher)
-            });
+        let started = Watcher::new(
+            self.wake_tx.clone(),
+            self.overflow.clone(),
+            self.doorbell.clone(),
+        )
+        .map_err(WatchError::from)
+        .and_then(|mut watcher| {
+            watcher.ensure(&self.tailer.watch_dirs())?;
+            Ok(watcher)
+        });
         match started {
             Ok(watcher) => self.watcher = Some(watcher),
             Err(error) => self.stop_watching(&error),
@@ -348,24 +438,40 @@ impl Shell {
         );
     }
 
-    fn on_wake(&mut self, wake: Wake, schedule: &mut Schedule) {
+    fn on_wake(&mut self, wake: Wake) {
         match wake {
-            Wake::Changed { paths, structural } => {
+            Wake::Changed { paths, change } => {
                 let unknown = self.tailer.activate_paths(&paths);
-                if structural || unknown {
-                    if let Some(watcher) = &mut self.watcher {
-                        for path in &paths {
-                            watcher.removed(path);
+                match change {
+                    // A new file (maybe at the name of a deleted one still open), or a write to
+                    // one not open (parked, or not seen yet): look at it alone.
+                    Change::Created => self.discover.extend(paths),
+                    Change::Data => {
+                        if unknown {
+                            self.discover.extend(paths);
                         }
                     }
-                    let at = Instant::now().max(schedule.last_scan + MIN_RESCAN_GAP);
-                    schedule.rescan_at = Some(schedule.rescan_at.map_or(at, |t| t.min(at)));
+                    // An open file removed takes a turn, in which it finds itself deleted; a
+                    // file not open needs nothing; a watched directory removed, a scan.
+                    Change::Removed | Change::Other => {
+                        let mut was_dir = false;
+                        if let Some(watcher) = &mut self.watcher {
+                            for path in &paths {
+                                was_dir |= watcher.removed(path);
+                            }
+                        }
+                        if change == Change::Other
+                            || (unknown && (was_dir || self.watcher.is_none()))
+                        {
+                            self.rescan_soon(Instant::now());
+                        }
+                    }
                 }
             }
             Wake::Failed(error) => {
                 if self.watcher.is_some() {
                     self.fall_back_to_polling(&error);
-                    schedule.next_tick = Instant::now();
+                    self.schedule.next_tick = Instant::now();
                 }
             }
             Wake::Stop => {}
@@ -375,32 +481,23 @@ impl Shell {
     /// Publishes a turn's batches, then queues its mark. Returns `false` when stopping
     /// interrupted it (the rest is not published; it is read again after a restart).
     fn publish(&mut self, turn: Turn) -> bool {
-        let Some(producer) = &self.producer else {
-            return false;
-        };
-        for (ready, mark) in turn.batches {
+        let mut batches = turn.batches.into_iter();
+        while let Some((ready, mark)) = batches.next() {
             let events = ready.batch.len() as u64;
-            let shutdown = &self.shutdown;
-            let hard_notify = &self.hard_notify;
-            let hard_stop = &self.hard_stop;
-            let published = self.handle.block_on(async {
-                let stopped = hard_notify.notified();
-                tokio::pin!(stopped);
-                stopped.as_mut().enable();
-                if hard_stop.load(Ordering::SeqCst) {
-                    return None;
-                }
-                tokio::select! {
-                    biased;
-                    published = producer.send(ready.batch) => Some(published),
-                    () = shutdown.wait() => None,
-                    () = stopped => None,
-                }
-            });
+            let (raw_bytes, record) = (ready.raw_bytes, mark.record);
+            let Some(producer) = self.producer.take() else {
+                return false;
+            };
+            let published = self.send(&producer, ready.batch);
+            self.producer = Some(producer);
             match published {
                 Some(Published::Stored(range)) => self.acks.published(range.end),
                 Some(Published::Dropped) => {}
-                None => return false,
+                None => {
+                    self.tailer.unpublished(record, events, raw_bytes);
+                    self.unpublished(batches);
+                    return false;
+                }
             }
             self.acks.push(mark);
             self.metrics.events_out.add(events);
@@ -410,6 +507,59 @@ impl Shell {
             self.acks.push(mark);
         }
         true
+    }
+
+    /// Tells the tailer what was read but will not be published (stopping).
+    fn unpublished(&mut self, batches: impl IntoIterator<Item = (ReadyBatch, Mark)>) {
+        for (ready, mark) in batches {
+            self.tailer
+                .unpublished(mark.record, ready.batch.len() as u64, ready.raw_bytes);
+        }
+    }
+
+    /// Sends `batch`; while it waits for room, does the housekeeping (see the module doc).
+    /// Returns `None` when stopping interrupted it.
+    fn send(&mut self, producer: &Producer, batch: Batch) -> Option<Published> {
+        let handle = self.handle.clone();
+        let mut send = std::pin::pin!(producer.send(batch));
+        // Most sends find room at once.
+        if let Poll::Ready(published) = handle.block_on(std::future::poll_fn(|cx| {
+            Poll::Ready(send.as_mut().poll(cx))
+        })) {
+            return Some(published);
+        }
+        self.held_back = true;
+        loop {
+            let deadline = self.next_housekeeping().min(Instant::now() + HELD_TICK);
+            let (shutdown, hard_notify, hard_stop, doorbell) = (
+                &self.shutdown,
+                &self.hard_notify,
+                &self.hard_stop,
+                &self.doorbell,
+            );
+            let outcome = handle.block_on(async {
+                let stopped = hard_notify.notified();
+                tokio::pin!(stopped);
+                stopped.as_mut().enable();
+                if hard_stop.load(Ordering::SeqCst) {
+                    return Some(None);
+                }
+                tokio::select! {
+                    biased;
+                    published = &mut send => Some(Some(published)),
+                    () = shutdown.wait() => Some(None),
+                    () = stopped => Some(None),
+                    () = doorbell.notified() => None,
+                    () = tokio::time::sleep_until(deadline.into()) => None,
+                }
+            });
+            if let Some(published) = outcome {
+                return published;
+            }
+            self.housekeeping(Instant::now());
+            self.release_safe();
+            self.checkpoint_if_due(false);
+        }
     }
 
     /// Applies the marks the topic's safe offset has passed.
@@ -441,6 +591,9 @@ impl Shell {
                 missing_directories = %self.missing_dirs(),
                 "Read nothing: no file matched include (follow = false, so the source is done)");
         }
+        // Nothing more is read: what deleted files still hold is lost with the process.
+        self.tailer.account_unread_deleted();
+        self.metrics.set_state(self.tailer.held_state());
         self.producer = None;
         self.watcher = None;
         loop {

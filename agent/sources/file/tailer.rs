@@ -49,16 +49,20 @@
 //! file is served however many there are and however busy one of them is. A file takes a turn
 //! when it is *active*: a watcher event named it, a poll tick came, or its last turn did not
 //! reach its end. A file created at a path whose previous file is still being finished waits for
-//! it (logrotate: the old file is read to its end first).
+//! it (logrotate: the old file is read to its end first). A source held back by its topic reads
+//! oldest first instead (least recently modified first, each slice), so rotated files nearest to
+//! deletion are read before the active one.
 //!
 //! # Closing
 //!
 //! At its end, a file that was deleted is closed at once (freeing its disk space); one renamed
 //! to a name `include` does not match is closed once it has not grown for `rotate_wait`; a gzip
 //! file is closed for good (`done`); with `follow = false` every file is. A closed file's last
-//! line without delimiter and its held multiline event are emitted when it closes.
+//! line without delimiter and its held multiline event are emitted when it closes. At the bounds
+//! on held files a file is *parked* (closed, opened again from `read` when it changes) or, when
+//! deleted, let go: see [`super::holding`] and [`super::discovery`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,10 +72,8 @@ use sluice_pipelines::SourceId;
 
 use super::checkpoint::{Checkpoint, Mark, Orphan, RecordId};
 use super::config::{FileSettings, ReadFrom};
-use super::fingerprint::{
-    FileKey, Fingerprint, could_be_copy_of, is_gzip, link_count, read_gzip_head, read_head,
-    read_tail,
-};
+use super::fingerprint::{FileKey, Fingerprint, link_count, open_with_head, read_head, read_tail};
+use super::holding::{Descriptors, Slot};
 use super::reader::{FileReader, LineOptions};
 use crate::metrics::{ComponentMetrics, Counter};
 use crate::sources::lines::{BatchBuilder, LineEvents, ReadyBatch};
@@ -101,7 +103,7 @@ pub struct Turn {
 
 /// The counters of a file source.
 #[derive(Debug)]
-struct Counters {
+pub(super) struct Counters {
     truncated_lines: Arc<Counter>,
     skipped_lines: Arc<Counter>,
     invalid_utf8: Arc<Counter>,
@@ -109,7 +111,8 @@ struct Counters {
     files_closed: Arc<Counter>,
     truncations: Arc<Counter>,
     gzip_capped: Arc<Counter>,
-    errors: Arc<ComponentMetrics>,
+    pub(super) files_parked: Arc<Counter>,
+    pub(super) errors: Arc<ComponentMetrics>,
 }
 
 impl Counters {
@@ -122,6 +125,7 @@ impl Counters {
             files_closed: metrics.counter("files_closed"),
             truncations: metrics.counter("truncations"),
             gzip_capped: metrics.counter("gzip_capped"),
+            files_parked: metrics.counter("files_parked"),
             errors: metrics.clone(),
         }
     }
@@ -129,16 +133,16 @@ impl Counters {
 
 /// One file content (see the module doc).
 #[derive(Debug)]
-struct Record {
-    key: Option<FileKey>,
-    orphan: Option<Orphan>,
+pub(super) struct Record {
+    pub(super) key: Option<FileKey>,
+    pub(super) orphan: Option<Orphan>,
     /// The head, once the file was opened in this process (empty for records only loaded from
     /// checkpoints: their fingerprint stands in).
-    head: Vec<u8>,
-    fingerprint: Fingerprint,
-    path: PathBuf,
+    pub(super) head: Vec<u8>,
+    pub(super) fingerprint: Fingerprint,
+    pub(super) path: PathBuf,
     /// Where reading resumes: everything before was emitted.
-    read: u64,
+    pub(super) read: u64,
     /// The resume offset last attached to a batch.
     marked: u64,
     /// Everything before it is safe.
@@ -147,31 +151,39 @@ struct Record {
     tail: Option<(u64, u64)>,
     /// The checksum of the bytes before `safe`, when known.
     safe_tail: Option<u64>,
-    gzip: bool,
+    pub(super) gzip: bool,
     done: bool,
     /// When its file was last seen, in seconds since the Unix epoch.
-    seen: u64,
-    open: Option<OpenFile>,
+    pub(super) seen: u64,
+    pub(super) open: Option<OpenFile>,
+    /// Closed for want of a descriptor while still at its name: opened again from `read` when
+    /// it changes or a descriptor becomes free.
+    pub(super) parked: bool,
     /// The size of a file that failed to read: it is not retried until its size changes.
     failed_at_size: Option<u64>,
     /// When its file was found truncated or rewritten in place (a truncated orphan), in this
     /// process: until the next scan, and for `rotate_wait` after it, a copy shorter than `read`
     /// still carries it on.
-    truncated_at: Option<Instant>,
+    pub(super) truncated_at: Option<Instant>,
 }
 
 #[derive(Debug)]
-struct OpenFile {
-    reader: FileReader,
+pub(super) struct OpenFile {
+    pub(super) reader: FileReader,
     /// The absolute path, to match watcher events.
-    abs: PathBuf,
-    active: bool,
-    at_eof: bool,
+    pub(super) abs: PathBuf,
+    pub(super) active: bool,
+    pub(super) at_eof: bool,
     last_growth: Instant,
-    unreachable_since: Option<Instant>,
-    deleted: bool,
+    pub(super) unreachable_since: Option<Instant>,
+    pub(super) deleted: bool,
     /// A file still being finished at this one's path; this one waits for it.
     wait_for: Option<RecordId>,
+    /// Its share of the descriptor counts.
+    pub(super) _slot: Slot,
+    /// Its size and modification time when last looked at.
+    pub(super) size: u64,
+    pub(super) modified: SystemTime,
 }
 
 /// A file seen but not read yet: possibly a copy of a file being read.
@@ -181,22 +193,22 @@ struct Waiting {
 }
 
 /// A file found by a scan.
-struct Found {
-    path: PathBuf,
-    metadata: std::fs::Metadata,
-    key: FileKey,
+pub(super) struct Found {
+    pub(super) path: PathBuf,
+    pub(super) metadata: std::fs::Metadata,
+    pub(super) key: FileKey,
 }
 
 /// The tailer (see the module doc).
 pub struct Tailer {
-    settings: FileSettings,
+    pub(super) settings: FileSettings,
     options: LineOptions,
     source: SourceId,
     host: Option<String>,
-    records: BTreeMap<RecordId, Record>,
+    pub(super) records: BTreeMap<RecordId, Record>,
     next_id: u64,
     waiting: HashMap<FileKey, Waiting>,
-    by_abs: HashMap<PathBuf, RecordId>,
+    pub(super) by_abs: HashMap<PathBuf, RecordId>,
     /// The last record served; the next slice starts after it.
     cursor: Option<RecordId>,
     /// Whether `read_from` applies to files found by the next scan.
@@ -204,13 +216,27 @@ pub struct Tailer {
     scanned: bool,
     /// When the scan before the current one ran: a truncation noticed since is one whose copy
     /// the current scan is the first to look for.
-    previous_scan: Option<Instant>,
+    pub(super) previous_scan: Option<Instant>,
     /// When the current (or last) scan ran.
     last_scan: Option<Instant>,
     builder: BatchBuilder,
-    counters: Counters,
+    pub(super) counters: Counters,
     warned: HashSet<PathBuf>,
-    name: String,
+    pub(super) name: String,
+    /// How many files may be open, and how many are.
+    pub(super) descriptors: Descriptors,
+    /// Whether a file could not be opened for want of a descriptor (a scan soon retries it).
+    pub(super) starved: bool,
+    /// Lines and bytes read but not published, per record, because the source is stopping.
+    pub(super) unpublished: HashMap<RecordId, (u64, u64)>,
+    /// The records with an open file: what every turn and check goes through, however many
+    /// records of deleted files are kept.
+    pub(super) open_ids: BTreeSet<RecordId>,
+    /// Whether making room found no idle file to close since the last read (not worth looking
+    /// again for every parked file of a scan).
+    pub(super) no_idle_room: bool,
+    /// The records by the start of their head, while a batch of new files is looked at.
+    pub(super) index: Option<super::discovery::HeadIndex>,
 }
 
 impl std::fmt::Debug for Tailer {
@@ -243,7 +269,14 @@ impl Tailer {
         };
         let first_start = checkpoints.is_none();
         let started = Instant::now();
+        let descriptors = Descriptors::new(settings.max_open_files);
         let mut tailer = Tailer {
+            descriptors,
+            starved: false,
+            unpublished: HashMap::new(),
+            open_ids: BTreeSet::new(),
+            no_idle_room: false,
+            index: None,
             settings,
             options,
             source,
@@ -291,6 +324,7 @@ impl Tailer {
                     seen: checkpoint.seen,
                     open: None,
                     failed_at_size: None,
+                    parked: false,
                     // A truncation found before a restart counts from the start: its copy, if
                     // found now, was made before the restart.
                     truncated_at: (checkpoint.orphan == Some(Orphan::Truncated)).then_some(started),
@@ -316,7 +350,15 @@ impl Tailer {
 
     /// How many files are open.
     pub fn open_files(&self) -> usize {
-        self.records.values().filter(|r| r.open.is_some()).count()
+        self.open_ids.len()
+    }
+
+    /// The records with an open file.
+    pub(super) fn open_records(&self) -> impl Iterator<Item = (RecordId, &Record, &OpenFile)> {
+        self.open_ids.iter().filter_map(|id| {
+            let record = self.records.get(id)?;
+            Some((*id, record, record.open.as_ref()?))
+        })
     }
 
     /// Whether every file is read and closed (the end of a `follow = false` run).
@@ -326,8 +368,8 @@ impl Tailer {
 
     /// Marks every open file active (a poll tick).
     pub fn activate_all(&mut self) {
-        for record in self.records.values_mut() {
-            if let Some(open) = &mut record.open {
+        for id in &self.open_ids {
+            if let Some(open) = self.records.get_mut(id).and_then(|r| r.open.as_mut()) {
                 open.active = true;
             }
         }
@@ -352,9 +394,8 @@ impl Tailer {
 
     /// The earliest time a held multiline event times out, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.records
-            .values()
-            .filter_map(|record| record.open.as_ref()?.reader.deadline())
+        self.open_records()
+            .filter_map(|(_, _, open)| open.reader.deadline())
             .min()
     }
 
@@ -381,7 +422,10 @@ impl Tailer {
                 None => unknown.push(file),
             }
         }
-        for record in self.records.values_mut() {
+        for id in &self.open_ids {
+            let Some(record) = self.records.get_mut(id) else {
+                continue;
+            };
             if let (Some(open), Some(key)) = (&mut record.open, record.key) {
                 if seen_keys.contains(&key) {
                     open.unreachable_since = None;
@@ -394,12 +438,7 @@ impl Tailer {
         // Every open file, found or not (a deleted original of a copy is not found), is checked
         // for truncation before new files are considered: a copy can then take over the
         // original's content, and the heads compared with new files are current.
-        let open: Vec<RecordId> = self
-            .records
-            .iter()
-            .filter(|(_, record)| record.open.is_some())
-            .map(|(id, _)| *id)
-            .collect();
+        let open: Vec<RecordId> = self.open_ids.iter().copied().collect();
         for id in open {
             self.check_rewritten(id, now);
         }
@@ -408,30 +447,37 @@ impl Tailer {
         } else {
             ReadFrom::Beginning
         };
-        for file in unknown {
-            self.consider_new(file, read_from, &seen_keys, unix_now, now);
+        let new_files = unknown.len();
+        if !unknown.is_empty() {
+            self.index = Some(self.head_index());
         }
+        for file in unknown {
+            self.consider_new(file, read_from, &seen_keys, (unix_now, now), false);
+        }
+        self.index = None;
         self.waiting.retain(|key, _| seen_keys.contains(key));
         self.forget(unix_now);
+        tracing::debug!(source = %self.name, found = seen_keys.len(), new_files,
+            records = self.records.len(), took = ?now.elapsed(), "Scanned");
     }
 
     /// The record of each inode: the open one where there is one (a closed record with the same
     /// inode is an older content), else the newest.
-    fn records_by_key(&self) -> HashMap<FileKey, RecordId> {
-        let mut by_key: HashMap<FileKey, RecordId> = HashMap::new();
+    pub(super) fn records_by_key(&self) -> HashMap<FileKey, RecordId> {
+        let mut by_key: HashMap<FileKey, (RecordId, bool)> = HashMap::new();
         for (id, record) in &self.records {
             let Some(key) = record.key else {
                 continue;
             };
+            let open = record.open.is_some();
             let keep_existing = by_key
                 .get(&key)
-                .and_then(|existing| self.records.get(existing))
-                .is_some_and(|existing| existing.open.is_some() && record.open.is_none());
+                .is_some_and(|(_, existing_open)| *existing_open && !open);
             if !keep_existing {
-                by_key.insert(key, *id);
+                by_key.insert(key, (*id, open));
             }
         }
-        by_key
+        by_key.into_iter().map(|(key, (id, _))| (key, id)).collect()
     }
 
     /// Every file matching `include` and not `exclude`, each path once.
@@ -445,16 +491,7 @@ impl Tailer {
                 }
             }
         }
-        let exclude = &self.settings.exclude;
-        paths.retain(|path| {
-            !exclude.iter().any(|pattern| {
-                if pattern.is_name_only() {
-                    pattern.matches_name(path)
-                } else {
-                    pattern.matches(path)
-                }
-            })
-        });
+        paths.retain(|path| !self.is_excluded(path));
         paths
             .into_iter()
             .filter_map(|path| {
@@ -469,9 +506,26 @@ impl Tailer {
             .collect()
     }
 
+    /// Whether `exclude` rules `path` out.
+    pub(super) fn is_excluded(&self, path: &Path) -> bool {
+        self.settings.exclude.iter().any(|pattern| {
+            if pattern.is_name_only() {
+                pattern.matches_name(path)
+            } else {
+                pattern.matches(path)
+            }
+        })
+    }
+
     /// Reconciles a found file with the record of its inode. Returns `false` when the record
     /// turned out to be an older content and the file is to be treated as unknown.
-    fn rescan_known(&mut self, id: RecordId, file: &Found, unix_now: u64, now: Instant) -> bool {
+    pub(super) fn rescan_known(
+        &mut self,
+        id: RecordId,
+        file: &Found,
+        unix_now: u64,
+        now: Instant,
+    ) -> bool {
         let fingerprint_bytes = self.settings.fingerprint_bytes;
         let Some(record) = self.records.get_mut(&id) else {
             return false;
@@ -505,14 +559,29 @@ impl Tailer {
         if record.failed_at_size == Some(file.metadata.len()) {
             return true;
         }
+        let parked = record.parked;
+        if parked {
+            // Opened again when it changed, once a descriptor is free.
+            record.path = file.path.clone();
+            if file.metadata.len() == record.read {
+                return true;
+            }
+        }
         if record.fingerprint.len == 0 {
             // Nothing was ever read from it: no evidence that this is the same content (the
             // inode may have been reused).
             self.records.remove(&id);
             return false;
         }
+        let gzip = record.gzip;
+        // A parked file makes room only by parking idle ones; one found again (a restart) may
+        // park busy ones too.
+        if !self.make_room(!parked, now) {
+            self.starved = true;
+            return true;
+        }
         // A closed record: its file came back (or this is a restart). Same content?
-        let opened = open_with_head(&file.path, fingerprint_bytes, record.gzip);
+        let opened = open_with_head(&file.path, fingerprint_bytes, gzip);
         let Some(record) = self.records.get_mut(&id) else {
             return false;
         };
@@ -545,17 +614,20 @@ impl Tailer {
     }
 
     /// Decides what a file with an unknown inode is (steps 3 to 5 of the module doc).
-    fn consider_new(
+    /// Looked at `alone` (not in a scan), a file whose head is related to an open file's (one
+    /// starts with the other: a copy, maybe of a file truncated since) is left to a full scan,
+    /// which checks the open files for truncation first; returns whether it was.
+    pub(super) fn consider_new(
         &mut self,
         file: Found,
         read_from: ReadFrom,
         seen_keys: &HashSet<FileKey>,
-        unix_now: u64,
-        now: Instant,
-    ) {
+        (unix_now, now): (u64, Instant),
+        alone: bool,
+    ) -> bool {
         let size = file.metadata.len();
         if size == 0 {
-            return;
+            return false;
         }
         if let Some(max_age) = self.settings.ignore_older {
             let old = file
@@ -565,22 +637,29 @@ impl Tailer {
                 .and_then(|modified| SystemTime::now().duration_since(modified).ok())
                 .is_some_and(|age| age > max_age);
             if old {
-                return;
+                return false;
             }
+        }
+        if !self.make_room(true, now) {
+            self.starved = true;
+            return false;
         }
         let (handle, head, gzip) =
             match open_with_head(&file.path, self.settings.fingerprint_bytes, None) {
                 Ok(opened) => opened,
                 Err(error) => {
                     self.warn_once(&file.path, &error);
-                    return;
+                    return false;
                 }
             };
         self.warned.remove(&file.path);
-        if let Some(id) = self.find_orphan(&handle, &head, size, gzip, seen_keys, now) {
+        if alone && self.is_related_to_open(&head) {
+            return true;
+        }
+        if let Some(id) = self.find_orphan(&handle, &head, (size, gzip), seen_keys, alone, now) {
             self.waiting.remove(&file.key);
             let Some(record) = self.records.get_mut(&id) else {
-                return;
+                return false;
             };
             if !gzip && size < record.read {
                 // A copy made before reading got past its end (logrotate fsyncs the copy before
@@ -615,7 +694,7 @@ impl Tailer {
             if !record.done {
                 self.open_record(id, handle, now);
             }
-            return;
+            return false;
         }
         if self.settings.follow && self.is_possible_copy(&head, file.key) {
             let waiting = self.waiting.entry(file.key).or_insert_with(|| {
@@ -627,7 +706,7 @@ impl Tailer {
                 Waiting { since: now }
             });
             if gzip || now.saturating_duration_since(waiting.since) < self.settings.rotate_wait {
-                return;
+                return false;
             }
         }
         self.waiting.remove(&file.key);
@@ -638,11 +717,15 @@ impl Tailer {
         };
         let id = self.new_id();
         // A file still being finished at this path goes first.
-        let wait_for = self
-            .records
-            .iter()
-            .find(|(_, r)| r.path == file.path && r.open.is_some())
-            .map(|(id, _)| *id);
+        let wait_for = match self.index.as_ref() {
+            Some(index) => index
+                .open_at(&file.path)
+                .filter(|id| self.records.get(id).is_some_and(|r| r.open.is_some())),
+            None => self
+                .open_records()
+                .find(|(_, r, _)| r.path == file.path)
+                .map(|(id, _, _)| id),
+        };
         self.records.insert(
             id,
             Record {
@@ -661,6 +744,7 @@ impl Tailer {
                 seen: unix_now,
                 open: None,
                 failed_at_size: None,
+                parked: false,
                 truncated_at: None,
             },
         );
@@ -669,60 +753,16 @@ impl Tailer {
             if let Some(open) = self.records.get_mut(&id).and_then(|r| r.open.as_mut()) {
                 open.wait_for = wait_for;
             }
+            // The file it waits for was renamed or deleted, maybe after more was written to it:
+            // it takes a turn to find its end before this one is read.
+            if let Some(first) = wait_for.and_then(|first| self.records.get_mut(&first))
+                && let Some(open) = &mut first.open
+            {
+                open.active = true;
+                open.at_eof = false;
+            }
         }
-    }
-
-    /// The record whose content a new file (`handle`, with `head` and `size`) carries on, if
-    /// any: one not being read and whose inode was not found by this scan, with the same head
-    /// (or, for a plain file, the start of it);
-    /// for a plain file also as long, and with the same bytes before the record's offset (or,
-    /// where those are unknown, only a truncated orphan) — or, for a truncated orphan whose
-    /// truncation was noticed since the previous scan or less than `rotate_wait` ago, shorter
-    /// than its offset (a copy finished before reading went past its end). The most recently
-    /// seen match wins.
-    fn find_orphan(
-        &self,
-        handle: &File,
-        head: &[u8],
-        size: u64,
-        gzip: bool,
-        seen_keys: &HashSet<FileKey>,
-        now: Instant,
-    ) -> Option<RecordId> {
-        let rotate_wait = self.settings.rotate_wait;
-        self.records
-            .iter()
-            .filter(|(_, record)| {
-                record.open.is_none()
-                    && record.key.is_none_or(|key| !seen_keys.contains(&key))
-                    && record.fingerprint.len > 0
-                    && (record.fingerprint.matches(head)
-                        // A copy made while the file was shorter than `fingerprint_bytes`, of
-                        // an original whose head grew since.
-                        || (!gzip && could_be_copy_of(head, &record.head)))
-                    && (gzip
-                        || if size >= record.read {
-                            same_tail(record, handle)
-                        } else {
-                            record.orphan == Some(Orphan::Truncated)
-                                && record.truncated_at.is_some_and(|at| {
-                                    self.previous_scan.is_none_or(|scan| at >= scan)
-                                        || now.saturating_duration_since(at) <= rotate_wait
-                                })
-                        })
-            })
-            .max_by_key(|(id, record)| (record.seen, **id))
-            .map(|(id, _)| *id)
-    }
-
-    /// Whether a file with this head (under `key`) may be a copy of a file being read.
-    fn is_possible_copy(&self, head: &[u8], key: FileKey) -> bool {
-        self.records.values().any(|record| {
-            record.open.is_some()
-                && record.key != Some(key)
-                && !record.gzip
-                && could_be_copy_of(head, &record.head)
-        })
+        false
     }
 
     fn open_record(&mut self, id: RecordId, handle: File, now: Instant) {
@@ -759,6 +799,7 @@ impl Tailer {
                 return;
             }
         };
+        let (size, modified) = reader_stat(&reader);
         let abs = absolute(&record.path);
         tracing::info!(
             source = %self.name,
@@ -768,6 +809,7 @@ impl Tailer {
             "Reading file"
         );
         self.by_abs.insert(abs.clone(), id);
+        self.open_ids.insert(id);
         record.open = Some(OpenFile {
             reader,
             abs,
@@ -777,8 +819,12 @@ impl Tailer {
             unreachable_since: None,
             deleted: false,
             wait_for: None,
+            _slot: self.descriptors.slot(),
+            size,
+            modified,
         });
         record.failed_at_size = None;
+        record.parked = false;
         self.counters.files_opened.add(1);
     }
 
@@ -821,6 +867,7 @@ impl Tailer {
         let Some(open) = record.open.take() else {
             return false;
         };
+        self.open_ids.remove(&id);
         tracing::warn!(
             source = %self.name,
             path = %record.path.display(),
@@ -858,6 +905,7 @@ impl Tailer {
                 seen,
                 open: None,
                 failed_at_size: None,
+                parked: false,
                 truncated_at: None,
             },
         );
@@ -867,15 +915,33 @@ impl Tailer {
 
     /// Gives active files turns, starting after the last one served, until `budget` bytes were
     /// read; returns what they produced and whether anything happened (bytes read, a file closed
-    /// or truncated).
-    pub fn read_slice(&mut self, now: Instant, budget: u64) -> (Vec<Turn>, bool) {
-        let ids: Vec<RecordId> = self
-            .records
-            .iter()
-            .filter(|(_, record)| record.open.is_some())
-            .map(|(id, _)| *id)
+    /// or truncated). With `oldest_first` (a source held back by its topic), turns go to the
+    /// least recently modified files first, each time: rotated files before the active one, the
+    /// files nearest to deletion first.
+    pub fn read_slice(
+        &mut self,
+        now: Instant,
+        budget: u64,
+        oldest_first: bool,
+    ) -> (Vec<Turn>, bool) {
+        self.no_idle_room = false;
+        let mut ids: Vec<RecordId> = self
+            .open_records()
+            .filter(|(_, _, open)| open.active || open.reader.deadline().is_some())
+            .map(|(id, _, _)| id)
             .collect();
         let start = match self.cursor {
+            _ if oldest_first => {
+                ids.sort_by_cached_key(|id| {
+                    let modified = self
+                        .records
+                        .get(id)
+                        .and_then(|r| r.open.as_ref())
+                        .map(|open| open.modified);
+                    (modified, *id)
+                });
+                0
+            }
             Some(cursor) => ids.partition_point(|id| *id <= cursor),
             None => 0,
         };
@@ -937,6 +1003,8 @@ impl Tailer {
             match file.metadata() {
                 Ok(metadata) => {
                     open.deleted = link_count(&metadata) == 0;
+                    open.size = metadata.len();
+                    open.modified = metadata.modified().unwrap_or(open.modified);
                     available = Some(metadata.len().saturating_sub(open.reader.position()));
                 }
                 Err(_) => available = Some(0),
@@ -989,6 +1057,7 @@ impl Tailer {
         if let Some(how) = close {
             changed = true;
             if let Some(mut open) = record.open.take() {
+                self.open_ids.remove(&id);
                 if how != Close::Failed {
                     open.reader.finish(&mut self.builder);
                     let counts = open.reader.take_counts();
@@ -1115,6 +1184,10 @@ impl Tailer {
     }
 
     fn warn_once(&mut self, path: &Path, error: &std::io::Error) {
+        // Gone between being listed (or named by an event) and opened: nothing to read.
+        if error.kind() == std::io::ErrorKind::NotFound {
+            return;
+        }
         if self.warned.insert(path.to_path_buf()) {
             self.counters.errors.errors.add(1);
             tracing::warn!(
@@ -1154,6 +1227,20 @@ impl Close {
     }
 }
 
+/// The size and modification time of a reader's plain file (zero and now for gzip files, whose
+/// content does not change).
+fn reader_stat(reader: &FileReader) -> (u64, SystemTime) {
+    reader
+        .file()
+        .and_then(|file| file.metadata().ok())
+        .map_or((0, SystemTime::now()), |metadata| {
+            (
+                metadata.len(),
+                metadata.modified().unwrap_or_else(|_| SystemTime::now()),
+            )
+        })
+}
+
 fn empty_turn() -> Turn {
     Turn {
         batches: Vec::new(),
@@ -1175,7 +1262,7 @@ fn clamp_read(record: &mut Record, size: u64, handle: &File) {
 }
 
 /// Whether `handle` has the same bytes before `record.read` as the record's content had.
-fn same_tail(record: &Record, handle: &File) -> bool {
+pub(super) fn same_tail(record: &Record, handle: &File) -> bool {
     match record.tail {
         Some((at, tail)) if at == record.read => read_tail(handle, at).ok().flatten() == Some(tail),
         // Unknown: only a file truncated in place leaves its content to a copy that often.
@@ -1193,24 +1280,6 @@ fn tail_at(current: Option<(u64, u64)>, read: u64, reader: &FileReader) -> Optio
         .file()
         .and_then(|file| read_tail(file, read).ok().flatten())
         .map(|tail| (read, tail))
-}
-
-/// Opens `path` and reads its head: the first `max` bytes, decompressed for gzip. `gzip` says
-/// what the file is known to be; `None` tells by its magic number.
-fn open_with_head(
-    path: &Path,
-    max: usize,
-    gzip: impl Into<Option<bool>>,
-) -> std::io::Result<(File, Vec<u8>, bool)> {
-    let handle = File::open(path)?;
-    let raw = read_head(&handle, max)?;
-    let gzip = gzip.into().unwrap_or_else(|| is_gzip(&raw));
-    let head = if gzip {
-        read_gzip_head(path, max)?
-    } else {
-        raw
-    };
-    Ok((handle, head, gzip))
 }
 
 /// The absolute path of `path` with its directory's symbolic links resolved, as a watcher

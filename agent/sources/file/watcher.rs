@@ -2,9 +2,11 @@
 //!
 //! The [`Watcher`] watches the base directory of every `include` pattern (recursively for
 //! patterns that reach below it) and turns each event into a [`Wake`] on a bounded channel, which
-//! the tailer's thread waits on. Events only say *where* to look: a write to an open file makes
-//! that file take a turn; anything else (a new name, a removal, a rename, an unknown path) asks
-//! for a scan, which the source throttles. When the channel is full the handler sets an overflow
+//! the tailer's thread waits on, and rings a doorbell ([`tokio::sync::Notify`]) for a thread
+//! that is waiting on its topic instead. Events only say *where* to look: a write to an open
+//! file makes that file take a turn; a new file (or a write to a file not open) is looked at
+//! alone; a removal of an open file makes it take a turn (where it finds itself deleted);
+//! anything else (a rename, a removed directory) asks for a scan, which the source throttles. When the channel is full the handler sets an overflow
 //! flag instead of queueing, and the source then scans and checks every file once: a burst of
 //! events costs bounded memory and bounded work per wake-up.
 //!
@@ -33,13 +35,26 @@ pub enum Wake {
     Changed {
         /// The absolute paths named by the event.
         paths: Vec<PathBuf>,
-        /// Whether names changed (created, removed, renamed) rather than only contents.
-        structural: bool,
+        /// What changed.
+        change: Change,
     },
     /// The watcher failed; poll from now on.
     Failed(String),
     /// Shutdown was signalled.
     Stop,
+}
+
+/// What a watcher event says changed at its paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Contents or metadata only.
+    Data,
+    /// A name was created.
+    Created,
+    /// A name was removed.
+    Removed,
+    /// Names changed otherwise (renamed), or the kind is unknown: worth a scan.
+    Other,
 }
 
 /// A running inotify watcher and the directories it watches.
@@ -57,11 +72,16 @@ impl std::fmt::Debug for Watcher {
 }
 
 impl Watcher {
-    /// A watcher sending its events to `wake`, setting `overflow` when that is full.
+    /// A watcher sending its events to `wake`, setting `overflow` when that is full, and
+    /// ringing `doorbell` for each.
     ///
     /// # Errors
     /// The error of creating the watcher (no inotify instance available).
-    pub fn new(wake: SyncSender<Wake>, overflow: Arc<AtomicBool>) -> notify::Result<Self> {
+    pub fn new(
+        wake: SyncSender<Wake>,
+        overflow: Arc<AtomicBool>,
+        doorbell: Arc<tokio::sync::Notify>,
+    ) -> notify::Result<Self> {
         let handler = move |result: notify::Result<notify::Event>| {
             let message = match result {
                 Ok(event) => {
@@ -71,13 +91,17 @@ impl Watcher {
                     if event.need_rescan() {
                         overflow.store(true, Ordering::Relaxed);
                     }
-                    let structural = !matches!(
-                        event.kind,
-                        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_))
-                    );
+                    let change = match event.kind {
+                        EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_)) => {
+                            Change::Data
+                        }
+                        EventKind::Create(_) => Change::Created,
+                        EventKind::Remove(_) => Change::Removed,
+                        _ => Change::Other,
+                    };
                     Wake::Changed {
                         paths: event.paths,
-                        structural,
+                        change,
                     }
                 }
                 Err(error) => Wake::Failed(error.to_string()),
@@ -85,6 +109,7 @@ impl Watcher {
             if wake.try_send(message).is_err() {
                 overflow.store(true, Ordering::Relaxed);
             }
+            doorbell.notify_one();
         };
         Ok(Watcher {
             inner: notify::recommended_watcher(handler)?,
@@ -125,11 +150,13 @@ impl Watcher {
     }
 
     /// Forgets a watched directory that was removed, so [`Watcher::ensure`] watches it again
-    /// when it comes back.
-    pub fn removed(&mut self, path: &Path) {
-        if self.watched.remove(path) {
+    /// when it comes back; returns whether `path` was one.
+    pub fn removed(&mut self, path: &Path) -> bool {
+        let watched = self.watched.remove(path);
+        if watched {
             let _ = self.inner.unwatch(path);
         }
+        watched
     }
 }
 
