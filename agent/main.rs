@@ -133,11 +133,11 @@ enum GenerateFormat {
     Events,
 }
 
-fn parse_duration(text: &str) -> Result<HumanDuration, String> {
+fn parse_duration(text: &str) -> Result<HumanDuration, sluice_pipelines::units::UnitError> {
     sluice_pipelines::units::parse_duration(text).map(HumanDuration)
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+fn parse_size(text: &str) -> Result<u64, sluice_pipelines::units::UnitError> {
     sluice_pipelines::units::parse_byte_size(text)
 }
 

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use super::Config;
 use super::interpolate::{Interpolated, interpolate};
 use super::locate::{LineIndex, Position, SpanIndex};
-use super::path::{Issue, KeyPath, Segment};
-use super::read::{Reader, SECTIONS};
+use super::path::{Issue, KeyPath, SECTIONS, Segment};
+use super::read::Reader;
 use super::validate::{Draft, validate};
 
 /// The prefix of environment overrides.
@@ -275,6 +275,7 @@ pub(super) fn load_files(
             .cloned()
             .collect(),
         errors: Vec::new(),
+        deprecated: Vec::new(),
     };
     if files.is_empty() {
         loader.errors.push(Located {
@@ -301,11 +302,13 @@ pub(super) fn load_files(
         let located = loader.place(issue, false);
         loader.errors.push(located);
     }
-    let warnings: Vec<Located> = validation
-        .warnings
-        .into_iter()
-        .map(|issue| loader.place(issue, false))
-        .collect();
+    let mut warnings = std::mem::take(&mut loader.deprecated);
+    warnings.extend(
+        validation
+            .warnings
+            .into_iter()
+            .map(|issue| loader.place(issue, false)),
+    );
     match validation.config {
         Some(config) if loader.errors.is_empty() => Ok(Loaded {
             config,
@@ -324,6 +327,8 @@ struct Loader<'a> {
     /// The environment variables that override config keys (name, value).
     env: Vec<(String, String)>,
     errors: Vec<Located>,
+    /// Deprecated keys the layered config uses, placed where they are written: warnings.
+    deprecated: Vec<Located>,
 }
 
 impl Loader<'_> {
@@ -428,6 +433,13 @@ impl Loader<'_> {
         let no_earlier = HashSet::new();
         let mut reader = Reader::new(&no_earlier);
         let draft = reader.read(root);
+        // Each file's own pass rewrote its deprecated keys too, but only here is every key
+        // known (a partial override's kind comes from an earlier file); placing finds the file
+        // and line that write the old key, or the environment variable that set it.
+        for issue in std::mem::take(&mut reader.deprecated) {
+            let located = self.place(issue, false);
+            self.deprecated.push(located);
+        }
         for issue in reader.issues {
             // The strict pass already explained problems in this component, with positions.
             if !strict_components.contains(&issue.path.component()) {

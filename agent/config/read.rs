@@ -23,14 +23,12 @@ use sluice_pipelines::{ComponentKind, OnError, StepConfig};
 use sluice_sink::SinkConfig;
 use sluice_sink::driver::DriverConfig;
 
+use super::deprecated;
 use super::path::{Issue, KeyPath};
 use super::tree::{KindFailure, Tree};
 use super::validate::{Draft, PipelineDraft, SinkDraft, SourceDraft, SubscriptionDraft};
 use super::{ApiConfig, TopicDef};
 use crate::sources::SourceConfig;
-
-/// The tables of named components (and topics) at the top level.
-pub(super) const SECTIONS: [&str; 4] = ["sources", "topics", "pipelines", "sinks"];
 
 /// Every key allowed at the top level.
 const TOP_LEVEL_KEYS: [&str; 8] = [
@@ -65,6 +63,8 @@ pub(super) struct Reader<'a> {
     pub(super) issues: Vec<Issue>,
     /// Every component (`sinks.out`, `topics."a.b"`) read so far.
     pub(super) seen: Vec<KeyPath>,
+    /// Deprecated keys read (and rewritten to today's), at their path: warnings.
+    pub(super) deprecated: Vec<Issue>,
 }
 
 impl<'a> Reader<'a> {
@@ -74,6 +74,7 @@ impl<'a> Reader<'a> {
             earlier,
             issues: Vec::new(),
             seen: Vec::new(),
+            deprecated: Vec::new(),
         }
     }
 
@@ -379,6 +380,13 @@ impl<'a> Reader<'a> {
             return None;
         };
         let name = name.to_owned();
+        let mut rest = rest;
+        let upgraded = deprecated::upgrade(what, &name, &mut rest, path);
+        self.deprecated.extend(upgraded.warnings);
+        if !upgraded.errors.is_empty() {
+            self.issues.extend(upgraded.errors);
+            return None;
+        }
         match T::from_entries(rest).deserialize_kind::<K>(&name) {
             Ok(config) => Some(config),
             Err(KindFailure::Unknown) => {
@@ -436,7 +444,7 @@ impl<'a> Reader<'a> {
     /// Reads a duration such as `"10s"`.
     fn duration<T: Tree>(&mut self, value: T, path: &KeyPath) -> Option<Duration> {
         let parsed = match value.as_str() {
-            Some(text) => parse_duration(text),
+            Some(text) => parse_duration(text).map_err(|error| error.to_string()),
             None => Err(format!(
                 "expected a duration like \"10s\", \"5m\" or \"250ms\", found {}",
                 value.describe()

@@ -423,7 +423,7 @@ fn array(
             other => {
                 let bad = BadInput {
                     position: Some(Position::Item(index + 1)),
-                    message: format!("expected a JSON object, found {}", json_kind(&other)),
+                    message: format!("expected a JSON object, found {}", other.json_kind()),
                 };
                 let raw = || {
                     let mut raw = Vec::new();
@@ -435,18 +435,6 @@ fn array(
                 }
             }
         }
-    }
-}
-
-/// The JSON name of a value's type, for messages.
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Int(_) | Value::Float(_) => "a number",
-        Value::String(_) | Value::Timestamp(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Map(_) => "an object",
     }
 }
 
