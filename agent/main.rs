@@ -22,7 +22,7 @@ use sluice::data_dir::DataDirLock;
 use sluice::sources::SourceConfig;
 use sluice::topic::Topic;
 use sluice::topology::{RunOutcome, Topology, status};
-use sluice_pipelines::sample::{SampleFormat, SampleLimit, SampleLines, write_sample};
+use sluice_pipelines::synthetic::{SampleFormat, SampleLimit, SampleLines, write_sample};
 use sluice_pipelines::units::HumanDuration;
 
 /// sluice: collect logs and events, queue them in topics, run pipelines, ship them to stores.
@@ -179,7 +179,7 @@ fn main() -> ExitCode {
             let Some(loaded) = load(&config) else {
                 return ExitCode::from(2);
             };
-            let tests = match sluice::pipeline_tests::read_tests(&config) {
+            let tests = match sluice::test_command::read_tests(&config) {
                 Ok(tests) => tests,
                 Err(error) => {
                     eprintln!("error: {error}");
@@ -198,9 +198,9 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::SUCCESS;
             }
-            let results = sluice::pipeline_tests::run_tests(&loaded.config, &tests);
+            let results = sluice::test_command::run_tests(&loaded.config, &tests);
             let source = config.first().cloned().unwrap_or_default();
-            let (report, passed) = sluice::pipeline_tests::render(&results, &source);
+            let (report, passed) = sluice::test_command::render(&results, &source);
             print!("{report}");
             if passed {
                 ExitCode::SUCCESS

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
-use sluice_pipelines::testing::{TestOutcome, canonical_json, diff_lines, run_to_end};
+use sluice_pipelines::test_engine::{TestOutcome, canonical_json, diff_lines, run_to_end};
 use sluice_pipelines::{Event, EventMeta, Fields, Value};
 
 use crate::config::Config;
