@@ -7,6 +7,7 @@
 //!   `--require-healthy` found a sink's store unusable —, a pipeline test failed, or `tap` could
 //!   not reach the agent or the topic;
 //! - `2`: the command line or the config is invalid (nothing was started).
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -333,6 +333,10 @@ fn environment_unknown_keys_name_the_variable() {
 }
 
 #[test]
+#[allow(
+    unsafe_code,
+    reason = "`std::env::set_var` is unsafe; the test holds `PROCESS_ENV` exclusively"
+)]
 fn process_environment_overrides_through_load() {
     const VAR: &str = "SLUICE_TOPICS__SLUICE_CONFIG_TEST_TOPIC__MAX_EVENTS";
     let _env = PROCESS_ENV.write().unwrap();

@@ -17,6 +17,7 @@
 //! JSON array, CSV, text; field selection; timestamp formats; gzip), [`http`] (the HTTP client
 //! code the `http` and `clickhouse` sinks and the agent's `http_poll` source share), [`sinks`] (every sink kind
 //! and the closed [`SinkConfig`] enum), [`units`] (sizes and durations in configs).
+#![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
