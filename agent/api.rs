@@ -8,6 +8,10 @@
 //! - `GET /topics`: each topic's depth, capacity, offsets, counters and subscriptions (lag,
 //!   committed offset, batches in flight) as JSON;
 //! - `GET /components`: each source, pipeline and sink with its counters, as JSON;
+//! - `GET /topics/<topic>/read?from=earliest&n=100`: up to `n` (at most 10,000) retained events
+//!   of a topic from `from` (`earliest`, `latest` or an offset) on, as NDJSON, with the offset
+//!   to read on from in the `sluice-next-offset` header. Reading moves no subscription.
+//!   `sluice topics read` calls it;
 //! - `GET /tap/<topic>?limit=10&timeout=5s`: the next events published to a topic, as NDJSON
 //!   (at most `limit`, waiting at most `timeout`). A tap is best effort and never slows the
 //!   pipeline: it skips what it cannot keep up with (see [`Topic::tap`]). `sluice tap` calls it.
@@ -32,7 +36,7 @@ use sluice_pipelines::units::parse_duration;
 
 use crate::metrics::{Metrics, Role};
 use crate::shutdown::Shutdown;
-use crate::topic::Topic;
+use crate::topic::{Offset, Topic};
 
 /// What the handlers read.
 struct ApiState {
@@ -98,6 +102,7 @@ fn router(state: Arc<ApiState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/topics", get(topics))
+        .route("/topics/{topic}/read", get(read_topic))
         .route("/components", get(components))
         .route("/tap/{topic}", get(tap))
         .fallback(|| async {
@@ -135,6 +140,120 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
 async fn topics(State(state): State<Arc<ApiState>>) -> Response {
     let stats: Vec<_> = state.topics.values().map(Topic::stats).collect();
     json_response(StatusCode::OK, &stats)
+}
+
+/// The 404 answer for a topic that does not exist, naming those that do.
+fn no_such_topic(state: &ApiState, name: &str) -> Response {
+    let known: Vec<&str> = state.topics.keys().map(String::as_str).collect();
+    let message = format!("no topic {name:?}; the topics are: {}", known.join(", "));
+    json_response(StatusCode::NOT_FOUND, &json!({ "error": message }))
+}
+
+/// The most events one read request returns.
+const READ_MAX_EVENTS: u64 = 10_000;
+
+/// Where a read request starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadFrom {
+    Earliest,
+    Latest,
+    Offset(Offset),
+}
+
+/// `from` and `n` of a read request's query string.
+fn read_options(query: Option<&str>) -> Result<(ReadFrom, u64), String> {
+    let mut from = ReadFrom::Earliest;
+    let mut n = 100;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "from" => {
+                from = match value {
+                    "earliest" => ReadFrom::Earliest,
+                    "latest" => ReadFrom::Latest,
+                    offset => ReadFrom::Offset(Offset(offset.parse().map_err(|_| {
+                        format!("from must be earliest, latest or an offset, found {value:?}")
+                    })?)),
+                };
+            }
+            "n" => {
+                n = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=READ_MAX_EVENTS).contains(n))
+                    .ok_or_else(|| {
+                        format!("n must be a number from 1 to {READ_MAX_EVENTS}, found {value:?}")
+                    })?;
+            }
+            other => {
+                return Err(format!("unknown parameter {other:?}; expected from or n"));
+            }
+        }
+    }
+    Ok((from, n))
+}
+
+/// The header of a read answer holding the offset after the last event returned.
+pub const NEXT_OFFSET_HEADER: &str = "sluice-next-offset";
+
+async fn read_topic(
+    State(state): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    uri: Uri,
+) -> Response {
+    let Some(topic) = state.topics.get(&name).cloned() else {
+        return no_such_topic(&state, &name);
+    };
+    let (from, n) = match read_options(uri.query()) {
+        Ok(options) => options,
+        Err(message) => {
+            return json_response(StatusCode::BAD_REQUEST, &json!({ "error": message }));
+        }
+    };
+    // A disk topic's batches may come from its files: off the async workers.
+    let read = tokio::task::spawn_blocking(move || {
+        let from = match from {
+            ReadFrom::Earliest => Offset(0),
+            ReadFrom::Latest => topic.stats().end_offset,
+            ReadFrom::Offset(offset) => offset,
+        };
+        let mut body = Vec::new();
+        let mut next = from;
+        let mut taken = 0;
+        for stored in topic.read(from, n) {
+            let first = stored.range.start.max(from);
+            let skip = (first.0 - stored.range.start.0) as usize;
+            for (offset, event) in (first.0..).zip(stored.batch.events().iter().skip(skip)) {
+                if taken == n {
+                    break;
+                }
+                encode_event(event, &mut body);
+                body.push(b'\n');
+                taken += 1;
+                next = Offset(offset + 1);
+            }
+        }
+        (body, next)
+    })
+    .await;
+    match read {
+        Ok((body, next)) => (
+            [
+                (header::CONTENT_TYPE, "application/x-ndjson".to_owned()),
+                (
+                    header::HeaderName::from_static(NEXT_OFFSET_HEADER),
+                    next.to_string(),
+                ),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
 }
 
 async fn components(State(state): State<Arc<ApiState>>) -> Response {
@@ -209,9 +328,7 @@ fn tap_options(query: Option<&str>) -> Result<(usize, Duration), String> {
 
 async fn tap(State(state): State<Arc<ApiState>>, Path(name): Path<String>, uri: Uri) -> Response {
     let Some(topic) = state.topics.get(&name) else {
-        let known: Vec<&str> = state.topics.keys().map(String::as_str).collect();
-        let message = format!("no topic {name:?}; the topics are: {}", known.join(", "));
-        return json_response(StatusCode::NOT_FOUND, &json!({ "error": message }));
+        return no_such_topic(&state, &name);
     };
     let (limit, timeout) = match tap_options(uri.query()) {
         Ok(options) => options,
@@ -492,6 +609,39 @@ pub fn prometheus_text(
         .collect();
     counter_families(&mut out, "topic", &topic_rows);
 
+    // Disk topics: their files, and recovery (torn tails, quarantined records) and cache counters.
+    let disk: Vec<_> = stats
+        .iter()
+        .filter_map(|topic| topic.disk.as_ref().map(|disk| (topic.name.as_str(), disk)))
+        .collect();
+    type DiskGauge = fn(&crate::topic::DiskStats) -> u64;
+    let disk_gauges: [(&str, &str, DiskGauge); 2] = [
+        (
+            "topic_disk_bytes",
+            "Bytes of a disk topic's segment files.",
+            |d| d.disk_bytes,
+        ),
+        (
+            "topic_disk_segments",
+            "Segment files of a disk topic.",
+            |d| d.segments as u64,
+        ),
+    ];
+    for (name, help, read) in disk_gauges {
+        if disk.is_empty() {
+            break;
+        }
+        let mut family = Family::new(&mut out, name, "gauge", help);
+        for (topic, stats) in &disk {
+            family.sample(&[("topic", topic)], read(stats));
+        }
+    }
+    let disk_rows: Vec<_> = disk
+        .iter()
+        .map(|(topic, stats)| (vec![("topic", *topic)], counter_fields(&stats.log)))
+        .collect();
+    counter_families(&mut out, "topic_disk", &disk_rows);
+
     type SubGauge = fn(&crate::topic::SubscriptionStats) -> u64;
     let sub_gauges: [(&str, &str, SubGauge); 3] = [
         (
@@ -594,6 +744,42 @@ mod tests {
             text.contains(r#"sluice_subscription_lag_events{topic="raw",subscription="pg"} 0"#),
             "{text}"
         );
+        drop(producer);
+    }
+
+    #[tokio::test]
+    async fn disk_topics_report_their_files_and_recovery_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let topic = Topic::on_disk(
+            "archive",
+            TopicSettings::default(),
+            dir.path(),
+            crate::topic::disk::DiskSettings::default(),
+        )
+        .unwrap();
+        let producer = topic.producer();
+        producer
+            .send(Batch::new(vec![Event::default(), Event::default()]))
+            .await;
+        topic.flush().unwrap();
+        let memory = Topic::in_memory("raw", TopicSettings::default());
+        let mut topics = IndexMap::new();
+        topics.insert("archive".to_owned(), topic);
+        topics.insert("raw".to_owned(), memory);
+        let text = prometheus_text(&Metrics::new(), &topics, 1.0);
+        let disk_bytes = text
+            .lines()
+            .find_map(|line| line.strip_prefix(r#"sluice_topic_disk_bytes{topic="archive"} "#))
+            .unwrap_or_else(|| panic!("no disk bytes:\n{text}"));
+        assert!(disk_bytes.parse::<u64>().unwrap() > 0);
+        for line in [
+            r#"sluice_topic_disk_segments{topic="archive"} 1"#,
+            r#"sluice_topic_disk_corrupt_records_total{topic="archive"} 0"#,
+            r#"sluice_topic_disk_torn_tails_total{topic="archive"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+        }
+        assert!(!text.contains(r#"sluice_topic_disk_bytes{topic="raw"}"#));
         drop(producer);
     }
 
@@ -721,6 +907,103 @@ mod tests {
                 .contains("cannot reach the admin API at 127.0.0.1:1")
         );
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn read_returns_retained_events_from_an_offset_without_consuming_them() {
+        let topic = Topic::in_memory("raw", TopicSettings::default());
+        let producer = topic.producer();
+        let sub = topic.subscribe(SubscriptionSettings::new("out"));
+        for first in [0, 3, 6, 9] {
+            let events = (first..first + 3)
+                .map(|n| {
+                    let mut event = Event::default();
+                    event.insert("n", n);
+                    event
+                })
+                .collect();
+            producer.send(Batch::new(events)).await;
+        }
+        // The oldest batch is acknowledged and trimmed: offsets 3.. are retained.
+        sub.next().await.unwrap().ack();
+        let mut topics = IndexMap::new();
+        topics.insert("raw".to_owned(), topic.clone());
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let api = AdminApi::bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let base = format!("http://{}", api.local_addr().unwrap());
+        let server = tokio::spawn(api.serve(Arc::new(Metrics::new()), topics, shutdown));
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let read = |query: &str| {
+            let request = client.get(format!("{base}/topics/raw/read?{query}")).send();
+            async move {
+                let response = request.await.unwrap();
+                let status = response.status().as_u16();
+                let next = response
+                    .headers()
+                    .get(NEXT_OFFSET_HEADER)
+                    .map(|value| value.to_str().unwrap().to_owned());
+                let body = response.text().await.unwrap();
+                let numbers: Vec<i64> = body
+                    .lines()
+                    .filter_map(|line| serde_json::from_str::<Json>(line).ok())
+                    .filter_map(|event| event["n"].as_i64())
+                    .collect();
+                (status, numbers, next, body)
+            }
+        };
+
+        let (status, numbers, next, _) = read("from=earliest&n=5").await;
+        assert_eq!(status, 200);
+        assert_eq!(numbers, [3, 4, 5, 6, 7]);
+        assert_eq!(next.as_deref(), Some("8"));
+        let (_, numbers, next, _) = read("from=7&n=100").await;
+        assert_eq!(numbers, [7, 8, 9, 10, 11], "from inside a batch");
+        assert_eq!(next.as_deref(), Some("12"));
+        let (_, numbers, _, _) = read("from=1").await;
+        assert_eq!(
+            numbers,
+            [3, 4, 5, 6, 7, 8, 9, 10, 11],
+            "trimmed offsets read from the oldest"
+        );
+        let (_, numbers, next, _) = read("from=latest").await;
+        assert!(numbers.is_empty());
+        assert_eq!(next.as_deref(), Some("12"));
+        let (status, _, _, body) = read("n=0").await;
+        assert_eq!(status, 400);
+        assert!(
+            body.contains("n must be a number from 1 to 10000"),
+            "{body}"
+        );
+        let (status, _, _, body) = read("from=yesterday").await;
+        assert_eq!(status, 400);
+        assert!(
+            body.contains("from must be earliest, latest or an offset"),
+            "{body}"
+        );
+        let missing = client
+            .get(format!("{base}/topics/nope/read"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+
+        // Reading consumed nothing: the subscription still gets the next batch.
+        assert_eq!(topic.stats().subscriptions[0].lag_events, 9);
+        assert_eq!(sub.next().await.unwrap().range().start.0, 3);
+        let topics: Json = serde_json::from_slice(
+            &client
+                .get(format!("{base}/topics"))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(topics[0]["disk"], Json::Null, "a memory topic");
+        server.abort();
+        drop(producer);
     }
 
     #[test]

@@ -72,17 +72,10 @@ impl DataDirLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
                 return Err(DataDirError::InUse {
                     dir: dir.to_owned(),
                     lock,
-                    holder: if pid.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (pid {pid})")
-                    },
+                    holder: pid_of(&mut file),
                 });
             }
             Err(TryLockError::Error(source)) => return Err(io(source)),
@@ -91,6 +84,41 @@ impl DataDirLock {
         file.rewind().map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         Ok(DataDirLock { _file: file })
+    }
+}
+
+/// Whether a running agent holds `dir`, checked without claiming it for longer than the check
+/// and without creating anything: `Some(holder)` (` (pid N)` when the holder wrote its pid, else
+/// empty) if one does, `None` if none does or the directory or lock file does not exist.
+///
+/// # Errors
+/// [`DataDirError::Io`] when the lock file exists but cannot be opened or locked.
+pub fn holder(dir: &Path) -> Result<Option<String>, DataDirError> {
+    let io = |source| DataDirError::Io {
+        dir: dir.to_owned(),
+        source,
+    };
+    let mut file = match File::open(dir.join(LOCK_FILE)) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io(error)),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(None),
+        Err(TryLockError::WouldBlock) => Ok(Some(pid_of(&mut file))),
+        Err(TryLockError::Error(source)) => Err(io(source)),
+    }
+}
+
+/// ` (pid N)` from a lock file's contents, or empty.
+fn pid_of(file: &mut File) -> String {
+    let mut pid = String::new();
+    let _ = file.read_to_string(&mut pid);
+    let pid = pid.trim();
+    if pid.is_empty() {
+        String::new()
+    } else {
+        format!(" (pid {pid})")
     }
 }
 
@@ -112,5 +140,21 @@ mod tests {
         );
         drop(first);
         DataDirLock::acquire(&data).expect("free again once released");
+    }
+
+    #[test]
+    fn holder_sees_a_claim_without_taking_it_or_creating_anything() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let data = dir.path().join("data");
+        assert_eq!(holder(&data).unwrap(), None);
+        assert!(!data.exists(), "a check creates nothing");
+        let claim = DataDirLock::acquire(&data).unwrap();
+        assert_eq!(
+            holder(&data).unwrap(),
+            Some(format!(" (pid {})", std::process::id()))
+        );
+        drop(claim);
+        assert_eq!(holder(&data).unwrap(), None);
+        DataDirLock::acquire(&data).expect("the check released what it took");
     }
 }

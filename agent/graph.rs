@@ -15,7 +15,7 @@ pub fn to_dot(config: &Config) -> String {
     let mut dot =
         String::from("digraph sluice {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
     for (name, topic) in &config.topics {
-        let storage = format!("{:?}", topic.storage).to_lowercase();
+        let storage = if topic.is_disk() { "disk" } else { "memory" };
         let _ = writeln!(
             dot,
             "  {} [shape=cylinder, label=\"{}\\n{}\"];",

@@ -24,4 +24,5 @@ pub mod shutdown;
 pub mod sources;
 pub mod test_command;
 pub mod topic;
+pub mod topics_cli;
 pub mod topology;

@@ -4,8 +4,9 @@
 //! - `0`: success — the config is valid, or a run drained or shut down cleanly;
 //! - `1`: a run failed — a component stopped with an error (such as a sink whose store refuses
 //!   it, a missing table, in a finite run), the shutdown timed out with events in flight, or
-//!   `--require-healthy` found a sink's store unusable —, a pipeline test failed, or `tap` could
-//!   not reach the agent or the topic;
+//!   `--require-healthy` found a sink's store unusable —, a pipeline test failed, `tap` could
+//!   not reach the agent or the topic, or `topics` failed (`verify` found corruption, `reset`
+//!   was refused while an agent runs);
 //! - `2`: the command line or the config is invalid (nothing was started).
 #![forbid(unsafe_code)]
 
@@ -92,6 +93,10 @@ enum Command {
         #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
         timeout: HumanDuration,
     },
+    /// List, read, rewind and check topics (like Kafka's console tools): `list`, `read`, `reset`,
+    /// `verify`. Works on the files of a data_dir when no agent runs on it, and through the
+    /// running agent's admin API (`list`, `read`) when one does.
+    Topics(sluice::topics_cli::TopicsArgs),
     /// Print the graph of sources, topics, pipelines and sinks in Graphviz DOT
     /// (`sluice graph -c app.toml | dot -Tsvg > graph.svg`).
     Graph {
@@ -236,6 +241,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Topics(args) => sluice::topics_cli::run(args),
         Command::Graph { config } => match load(&config) {
             Some(loaded) => {
                 print!("{}", sluice::graph::to_dot(&loaded.config));
@@ -509,6 +515,20 @@ fn undelivered(config: &sluice::config::Config, topics: &IndexMap<String, Topic>
              delivered and {fate}",
             def.topic, stats.safe_offset.0, stats.end_offset.0
         ));
+    }
+    // Disk topics keep what their subscriptions had not acknowledged: nothing is lost there.
+    for (name, topic) in topics {
+        let stats = topic.stats();
+        if stats.disk.is_none() {
+            continue;
+        }
+        for sub in stats.subscriptions.iter().filter(|sub| sub.lag_events > 0) {
+            lines.push(format!(
+                "topics.{name}: {} events (offsets {}..{}) not yet acknowledged by `{}` are kept \
+                 on disk and delivered to it on the next start",
+                sub.lag_events, sub.committed_offset.0, stats.end_offset.0, sub.name
+            ));
+        }
     }
     lines
 }

@@ -57,7 +57,7 @@ fn parse_args() -> Result<Options, String> {
             "--data" => options.data = PathBuf::from(value("--data")?),
             "-h" | "--help" => {
                 return Err(
-                    "usage: bench [S1 S2 S2R S3 S4 S5 F100 ROT | all] [--mb N] [--runs N] \
+                    "usage: bench [S1 S2 S2R S3 S4 S5 S5A F100 ROT | all] [--mb N] [--runs N] \
                             [--data DIR]"
                         .into(),
                 );
@@ -66,7 +66,7 @@ fn parse_args() -> Result<Options, String> {
         }
     }
     if options.scenarios.is_empty() || options.scenarios.iter().any(|s| s == "ALL") {
-        options.scenarios = ["S1", "S2", "S2R", "S3", "S4", "S5", "F100", "ROT"]
+        options.scenarios = ["S1", "S2", "S2R", "S3", "S4", "S5", "S5A", "F100", "ROT"]
             .map(String::from)
             .to_vec();
     }
@@ -295,9 +295,44 @@ path = "{out}/stats.ndjson"
             );
             (config, events, "json_aggregate")
         }
-        "S5" => {
-            eprintln!("{scenario}: not available yet (needs disk topics)");
-            return Ok(None);
+        "S5" | "S5A" => {
+            // S1 through a disk topic: every event is written to a segment (and fsynced per the
+            // policy) before the sink reads it back.
+            let log = input(options, "nginx")?;
+            let fsync = if scenario == "S5" {
+                "interval"
+            } else {
+                "always"
+            };
+            let config = format!(
+                r#"data_dir = "{data}/state"
+
+[sources.access]
+type = "file"
+include = ["{log}"]
+follow = false
+topic = "raw"
+
+[topics.raw]
+storage = "disk"
+fsync = "{fsync}"
+
+[sinks.null]
+type = "blackhole"
+input = "raw"
+"#,
+                data = data.display(),
+                log = fs::canonicalize(&log).map_err(|e| e.to_string())?.display()
+            );
+            (
+                config,
+                log,
+                if scenario == "S5" {
+                    "tail_disk_topic_null"
+                } else {
+                    "tail_disk_topic_null_fsync_always"
+                },
+            )
         }
         other => return Err(format!("unknown scenario {other}")),
     };

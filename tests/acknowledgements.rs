@@ -12,7 +12,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::support::stores::Postgres;
-use crate::support::{sluice, wait_with_timeout, write_file};
+use crate::support::{sluice, wait_until, wait_with_timeout, write_file};
 
 const LINES: usize = 3_000;
 const PAGES: [&str; 5] = ["/", "/cart", "/search", "/product", "/checkout"];
@@ -41,7 +41,18 @@ fn write_log(dir: &Path) -> BTreeMap<(i64, String), i64> {
     expected
 }
 
-fn config(dir: &Path, url: &str, follow: bool) -> String {
+/// Where the topics between the source, the pipeline and the sink keep their events.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Topics {
+    Memory,
+    Disk,
+}
+
+fn config(dir: &Path, url: &str, follow: bool, topics: Topics) -> String {
+    let storage = match topics {
+        Topics::Memory => "memory",
+        Topics::Disk => "disk",
+    };
     format!(
         r#"
 data_dir = "{data}"
@@ -70,6 +81,12 @@ url = "{url}"
 table = "stats"
 on_conflict = {{ columns = ["window_start", "path"], action = "nothing" }}
 retry = {{ initial = "50ms", max = "200ms" }}
+
+[topics.raw]
+storage = "{storage}"
+
+[topics.stats]
+storage = "{storage}"
 "#,
         data = dir.join("data").display(),
         log = dir.join("access.log").display(),
@@ -103,18 +120,36 @@ fn start(dir: &Path, config_name: &str) -> Child {
 }
 
 /// Gives the first run time to read every line (the windows hold them, or the output waits for
-/// the store), then checks that no checkpoint moved past what the store confirmed: nothing.
-fn wait_for_everything_read(dir: &Path) {
-    std::thread::sleep(Duration::from_secs(3));
+/// the store), then checks the source's checkpoint. With memory topics it must not have moved
+/// past what the store confirmed: nothing. With disk topics it reaches the end of the file: every
+/// line is stored in the first disk topic.
+fn wait_for_everything_read(dir: &Path, topics: Topics) {
     let checkpoints = dir.join("data/sources/access/checkpoints.json");
-    if let Ok(text) = std::fs::read_to_string(&checkpoints) {
-        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let offsets = || -> Vec<u64> {
         let mut offsets = Vec::new();
-        collect_offsets(&json, &mut offsets);
-        assert!(
-            offsets.iter().all(|offset| *offset == 0),
-            "a checkpoint moved while the store was down: {text}"
-        );
+        if let Ok(text) = std::fs::read_to_string(&checkpoints) {
+            let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+            collect_offsets(&json, &mut offsets);
+        }
+        offsets
+    };
+    match topics {
+        Topics::Memory => {
+            std::thread::sleep(Duration::from_secs(3));
+            let offsets = offsets();
+            assert!(
+                offsets.iter().all(|offset| *offset == 0),
+                "a checkpoint moved while the store was down: {offsets:?}"
+            );
+        }
+        Topics::Disk => {
+            let size = std::fs::metadata(dir.join("access.log")).unwrap().len();
+            assert!(
+                wait_until(Duration::from_secs(30), || offsets().contains(&size)),
+                "the checkpoint reaches the end of the file once the disk topic stored it: {:?}",
+                offsets()
+            );
+        }
     }
 }
 
@@ -142,9 +177,14 @@ async fn rerun_and_check(
     server: &mut Postgres,
     dir: &Path,
     expected: &BTreeMap<(i64, String), i64>,
+    topics: Topics,
 ) {
     server.restart();
-    write_file(dir, "second.toml", &config(dir, &server.url(), false));
+    write_file(
+        dir,
+        "second.toml",
+        &config(dir, &server.url(), false, topics),
+    );
     let child = start(dir, "second.toml");
     let output =
         tokio::task::spawn_blocking(move || wait_with_timeout(child, Duration::from_secs(90)))
@@ -175,16 +215,15 @@ async fn rerun_and_check(
     assert_eq!(&delivered, expected, "every row, with the right count");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_timed_out_shutdown_with_the_store_down_loses_no_row() {
+async fn timed_out_shutdown_loses_no_row(topics: Topics) {
     let (mut server, dir, expected) = prepare().await;
     write_file(
         dir.path(),
         "first.toml",
-        &config(dir.path(), &server.url(), true),
+        &config(dir.path(), &server.url(), true, topics),
     );
     let child = start(dir.path(), "first.toml");
-    wait_for_everything_read(dir.path());
+    wait_for_everything_read(dir.path(), topics);
     // SIGTERM: the windows are flushed into the stats topic, the store stays down, and the
     // shutdown times out after 3 s.
     // SAFETY: kill(2) takes plain integers and touches no memory of this process.
@@ -196,24 +235,47 @@ async fn a_timed_out_shutdown_with_the_store_down_loses_no_row() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("shutdown timed out"), "{stderr}");
+    let says = match topics {
+        Topics::Memory => "read again",
+        Topics::Disk => "kept on disk and delivered to it on the next start",
+    };
     assert!(
-        stderr.contains("read again"),
-        "the message says what is read again: {stderr}"
+        stderr.contains(says),
+        "the message says what happens to what was not delivered: {stderr}"
     );
-    rerun_and_check(&mut server, dir.path(), &expected).await;
+    rerun_and_check(&mut server, dir.path(), &expected, topics).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_with_the_store_down_loses_no_row() {
+async fn kill_loses_no_row(topics: Topics) {
     let (mut server, dir, expected) = prepare().await;
     write_file(
         dir.path(),
         "first.toml",
-        &config(dir.path(), &server.url(), true),
+        &config(dir.path(), &server.url(), true, topics),
     );
     let mut child = start(dir.path(), "first.toml");
-    wait_for_everything_read(dir.path());
+    wait_for_everything_read(dir.path(), topics);
     child.kill().unwrap();
     child.wait().unwrap();
-    rerun_and_check(&mut server, dir.path(), &expected).await;
+    rerun_and_check(&mut server, dir.path(), &expected, topics).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_shutdown_with_the_store_down_loses_no_row() {
+    timed_out_shutdown_loses_no_row(Topics::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_with_the_store_down_loses_no_row() {
+    kill_loses_no_row(Topics::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_shutdown_with_the_store_down_loses_no_row_through_disk_topics() {
+    timed_out_shutdown_loses_no_row(Topics::Disk).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_with_the_store_down_loses_no_row_through_disk_topics() {
+    kill_loses_no_row(Topics::Disk).await;
 }

@@ -6,9 +6,11 @@ mod support;
 
 mod acknowledgements;
 mod cli;
+mod disk_topics;
 mod examples;
 mod file_tailing;
 mod http_sources;
 mod run;
 mod stores;
+mod topics;
 mod topology;

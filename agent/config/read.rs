@@ -29,6 +29,7 @@ use super::tree::{KindFailure, Tree};
 use super::validate::{Draft, PipelineDraft, SinkDraft, SourceDraft, SubscriptionDraft};
 use super::{ApiConfig, TopicDef};
 use crate::sources::SourceConfig;
+use crate::topic::{Offset, StartAt};
 
 /// Every key allowed at the top level.
 const TOP_LEVEL_KEYS: [&str; 8] = [
@@ -43,12 +44,13 @@ const TOP_LEVEL_KEYS: [&str; 8] = [
 ];
 
 /// Every key of a pipeline.
-const PIPELINE_KEYS: [&str; 9] = [
+const PIPELINE_KEYS: [&str; 10] = [
     "input",
     "output",
     "workers",
     "blocking",
     "ack_timeout",
+    "start_at",
     "dead_letter",
     "on_error",
     "flush_on_shutdown",
@@ -236,7 +238,7 @@ impl<'a> Reader<'a> {
         for (key, value) in entries {
             match key.as_str() {
                 "type" => kind = Some(value),
-                "input" | "workers" | "blocking" | "ack_timeout" => {
+                "input" | "workers" | "blocking" | "ack_timeout" | "start_at" => {
                     self.subscription_key(&key, value, &path.key(&key), &mut draft.subscription);
                 }
                 "batch" | "concurrency" | "retry" | "healthcheck" => driver.push((key, value)),
@@ -278,7 +280,7 @@ impl<'a> Reader<'a> {
         for (key, value) in entries {
             let key_path = path.key(&key);
             match key.as_str() {
-                "input" | "workers" | "blocking" | "ack_timeout" => {
+                "input" | "workers" | "blocking" | "ack_timeout" | "start_at" => {
                     self.subscription_key(&key, value, &key_path, &mut draft.subscription);
                 }
                 "output" => draft.output = self.topic_name(value, &key_path),
@@ -319,6 +321,7 @@ impl<'a> Reader<'a> {
                     self.typed::<i64, T>(value, path, "a number of workers from 1 to 64");
             }
             "blocking" => draft.blocking = self.typed::<bool, T>(value, path, "true or false"),
+            "start_at" => draft.start_at = self.start_at(value, path),
             _ => draft.ack_timeout = self.duration(value, path),
         }
     }
@@ -417,6 +420,30 @@ impl<'a> Reader<'a> {
                     message
                 };
                 self.issue(path.join(&key), message);
+                None
+            }
+        }
+    }
+
+    /// Reads `start_at`: `earliest`, `latest`, an offset or an RFC 3339 time.
+    fn start_at<T: Tree>(&mut self, value: T, path: &KeyPath) -> Option<StartAt> {
+        let parsed = if let Some(text) = value.as_str() {
+            StartAt::parse(text)
+        } else {
+            let found = value.describe();
+            value
+                .deserialize_tracked::<u64>()
+                .map(|offset| StartAt::Offset(Offset(offset)))
+                .map_err(|_| {
+                    format!(
+                        "expected `earliest`, `latest`, an offset or an RFC 3339 time, found {found}"
+                    )
+                })
+        };
+        match parsed {
+            Ok(start_at) => Some(start_at),
+            Err(message) => {
+                self.issue(path.clone(), message);
                 None
             }
         }

@@ -281,7 +281,7 @@ fn environment_overrides_keys_and_fills_numbers_from_strings() {
         config.api.map(|api| api.address),
         Some(([127, 0, 0, 1], 9700).into())
     );
-    assert_eq!(config.topics["raw"].max_events, 10);
+    assert_eq!(config.topics["raw"].settings.max_events, 10);
     assert_eq!(config.pipelines["app"].subscription.workers, 3);
     assert!(!config.sinks["out"].subscription.blocking);
 }
@@ -353,7 +353,9 @@ fn process_environment_overrides_through_load() {
     }
     let loaded = loaded.unwrap();
     assert_eq!(
-        loaded.config.topics["sluice_config_test_topic"].max_events,
+        loaded.config.topics["sluice_config_test_topic"]
+            .settings
+            .max_events,
         7
     );
     assert_eq!(
@@ -430,7 +432,7 @@ fn unknown_keys_point_at_their_own_line() {
             "pipeline.toml:5:1: sources.in.max_line: unknown key `max_line`, expected \
              `max_line_bytes` or `line_delimiter`",
             "pipeline.toml:10:1: pipelines.app.worker: unknown key `worker`, expected one of \
-             `input`, `output`, `workers`, `blocking`, `ack_timeout`, `dead_letter`, `on_error`, \
+             `input`, `output`, `workers`, `blocking`, `ack_timeout`, `start_at`, `dead_letter`, `on_error`, \
              `flush_on_shutdown`, `steps`",
         ]
     );
@@ -611,7 +613,8 @@ fn dead_letter_loops_are_cycles_too() {
 fn ranges_and_storage_are_checked() {
     let text = format!(
         "shutdown_timeout = \"0s\"\n{}\n[topics.raw]\nmax_events = 0\nmax_bytes = \"512B\"\n\
-         retention = \"1d\"\n\n[topics.parsed]\nstorage = \"disk\"\n",
+         retention = \"1d\"\nfsync = \"always\"\n\n[topics.parsed]\nstorage = \"disk\"\n\
+         segment_bytes = \"1KiB\"\nfsync = \"never\"\nfsync_interval = \"1s\"\nretention = \"0s\"\n",
         BASE.replace(
             "output = \"parsed\"",
             "output = \"parsed\"\nworkers = 0\nack_timeout = \"0s\""
@@ -631,8 +634,12 @@ fn ranges_and_storage_are_checked() {
             "pipeline.toml:20:1: topics.raw.max_bytes: must be at least 1KiB, found 512B",
             "pipeline.toml:21:1: topics.raw.retention: `retention` applies only to disk topics \
              (storage = \"disk\")",
-            "pipeline.toml:24:1: topics.parsed.storage: disk storage is not available yet; use \
-             storage = \"memory\"",
+            "pipeline.toml:22:1: topics.raw.fsync: `fsync` applies only to disk topics \
+             (storage = \"disk\")",
+            "pipeline.toml:26:1: topics.parsed.segment_bytes: must be at least 64KiB, found 1KiB",
+            "pipeline.toml:28:1: topics.parsed.fsync_interval: applies only with fsync = \
+             \"interval\"",
+            "pipeline.toml:29:1: topics.parsed.retention: must be longer than 0s",
         ]
     );
 }
@@ -772,6 +779,7 @@ fn defaults_are_filled_and_implied_topics_added() {
             workers: 1,
             blocking: true,
             ack_timeout: Some(Duration::from_secs(300)),
+            start_at: crate::topic::StartAt::Latest,
         }
     );
     assert_eq!(app.output, "parsed");
@@ -784,8 +792,8 @@ fn defaults_are_filled_and_implied_topics_added() {
         config.topics.keys().collect::<Vec<_>>(),
         ["parsed", "raw", DEFAULT_DEAD_LETTER_TOPIC]
     );
-    assert_eq!(config.topics["parsed"].max_events, 5);
-    assert_eq!(config.topics["raw"], TopicDef::default());
+    assert_eq!(config.topics["parsed"].settings.max_events, 5);
+    assert_eq!(config.topics["raw"], TopicConfig::default());
 }
 
 #[test]

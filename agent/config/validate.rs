@@ -30,10 +30,11 @@ use sluice_sink::driver::DriverConfig;
 
 use super::path::{Issue, KeyPath};
 use super::{
-    ApiConfig, Config, DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_WORKERS, PipelineDef, SinkDef, SourceDef,
-    StorageKind, SubscriptionDef, TopicDef,
+    ApiConfig, Config, DEFAULT_DEAD_LETTER_TOPIC, DEFAULT_WORKERS, DISK_ONLY_TOPIC_KEYS, FsyncMode,
+    PipelineDef, SinkDef, SourceDef, StorageKind, SubscriptionDef, TopicDef,
 };
 use crate::sources::SourceConfig;
+use crate::topic::StartAt;
 
 /// The default `data_dir`.
 pub(super) const DEFAULT_DATA_DIR: &str = "./data";
@@ -45,6 +46,8 @@ pub(super) const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 pub(super) const MAX_WORKERS: i64 = 64;
 /// The smallest `max_bytes` of a topic.
 pub(super) const MIN_TOPIC_BYTES: u64 = 1024;
+/// The smallest `segment_bytes` a disk topic takes.
+pub(super) const MIN_SEGMENT_BYTES: u64 = 64 * 1024;
 
 /// A config as read, before validation: what could not be read is `None` (and was reported).
 #[derive(Debug, Default)]
@@ -87,6 +90,8 @@ pub(super) struct SubscriptionDraft {
     pub(super) blocking: Option<bool>,
     /// `ack_timeout`.
     pub(super) ack_timeout: Option<Duration>,
+    /// `start_at`.
+    pub(super) start_at: Option<StartAt>,
 }
 
 /// A pipeline as read.
@@ -166,6 +171,9 @@ struct Usage {
     consumed: HashSet<String>,
     /// Every topic referenced, in order of first reference.
     referenced: Vec<String>,
+    /// Topics that receive rejected events (a pipeline's `dead_letter`, and the default one
+    /// that sources and sinks use): on disk unless they say otherwise.
+    dead_letters: HashSet<String>,
 }
 
 impl Usage {
@@ -195,6 +203,7 @@ pub(super) fn validate(draft: Draft) -> Validation {
     let usage = usage(&draft);
     check_inputs(&draft, &usage, &mut errors, &mut warnings);
     check_declared_topics(&draft, &usage, &mut errors, &mut warnings);
+    check_start_at(&draft, &usage, &mut errors);
     check_cycles(&draft, &mut errors);
     check_components(&draft, &mut errors);
 
@@ -241,6 +250,7 @@ fn usage(draft: &Draft) -> Usage {
             usage.reference(output);
         }
         usage.produced.insert(pipeline.dead_letter().to_owned());
+        usage.dead_letters.insert(pipeline.dead_letter().to_owned());
         usage.reference(pipeline.dead_letter());
         for topic in pipeline.routed_topics() {
             usage.produced.insert(topic.clone());
@@ -257,6 +267,10 @@ fn usage(draft: &Draft) -> Usage {
         // Sinks send the events a store rejects for good to the default dead-letter topic.
         usage.produced.insert(DEFAULT_DEAD_LETTER_TOPIC.to_owned());
     }
+    // Sources send what they cannot decode there too, whenever it exists.
+    usage
+        .dead_letters
+        .insert(DEFAULT_DEAD_LETTER_TOPIC.to_owned());
     usage
 }
 
@@ -390,32 +404,110 @@ fn check_declared_topics(
         let Some(topic) = topic else {
             continue;
         };
-        if topic.max_events < 1 {
-            errors.push(Issue::new(path.key("max_events"), "must be at least 1"));
+        check_topic(topic, usage.dead_letters.contains(name), &path, errors);
+    }
+}
+
+/// Checks one declared topic's settings against its storage.
+fn check_topic(topic: &TopicDef, dead_letter: bool, path: &KeyPath, errors: &mut Vec<Issue>) {
+    if topic.max_events.is_some_and(|max| max < 1) {
+        errors.push(Issue::new(path.key("max_events"), "must be at least 1"));
+    }
+    if let Some(max_bytes) = topic.max_bytes
+        && max_bytes.bytes() < MIN_TOPIC_BYTES
+    {
+        errors.push(Issue::new(
+            path.key("max_bytes"),
+            format!(
+                "must be at least {}, found {max_bytes}",
+                ByteSize(MIN_TOPIC_BYTES)
+            ),
+        ));
+    }
+    match topic.storage_kind(dead_letter) {
+        StorageKind::Memory => {
+            let set = [
+                topic.retention.is_some(),
+                topic.segment_bytes.is_some(),
+                topic.segment_age.is_some(),
+                topic.fsync.is_some(),
+                topic.fsync_interval.is_some(),
+                topic.cache_bytes.is_some(),
+            ];
+            for (key, _) in DISK_ONLY_TOPIC_KEYS.iter().zip(set).filter(|(_, set)| *set) {
+                errors.push(Issue::new(
+                    path.key(key),
+                    format!("`{key}` applies only to disk topics (storage = \"disk\")"),
+                ));
+            }
         }
-        if topic.max_bytes.bytes() < MIN_TOPIC_BYTES {
-            errors.push(Issue::new(
-                path.key("max_bytes"),
-                format!(
-                    "must be at least {}, found {}",
-                    ByteSize(MIN_TOPIC_BYTES),
-                    topic.max_bytes
-                ),
-            ));
-        }
-        match topic.storage {
-            StorageKind::Disk => errors.push(Issue::new(
-                path.key("storage"),
-                "disk storage is not available yet; use storage = \"memory\"",
-            )),
-            StorageKind::Memory => {
-                if topic.retention.is_some() {
-                    errors.push(Issue::new(
-                        path.key("retention"),
-                        "`retention` applies only to disk topics (storage = \"disk\")",
-                    ));
+        StorageKind::Disk => {
+            if let Some(segment_bytes) = topic.segment_bytes
+                && segment_bytes.bytes() < MIN_SEGMENT_BYTES
+            {
+                errors.push(Issue::new(
+                    path.key("segment_bytes"),
+                    format!(
+                        "must be at least {}, found {segment_bytes}",
+                        ByteSize(MIN_SEGMENT_BYTES)
+                    ),
+                ));
+            }
+            for (key, duration) in [
+                ("retention", topic.retention),
+                ("segment_age", topic.segment_age),
+                ("fsync_interval", topic.fsync_interval),
+            ] {
+                if duration.is_some_and(|duration| duration.get().is_zero()) {
+                    errors.push(Issue::new(path.key(key), "must be longer than 0s"));
                 }
             }
+            if topic.fsync_interval.is_some()
+                && topic
+                    .fsync
+                    .is_some_and(|fsync| fsync != FsyncMode::Interval)
+            {
+                errors.push(Issue::new(
+                    path.key("fsync_interval"),
+                    "applies only with fsync = \"interval\"",
+                ));
+            }
+        }
+    }
+}
+
+/// `start_at` only means something for a disk topic: a memory topic starts empty.
+fn check_start_at(draft: &Draft, usage: &Usage, errors: &mut Vec<Issue>) {
+    let root = KeyPath::root();
+    let readers = draft
+        .pipelines
+        .iter()
+        .map(|(name, pipeline)| (root.key("pipelines").key(name), &pipeline.subscription))
+        .chain(
+            draft
+                .sinks
+                .iter()
+                .map(|(name, sink)| (root.key("sinks").key(name), &sink.subscription)),
+        );
+    for (path, subscription) in readers {
+        let (Some(_), Some(input)) = (subscription.start_at, &subscription.input) else {
+            continue;
+        };
+        let dead_letter = usage.dead_letters.contains(input);
+        let storage = match draft.topics.get(input) {
+            Some(Some(topic)) => topic.storage_kind(dead_letter),
+            Some(None) => continue,
+            None => TopicDef::default().storage_kind(dead_letter),
+        };
+        if storage == StorageKind::Memory {
+            errors.push(Issue::new(
+                path.key("start_at"),
+                format!(
+                    "`start_at` applies only to inputs from disk topics; topic `{input}` is kept \
+                     in memory, which starts empty at every run (set storage = \"disk\" under \
+                     [topics.\"{input}\"])"
+                ),
+            ));
         }
     }
 }
@@ -682,15 +774,20 @@ fn build(draft: Draft, usage: &Usage) -> Option<Config> {
     }
     let mut topics = IndexMap::new();
     for (name, topic) in draft.topics {
-        topics.insert(name, topic?);
+        let topic = topic?.resolve(usage.dead_letters.contains(&name));
+        topics.insert(name, topic);
     }
     for name in &usage.referenced {
         if !topics.contains_key(name) {
-            topics.insert(name.clone(), TopicDef::default());
+            let topic = TopicDef::default().resolve(usage.dead_letters.contains(name));
+            topics.insert(name.clone(), topic);
         }
     }
     if !sinks.is_empty() && !topics.contains_key(DEFAULT_DEAD_LETTER_TOPIC) {
-        topics.insert(DEFAULT_DEAD_LETTER_TOPIC.to_owned(), TopicDef::default());
+        topics.insert(
+            DEFAULT_DEAD_LETTER_TOPIC.to_owned(),
+            TopicDef::default().resolve(true),
+        );
     }
     Some(Config {
         data_dir: draft
@@ -720,5 +817,6 @@ fn subscription(
         },
         blocking: draft.blocking.unwrap_or(true),
         ack_timeout: draft.ack_timeout.or(default_ack_timeout),
+        start_at: draft.start_at.unwrap_or_default(),
     })
 }

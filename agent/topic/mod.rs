@@ -88,6 +88,7 @@ use sluice_pipelines::{Batch, Event};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+pub use disk::DiskStats;
 pub use offset::{Offset, OffsetRange};
 pub use state::{DEFAULT_ACK_TIMEOUT, SubscriptionCounters, TopicCounters};
 pub use storage::{MemoryStorage, Storage, Stored};
@@ -128,6 +129,47 @@ impl Default for TopicSettings {
     }
 }
 
+/// Where a subscription without a committed offset starts (`start_at`). A subscription that
+/// committed before (a disk topic, after a restart) resumes where it was, whatever this says;
+/// `sluice topics reset` rewinds it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StartAt {
+    /// At the end: only what is published from now on (the default, as Kafka's `latest`).
+    #[default]
+    Latest,
+    /// At the oldest event the topic still holds: a sink added later backfills.
+    Earliest,
+    /// At this offset (clamped to what the topic holds).
+    Offset(Offset),
+    /// At the first batch appended at or after this time (milliseconds since the Unix epoch).
+    Time(i64),
+}
+
+impl StartAt {
+    /// Parses `earliest`, `latest`, an offset (digits) or an RFC 3339 time.
+    ///
+    /// # Errors
+    /// A message saying what was expected.
+    pub fn parse(text: &str) -> Result<StartAt, String> {
+        match text {
+            "earliest" => Ok(StartAt::Earliest),
+            "latest" => Ok(StartAt::Latest),
+            _ if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) => text
+                .parse()
+                .map(|offset| StartAt::Offset(Offset(offset)))
+                .map_err(|_| format!("offset {text} is too large")),
+            _ => chrono::DateTime::parse_from_rfc3339(text)
+                .map(|time| StartAt::Time(time.timestamp_millis()))
+                .map_err(|_| {
+                    format!(
+                        "expected `earliest`, `latest`, an offset or an RFC 3339 time such as \
+                         \"2026-12-01T00:00:00Z\", found {text:?}"
+                    )
+                }),
+        }
+    }
+}
+
 /// How a subscription behaves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscriptionSettings {
@@ -139,15 +181,18 @@ pub struct SubscriptionSettings {
     /// How long a worker may hold a delivery before it goes to another worker; `None` waits
     /// forever.
     pub ack_timeout: Option<Duration>,
+    /// Where it starts when it has no committed offset.
+    pub start_at: StartAt,
 }
 
 impl SubscriptionSettings {
-    /// A blocking subscription named `name` with the default ack timeout.
+    /// A blocking subscription named `name` with the default ack timeout, starting at the end.
     pub fn new(name: impl Into<String>) -> Self {
         SubscriptionSettings {
             name: name.into(),
             blocking: true,
             ack_timeout: Some(DEFAULT_ACK_TIMEOUT),
+            start_at: StartAt::Latest,
         }
     }
 }
@@ -234,10 +279,11 @@ impl Topic {
             .state
             .lock()
             .storage
-            .set_durable_notifier(Box::new(move || {
+            .set_durable_notifier(Box::new(move |durable| {
+                // Without the topic's lock (see `Storage::set_durable_notifier`): for a
+                // persistent storage the safe offset is the durable end.
                 if let Some(shared) = weak.upgrade() {
-                    let safe = shared.state.lock().safe_offset();
-                    shared.update_safe_offset(safe);
+                    shared.update_safe_offset(durable);
                     shared.space.notify_waiters();
                 }
             }));
@@ -291,6 +337,86 @@ impl Topic {
         receiver
     }
 
+    /// A topic kept in a disk log in `dir` (created if missing; recovered if it exists).
+    ///
+    /// # Errors
+    /// When the directory cannot be created or read (see [`disk::Log::open`]).
+    pub fn on_disk(
+        name: impl Into<String>,
+        settings: TopicSettings,
+        dir: &std::path::Path,
+        disk: disk::DiskSettings,
+    ) -> Result<Self, disk::LogError> {
+        let storage = disk::DiskStorage::open(dir, disk)?;
+        Ok(Self::with_storage(name, settings, Box::new(storage)))
+    }
+
+    /// Whether the topic keeps its events durably (a disk topic).
+    pub fn is_persistent(&self) -> bool {
+        self.shared.persistent
+    }
+
+    /// The retained batches holding the events from offset `from` on, oldest first, until they
+    /// hold `max_events` events from `from` on (the first may start before `from`; an offset
+    /// before the oldest retained event reads from that one). For inspection — `sluice topics
+    /// read` against a running agent —: it moves no subscription and trims nothing. Runs under
+    /// the topic's lock, reading a disk topic's batches from its files when not cached.
+    pub fn read(&self, from: Offset, max_events: u64) -> Vec<Stored> {
+        let mut state = self.shared.state.lock();
+        let storage = &mut state.storage;
+        let end = storage.end();
+        let from = from.max(storage.start());
+        let mut next = storage.get(from);
+        if next.is_none() && from < end {
+            // Memory storage finds batches by their first offset only: walk to the one holding
+            // `from` (a memory topic holds few batches).
+            let mut at = storage.start();
+            next = loop {
+                match storage.get(at) {
+                    Some(stored) if stored.range.end <= from => at = stored.range.end,
+                    found => break found,
+                }
+            };
+        }
+        let mut batches = Vec::new();
+        let mut taken = 0;
+        while let Some(stored) = next {
+            if taken >= max_events {
+                break;
+            }
+            taken += stored.range.end.0 - stored.range.start.0.max(from.0);
+            let after = stored.range.end;
+            batches.push(stored);
+            next = if after < end {
+                storage.get(after)
+            } else {
+                None
+            };
+        }
+        batches
+    }
+
+    /// Runs the storage's housekeeping (a disk topic's retention); wakes producers and workers
+    /// if it freed room or skipped deleted events.
+    pub fn maintain(&self) {
+        let changed = self.shared.state.lock().maintain();
+        if changed {
+            self.shared.space.notify_waiters();
+            self.shared.notify_all_subscriptions();
+        }
+    }
+
+    /// Waits until everything published is stored and every committed offset persisted (a
+    /// disk topic; nothing to do for memory). Blocks the thread: call it at shutdown, off the
+    /// runtime (`spawn_blocking`).
+    ///
+    /// # Errors
+    /// What the disk log could not write.
+    pub fn flush(&self) -> Result<(), disk::LogError> {
+        let handle = self.shared.state.lock().storage.flush_handle();
+        handle.map_or(Ok(()), |handle| handle.flush())
+    }
+
     /// A snapshot of the topic's occupancy and counters.
     pub fn stats(&self) -> TopicStats {
         let state = self.shared.state.lock();
@@ -305,6 +431,7 @@ impl Topic {
             safe_offset: state.safe_offset(),
             producers: state.producers,
             counters: state.counters,
+            disk: state.storage.describe(),
             subscriptions: state
                 .subs
                 .iter()
@@ -343,6 +470,9 @@ pub struct TopicStats {
     pub producers: usize,
     /// Topic-wide counters.
     pub counters: TopicCounters,
+    /// For a disk topic: its files and recovery counters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskStats>,
     /// One entry per subscription.
     pub subscriptions: Vec<SubscriptionStats>,
 }

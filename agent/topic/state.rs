@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::offset::{Offset, OffsetRange};
 use super::storage::Storage;
-use super::{SubscriptionSettings, TopicSettings, WhenFull};
+use super::{StartAt, SubscriptionSettings, TopicSettings, WhenFull};
 
 /// What happened to a published batch.
 #[derive(Debug)]
@@ -216,15 +216,52 @@ impl TopicState {
     /// Adds a subscription that starts at the end of the topic (it sees what is published from
     /// now on). Returns its index.
     pub fn subscribe(&mut self, settings: SubscriptionSettings) -> usize {
-        // A persistent storage resumes a subscription where an earlier run committed it.
-        let at = self
-            .storage
-            .committed(&settings.name)
-            .map_or(self.storage.end(), |committed| {
-                committed.clamp(self.storage.start(), self.storage.end())
-            });
+        let (start, end) = (self.storage.start(), self.storage.end());
+        // A persistent storage resumes a subscription where an earlier run committed it; a new
+        // one starts where `start_at` says.
+        let at = match self.storage.committed(&settings.name) {
+            Some(committed) => committed,
+            None => match settings.start_at {
+                StartAt::Latest => end,
+                StartAt::Earliest => start,
+                StartAt::Offset(offset) => offset,
+                StartAt::Time(time_ms) => self.storage.offset_for_time(time_ms).unwrap_or(end),
+            },
+        }
+        .clamp(start, end);
+        if self.persistent {
+            // Persist the starting point at once: a crash before the first acknowledgement must
+            // not make the next run start at the end and skip what was published meanwhile.
+            self.storage.commit(&settings.name, at);
+        }
         self.subs.push(SubState::new(settings, at));
         self.subs.len() - 1
+    }
+
+    /// Runs the storage's housekeeping (retention of disk topics). Subscriptions that had not
+    /// acknowledged what it deleted lose it: they move past it and count it in `lost_events`.
+    /// Returns whether anything changed (producers waiting for room should look again).
+    pub fn maintain(&mut self) -> bool {
+        let Some(dropped) = self.storage.maintain() else {
+            return false;
+        };
+        self.skip_gap_for_all(dropped.end);
+        true
+    }
+
+    /// Moves every subscription still before `to` (the storage's start after retention) past
+    /// the missing offsets, counting them as lost.
+    fn skip_gap_for_all(&mut self, to: Offset) {
+        let persistent = self.persistent;
+        for sub in &mut self.subs {
+            if sub.committed < to {
+                let lost = sub.skip(OffsetRange::new(sub.committed, to));
+                sub.counters.lost_events += lost;
+                if persistent {
+                    self.storage.commit(&sub.settings.name, sub.committed);
+                }
+            }
+        }
     }
 
     /// Publishes `batch`, making room as the capacity policy says.
@@ -344,21 +381,50 @@ impl TopicState {
             }
         }
 
-        let mut start = None;
+        let mut found = None;
         let mut redelivery = false;
+        let mut skipped = false;
         while let Some(candidate) = sub.redeliver.pop_front() {
-            if candidate >= sub.committed && self.storage.get(candidate).is_some() {
-                start = Some(candidate);
-                redelivery = true;
-                break;
+            if candidate < sub.committed {
+                continue;
+            }
+            // Its data may have been quarantined since it was delivered: what is missing is lost.
+            let resume = match self.storage.get(candidate) {
+                Some(stored) if stored.range.start == candidate => {
+                    found = Some(stored);
+                    redelivery = true;
+                    break;
+                }
+                Some(stored) => Some(stored.range.start),
+                None => self.storage.missing(candidate),
+            };
+            if let Some(resume) = resume {
+                let lost = sub.skip(OffsetRange::new(candidate, resume));
+                sub.counters.lost_events += lost;
+                skipped = true;
             }
         }
-        if start.is_none() && sub.next < storage_end {
+        if found.is_none() && sub.next < storage_end {
             sub.next = sub.next.max(storage_start);
-            start = Some(sub.next);
+            found = self.storage.get(sub.next);
+            // A gap left by quarantined data (a disk topic), before the next batch or up to the
+            // end: skip it, counted as lost, so the committed offset can move on past it.
+            let resume = match &found {
+                Some(stored) if stored.range.start > sub.next => Some(stored.range.start),
+                Some(_) => None,
+                None => self.storage.missing(sub.next),
+            };
+            if let Some(resume) = resume {
+                let lost = sub.skip(OffsetRange::new(sub.next, resume));
+                sub.counters.lost_events += lost;
+                skipped = true;
+            }
+        }
+        if skipped && self.persistent {
+            self.storage.commit(&sub.settings.name, sub.committed);
         }
 
-        match start.and_then(|start| self.storage.get(start)) {
+        match found {
             Some(stored) => {
                 let generation = self.next_generation;
                 self.next_generation += 1;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use sluice_pipelines::Batch;
 
+use super::disk::{DiskStats, FlushHandle};
 use super::offset::{Offset, OffsetRange};
 
 /// A batch in storage, with the offsets its events occupy.
@@ -34,6 +35,13 @@ pub trait Storage: Send + 'static {
     /// The batch whose first offset is `start`, if it is still retained. A disk storage whose
     /// log has a gap at `start` (quarantined data) returns the first batch after the gap.
     fn get(&mut self, start: Offset) -> Option<Stored>;
+
+    /// After [`Storage::get`] returned `None` for `start` before the end: the offset where stored
+    /// data resumes, when everything from `start` up to it is gone (a disk topic whose data up
+    /// to its end was quarantined). `None` otherwise (memory storage never has such gaps).
+    fn missing(&mut self, _start: Offset) -> Option<Offset> {
+        None
+    }
 
     /// The offsets of the oldest retained batch.
     fn front_range(&mut self) -> Option<OffsetRange>;
@@ -73,8 +81,36 @@ pub trait Storage: Send + 'static {
     /// Records subscription `name`'s committed offset, to be persisted (memory storage: no-op).
     fn commit(&mut self, _name: &str, _offset: Offset) {}
 
-    /// Registers a callback run (from another thread) whenever [`Storage::durable_end`] moves.
-    fn set_durable_notifier(&mut self, _notify: Box<dyn Fn() + Send + Sync>) {}
+    /// Registers a callback run (from another thread) with the new [`Storage::durable_end`]
+    /// whenever it moves. It must not take the topic's lock: the topic may hold it while
+    /// waiting for that thread (a read that repairs the active segment).
+    fn set_durable_notifier(&mut self, _notify: Box<dyn Fn(Offset) + Send + Sync>) {}
+
+    /// The first offset of the first batch appended at or after `time_ms` (milliseconds since
+    /// the Unix epoch); [`Storage::end`] when none was. Memory storage keeps no times: `None`.
+    fn offset_for_time(&mut self, _time_ms: i64) -> Option<Offset> {
+        None
+    }
+
+    /// Housekeeping run every few seconds: a disk storage deletes the segments its retention
+    /// lets go. Returns the offsets it dropped that the topic still held (age retention does not
+    /// wait for subscriptions), which the topic accounts as lost.
+    fn maintain(&mut self) -> Option<OffsetRange> {
+        None
+    }
+
+    /// For a storage that writes in the background: a handle that waits until everything
+    /// appended so far is stored and every committed offset persisted. Used without the topic's
+    /// lock (the writer may need it to report progress).
+    fn flush_handle(&self) -> Option<FlushHandle> {
+        None
+    }
+
+    /// Facts about the storage for `/topics` and `sluice topics list` (disk: bytes, segments,
+    /// recovery counters). `None` for memory storage.
+    fn describe(&self) -> Option<DiskStats> {
+        None
+    }
 }
 
 /// Batches kept in memory, in a ring of shared pointers.

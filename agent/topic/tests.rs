@@ -463,6 +463,7 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
             name: format!("s{i}"),
             blocking: *blocking,
             ack_timeout: Some(Duration::from_secs(10)),
+            start_at: StartAt::Latest,
         });
     }
     let base = Instant::now();

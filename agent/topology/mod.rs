@@ -29,7 +29,9 @@ use sluice_sink::SinkContext;
 use sluice_sink::driver::Driver;
 use tokio::task::JoinSet;
 
-use crate::config::{Config, DEFAULT_DEAD_LETTER_TOPIC, SubscriptionDef};
+use crate::config::{
+    Config, DEFAULT_DEAD_LETTER_TOPIC, SubscriptionDef, TopicConfig, TopicDef, TopicStorage,
+};
 use crate::metrics::{Metrics, Role};
 use crate::rejections::Destination;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -48,6 +50,37 @@ pub struct TopologyError {
     /// What went wrong.
     #[source]
     pub source: BuildError,
+}
+
+/// How often disk topics run their retention.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The directory of disk topic `name` under `data_dir`.
+pub fn disk_topic_dir(data_dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    data_dir.join("topics").join(name)
+}
+
+/// Opens topic `name` as `def` says: in memory, or recovering its disk log.
+fn open_topic(
+    name: &str,
+    def: &TopicConfig,
+    data_dir: &std::path::Path,
+) -> Result<Topic, TopologyError> {
+    match &def.storage {
+        TopicStorage::Memory => Ok(Topic::in_memory(name, def.settings.clone())),
+        TopicStorage::Disk(disk) => {
+            let dir = disk_topic_dir(data_dir, name);
+            Topic::on_disk(name, def.settings.clone(), &dir, disk.clone()).map_err(|error| {
+                TopologyError {
+                    component: format!("topics.{name}"),
+                    source: BuildError::new(format!(
+                        "cannot open the disk topic in {}: {error}",
+                        dir.display()
+                    )),
+                }
+            })
+        }
+    }
 }
 
 /// A built, not yet started, graph.
@@ -72,16 +105,16 @@ impl Topology {
         let metrics = Arc::new(Metrics::new());
         let (trigger, shutdown) = shutdown::channel();
 
-        let mut topics: IndexMap<String, Topic> = config
-            .topics
-            .iter()
-            .map(|(name, def)| (name.clone(), Topic::in_memory(name.clone(), def.settings())))
-            .collect();
-        // Sinks send permanently rejected batches to the default dead-letter topic.
-        if !config.sinks.is_empty() {
-            topics
-                .entry(DEFAULT_DEAD_LETTER_TOPIC.to_owned())
-                .or_insert_with(|| Topic::in_memory(DEFAULT_DEAD_LETTER_TOPIC, Default::default()));
+        let mut topics: IndexMap<String, Topic> = IndexMap::new();
+        for (name, def) in &config.topics {
+            topics.insert(name.clone(), open_topic(name, def, &config.data_dir)?);
+        }
+        // Sinks send permanently rejected batches to the default dead-letter topic (validation
+        // declares it; a config built by hand may not have).
+        if !config.sinks.is_empty() && !topics.contains_key(DEFAULT_DEAD_LETTER_TOPIC) {
+            let def = TopicDef::default().resolve(true);
+            let topic = open_topic(DEFAULT_DEAD_LETTER_TOPIC, &def, &config.data_dir)?;
+            topics.insert(DEFAULT_DEAD_LETTER_TOPIC.to_owned(), topic);
         }
         let topics = topics;
         let topic = |name: &str| -> Result<&Topic, TopologyError> {
@@ -98,6 +131,7 @@ impl Topology {
                     name: name.to_owned(),
                     blocking: def.blocking,
                     ack_timeout: def.ack_timeout,
+                    start_at: def.start_at,
                 }))
             };
         let mut pipeline_subs = HashMap::new();
@@ -327,9 +361,31 @@ impl Topology {
             let id = tasks.spawn(async move { source.run(ctx).await.map_err(|e| e.message) });
             names.insert(id.id(), format!("sources.{name}"));
         }
+        let persistent: Vec<Topic> = self
+            .topics
+            .values()
+            .filter(|topic| topic.is_persistent())
+            .cloned()
+            .collect();
+        let maintenance = (!persistent.is_empty()).then(|| {
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(MAINTENANCE_INTERVAL);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    let topics = persistent.clone();
+                    // Deleting segments is file I/O: off the runtime's threads.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        topics.iter().for_each(Topic::maintain);
+                    })
+                    .await;
+                }
+            })
+        });
         RunningTopology {
             tasks,
             names,
+            maintenance,
             topics: self.topics,
             metrics: self.metrics,
             trigger: self.trigger,
@@ -355,6 +411,8 @@ pub enum RunOutcome {
 pub struct RunningTopology {
     tasks: JoinSet<Result<(), String>>,
     names: HashMap<tokio::task::Id, String>,
+    /// Retention of disk topics, every few seconds.
+    maintenance: Option<tokio::task::JoinHandle<()>>,
     topics: IndexMap<String, Topic>,
     metrics: Arc<Metrics>,
     trigger: ShutdownTrigger,
@@ -393,6 +451,40 @@ impl RunningTopology {
     /// what is safe — rather than at the shutdown timeout. The outcome is then
     /// [`RunOutcome::ShutDown`] with the sink among [`RunningTopology::failures`].
     pub async fn wait(&mut self, signal: impl Future<Output = ()>) -> RunOutcome {
+        let outcome = self.run_until_stopped(signal).await;
+        if let Some(maintenance) = self.maintenance.take() {
+            maintenance.abort();
+        }
+        self.flush_disk_topics().await;
+        outcome
+    }
+
+    /// Makes every disk topic store what it was given and persist its subscriptions' offsets,
+    /// so a restart neither redelivers what was acknowledged nor misses what was accepted.
+    async fn flush_disk_topics(&self) {
+        let topics: Vec<Topic> = self
+            .topics
+            .values()
+            .filter(|topic| topic.is_persistent())
+            .cloned()
+            .collect();
+        if topics.is_empty() {
+            return;
+        }
+        let flushed = tokio::task::spawn_blocking(move || {
+            for topic in &topics {
+                if let Err(error) = topic.flush() {
+                    tracing::error!(topic = topic.name(), %error, "Could not flush a disk topic");
+                }
+            }
+        })
+        .await;
+        if let Err(error) = flushed {
+            tracing::error!(%error, "Flushing the disk topics failed");
+        }
+    }
+
+    async fn run_until_stopped(&mut self, signal: impl Future<Output = ()>) -> RunOutcome {
         tokio::pin!(signal);
         loop {
             tokio::select! {

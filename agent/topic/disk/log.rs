@@ -124,7 +124,7 @@ pub(super) struct Shared {
     pub durable_end: AtomicU64,
     /// Estimated bytes of batches appended but not yet written.
     pub pending_bytes: AtomicU64,
-    pub notifier: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    pub notifier: Mutex<Option<DurableNotifier>>,
     pub counters: AtomicCounters,
     /// Set to make the writer stop at once, writing nothing more (a simulated crash).
     pub abort: AtomicBool,
@@ -339,7 +339,7 @@ impl Log {
     }
 
     /// Registers `notify`, called from the writer thread each time [`Log::durable_end`] moves.
-    pub fn set_durable_notifier(&self, notify: Arc<dyn Fn() + Send + Sync>) {
+    pub fn set_durable_notifier(&self, notify: DurableNotifier) {
         *self.shared.notifier.lock() = Some(notify);
     }
 
@@ -405,17 +405,16 @@ impl Log {
     /// # Errors
     /// The writer's I/O error, or [`LogError::WriterGone`].
     pub fn flush(&self) -> Result<(), LogError> {
-        let Some(sender) = &self.sender else {
-            return Err(LogError::WriterGone);
-        };
-        let (reply, answer) = mpsc::sync_channel(1);
-        sender
-            .send(Command::Flush(reply))
-            .map_err(|_| LogError::WriterGone)?;
-        answer
-            .recv()
-            .map_err(|_| LogError::WriterGone)?
-            .map_err(io_error("flush", &self.shared.dir))
+        self.flush_handle().ok_or(LogError::WriterGone)?.flush()
+    }
+
+    /// A handle that flushes this log from another thread without borrowing it (the topic
+    /// flushes at shutdown without holding its lock, which the writer's notifier takes).
+    pub fn flush_handle(&self) -> Option<FlushHandle> {
+        Some(FlushHandle {
+            sender: self.sender.clone()?,
+            dir: self.shared.dir.clone(),
+        })
     }
 
     /// Makes the writer close the active segment and start a new one; waits for it.
@@ -828,6 +827,33 @@ impl Log {
             outcome.add(&info, lowest_needed.0);
         }
         outcome
+    }
+}
+
+/// A callback run on the writer thread with the new durable end whenever it moves.
+pub type DurableNotifier = Arc<dyn Fn(Offset) + Send + Sync>;
+
+/// Flushes a [`Log`] from elsewhere: see [`Log::flush_handle`].
+#[derive(Debug)]
+pub struct FlushHandle {
+    sender: mpsc::Sender<Command>,
+    dir: PathBuf,
+}
+
+impl FlushHandle {
+    /// As [`Log::flush`].
+    ///
+    /// # Errors
+    /// As [`Log::flush`].
+    pub fn flush(&self) -> Result<(), LogError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.sender
+            .send(Command::Flush(reply))
+            .map_err(|_| LogError::WriterGone)?;
+        answer
+            .recv()
+            .map_err(|_| LogError::WriterGone)?
+            .map_err(io_error("flush", &self.dir))
     }
 }
 

@@ -89,8 +89,15 @@
 //! [`Log::commit`] records a subscription's committed offset; the writer persists it atomically
 //! and throttled (offsets.rs). [`Log::committed`] gives it back after a restart, clamped to what
 //! the log still holds.
+//!
+//! # Inspection
+//!
+//! [`inspect`] reads a log without repairing anything (what `sluice topics` lists, reads and
+//! verifies, even while an agent appends to it) and rewrites a subscription's committed offset
+//! while no agent has the log open.
 
 mod index;
+pub mod inspect;
 mod log;
 mod offsets;
 mod record;
@@ -98,12 +105,16 @@ mod segment;
 mod storage;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod topic_tests;
 mod writer;
 
 use std::time::Duration;
 
-pub use log::{Log, LogCounters, LogError, OFFSETS_DIR, QUARANTINE_DIR, RetentionOutcome};
-pub use storage::{DiskSettings, DiskStorage};
+pub use log::{
+    FlushHandle, Log, LogCounters, LogError, OFFSETS_DIR, QUARANTINE_DIR, RetentionOutcome,
+};
+pub use storage::{DiskSettings, DiskStats, DiskStorage};
 
 /// When the log fsyncs what it wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -75,6 +75,35 @@ fn decode(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(bytes[5..13].try_into().ok()?))
 }
 
+/// Reads every valid offset file in `dir` without changing anything (no directory created,
+/// no leftover `.tmp` removed); unreadable files are skipped. A missing `dir` holds none.
+///
+/// # Errors
+/// I/O errors listing the directory.
+pub fn read_all(dir: &Path) -> io::Result<HashMap<String, u64>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(error) => return Err(error),
+    };
+    let mut offsets = HashMap::new();
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name();
+        let Some(name) = file_name
+            .to_str()
+            .and_then(|file_name| file_name.strip_suffix(SUFFIX))
+            .and_then(unescape)
+        else {
+            continue;
+        };
+        if let Some(offset) = fs::read(entry.path()).ok().as_deref().and_then(decode) {
+            offsets.insert(name, offset);
+        }
+    }
+    Ok(offsets)
+}
+
 #[derive(Debug)]
 struct Entry {
     offset: u64,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use sluice_pipelines::Batch;
 
 use super::LogConfig;
-use super::log::{Log, LogError, RetentionOutcome, now_ms};
+use super::log::{FlushHandle, Log, LogCounters, LogError, RetentionOutcome, now_ms};
 use crate::topic::offset::{Offset, OffsetRange};
 use crate::topic::storage::{Storage, Stored};
 
@@ -41,6 +41,21 @@ impl Default for DiskSettings {
     }
 }
 
+/// A snapshot of a disk topic's files, for `/topics` and `sluice topics list`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DiskStats {
+    /// The topic's directory.
+    pub dir: String,
+    /// Bytes of segment files.
+    pub disk_bytes: u64,
+    /// Segment files.
+    pub segments: usize,
+    /// The end of what is stored (per the fsync policy).
+    pub durable_end: Offset,
+    /// Recovery, quarantine and cache counters.
+    pub log: LogCounters,
+}
+
 /// A topic's batches in a disk log.
 #[derive(Debug)]
 pub struct DiskStorage {
@@ -51,6 +66,9 @@ pub struct DiskStorage {
     /// Estimated bytes from `start` to the end (approximated by the bytes on disk after a
     /// restart, when the batches are not in memory).
     bytes: u64,
+    /// The last read that found nothing from an offset before the end (quarantined data up to
+    /// the end): that offset, and the end then.
+    gap_to_end: Option<(Offset, Offset)>,
 }
 
 impl DiskStorage {
@@ -67,6 +85,7 @@ impl DiskStorage {
             settings,
             start,
             bytes,
+            gap_to_end: None,
         })
     }
 
@@ -106,6 +125,13 @@ impl DiskStorage {
 
     fn read(&mut self, start: Offset) -> Option<Stored> {
         match self.log.read(start) {
+            Ok(None) => {
+                let end = self.log.end();
+                if start < end {
+                    self.gap_to_end = Some((start, end));
+                }
+                None
+            }
             Ok(stored) => stored,
             Err(error) => {
                 tracing::error!(dir = %self.log.dir().display(), offset = start.0, %error, "Could not read a disk topic");
@@ -126,6 +152,18 @@ impl Storage for DiskStorage {
             return None;
         }
         self.read(start)
+    }
+
+    fn missing(&mut self, start: Offset) -> Option<Offset> {
+        let (gap_start, resume) = self.gap_to_end.take()?;
+        if gap_start != start {
+            return None;
+        }
+        if (gap_start..resume).contains(&self.start) {
+            // Nothing is stored there: the trim point moves over it.
+            self.start = resume;
+        }
+        Some(resume)
     }
 
     fn front_range(&mut self) -> Option<OffsetRange> {
@@ -177,7 +215,44 @@ impl Storage for DiskStorage {
         self.log.commit(name, offset);
     }
 
-    fn set_durable_notifier(&mut self, notify: Box<dyn Fn() + Send + Sync>) {
+    fn set_durable_notifier(&mut self, notify: Box<dyn Fn(Offset) + Send + Sync>) {
         self.log.set_durable_notifier(Arc::from(notify));
+    }
+
+    fn offset_for_time(&mut self, time_ms: i64) -> Option<Offset> {
+        match self.log.offset_for_time(time_ms) {
+            Ok(offset) => Some(offset.unwrap_or_else(|| self.log.end())),
+            Err(error) => {
+                tracing::error!(dir = %self.log.dir().display(), %error, "Could not look up a time in a disk topic");
+                None
+            }
+        }
+    }
+
+    fn maintain(&mut self) -> Option<OffsetRange> {
+        let before = self.start;
+        let outcome = self.apply_retention();
+        if outcome.deleted_segments > 0 {
+            tracing::info!(
+                dir = %self.log.dir().display(),
+                segments = outcome.deleted_segments,
+                "Retention deleted old segments of a disk topic"
+            );
+        }
+        (self.start > before).then(|| OffsetRange::new(before, self.start))
+    }
+
+    fn flush_handle(&self) -> Option<FlushHandle> {
+        self.log.flush_handle()
+    }
+
+    fn describe(&self) -> Option<DiskStats> {
+        Some(DiskStats {
+            dir: self.log.dir().display().to_string(),
+            disk_bytes: self.log.disk_bytes(),
+            segments: self.log.segment_count(),
+            durable_end: self.log.durable_end(),
+            log: self.log.counters(),
+        })
     }
 }

@@ -41,7 +41,7 @@ fn batch(tag: u64, events: usize) -> Arc<Batch> {
     ))
 }
 
-fn config() -> LogConfig {
+pub(super) fn config() -> LogConfig {
     LogConfig {
         segment_bytes: 1024,
         segment_age: None,
@@ -76,7 +76,7 @@ fn assert_reads(log: &mut Log, expected: &[(OffsetRange, Arc<Batch>)]) {
     }
 }
 
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -246,7 +246,7 @@ fn garbage_or_zeros_after_the_last_record_are_a_torn_tail() {
 }
 
 /// Flips a byte inside the payload of the record at `index` of a segment file.
-fn flip_record(path: &Path, index: usize) -> (u64, u64) {
+pub(super) fn flip_record(path: &Path, index: usize) -> (u64, u64) {
     let (position, header) = records(path)[index];
     let mut bytes = fs::read(path).unwrap();
     bytes[(position + header.record_len() - 2) as usize] ^= 0x55;
@@ -368,7 +368,7 @@ fn a_corrupt_record_in_the_active_segment_found_by_a_read_is_quarantined() {
 fn wait_durable(log: &Log) {
     let (sender, receiver) = mpsc::channel();
     let sender = std::sync::Mutex::new(sender);
-    log.set_durable_notifier(Arc::new(move || {
+    log.set_durable_notifier(Arc::new(move |_| {
         let _ = sender.lock().unwrap().send(());
     }));
     while log.durable_end() < log.end() {

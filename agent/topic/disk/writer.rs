@@ -26,6 +26,7 @@ use super::offsets::OffsetStore;
 use super::record::{self, RecordHeader};
 use super::segment::{self, SegmentInfo};
 use super::{FsyncPolicy, LogConfig};
+use crate::topic::offset::Offset;
 
 /// A batch queued for writing, with the offsets it was given.
 pub(super) struct Pending {
@@ -343,7 +344,7 @@ impl Writer {
         if durable > before {
             let notifier = self.shared.notifier.lock().clone();
             if let Some(notify) = notifier {
-                notify();
+                notify(Offset(durable));
             }
         }
     }
