@@ -824,6 +824,7 @@ encoding = "text"
     // SAFETY: signalling our own child; `rusage` is plain data that wait4 fills in.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let mut status = 0;
+    // SAFETY: `rusage` is integers and `timeval`s, for which all-zero bytes are valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `status` and `usage` are valid, exclusively borrowed out-parameters.
     if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
