@@ -185,13 +185,13 @@ fn main() -> ExitCode {
             let Some(loaded) = load(&config) else {
                 return ExitCode::from(2);
             };
-            let tests = match sluice::test_command::read_tests(&config) {
-                Ok(tests) => tests,
-                Err(error) => {
+            if !loaded.test_errors.is_empty() {
+                for error in &loaded.test_errors {
                     eprintln!("error: {error}");
-                    return ExitCode::from(2);
                 }
-            };
+                return ExitCode::from(2);
+            }
+            let tests = &loaded.tests;
             if tests.is_empty() {
                 // Like `cargo test` with no tests: the config is valid and nothing failed.
                 println!(
@@ -204,7 +204,7 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::SUCCESS;
             }
-            let results = sluice::test_command::run_tests(&loaded.config, &tests);
+            let results = sluice::test_command::run_tests(&loaded.config, tests);
             let source = config.first().cloned().unwrap_or_default();
             let (report, passed) = sluice::test_command::render(&results, &source);
             print!("{report}");

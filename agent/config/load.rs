@@ -31,6 +31,7 @@ use super::locate::{LineIndex, Position, SpanIndex};
 use super::path::{Issue, KeyPath, SECTIONS, Segment};
 use super::read::Reader;
 use super::validate::{Draft, validate};
+use crate::test_command::PipelineTest;
 
 /// The prefix of environment overrides.
 const ENV_PREFIX: &str = "SLUICE";
@@ -42,6 +43,10 @@ pub struct Loaded {
     pub config: Config,
     /// Problems that do not stop the config from running, rendered like errors.
     pub warnings: Vec<ConfigError>,
+    /// The pipeline tests (`[[tests]]`) of every file, in file order (`sluice test`).
+    pub tests: Vec<PipelineTest>,
+    /// Problems in `[[tests]]`, rendered like errors: they stop `sluice test`, not a run.
+    pub test_errors: Vec<ConfigError>,
 }
 
 /// One problem in a config: where, at which key, and what is wrong.
@@ -276,6 +281,8 @@ pub(super) fn load_files(
             .collect(),
         errors: Vec::new(),
         deprecated: Vec::new(),
+        tests: Vec::new(),
+        test_errors: Vec::new(),
     };
     if files.is_empty() {
         loader.errors.push(Located {
@@ -310,10 +317,15 @@ pub(super) fn load_files(
             .map(|issue| loader.place(issue, false)),
     );
     match validation.config {
-        Some(config) if loader.errors.is_empty() => Ok(Loaded {
-            config,
-            warnings: loader.render(warnings),
-        }),
+        Some(config) if loader.errors.is_empty() => {
+            let test_errors = std::mem::take(&mut loader.test_errors);
+            Ok(Loaded {
+                config,
+                warnings: loader.render(warnings),
+                tests: std::mem::take(&mut loader.tests),
+                test_errors: loader.render(test_errors),
+            })
+        }
         _ => Err(loader.finish_errors()),
     }
 }
@@ -329,6 +341,10 @@ struct Loader<'a> {
     errors: Vec<Located>,
     /// Deprecated keys the layered config uses, placed where they are written: warnings.
     deprecated: Vec<Located>,
+    /// Every file's `[[tests]]`, concatenated in file order (tests are not layered).
+    tests: Vec<PipelineTest>,
+    /// Problems in `[[tests]]`, with their positions.
+    test_errors: Vec<Located>,
 }
 
 impl Loader<'_> {
@@ -384,6 +400,18 @@ impl Loader<'_> {
                     file: Some(file),
                     position,
                     key: (!issue.path.is_root()).then_some(issue.path),
+                    message: issue.message,
+                });
+            }
+            // Tests are read from each file as written (interpolated, with positions) and
+            // concatenated: they are not layered like components.
+            self.tests.append(&mut reader.tests);
+            for issue in reader.test_issues {
+                let position = index.locate(&issue.path).map(|(_, position, _)| position);
+                self.test_errors.push(Located {
+                    file: Some(file),
+                    position,
+                    key: Some(issue.path),
                     message: issue.message,
                 });
             }

@@ -29,6 +29,7 @@ use super::tree::{KindFailure, Tree};
 use super::validate::{Draft, PipelineDraft, SinkDraft, SourceDraft, SubscriptionDraft};
 use super::{ApiConfig, TopicDef};
 use crate::sources::SourceConfig;
+use crate::test_command::PipelineTest;
 use crate::topic::{Offset, StartAt};
 
 /// Every key allowed at the top level.
@@ -67,6 +68,10 @@ pub(super) struct Reader<'a> {
     pub(super) seen: Vec<KeyPath>,
     /// Deprecated keys read (and rewritten to today's), at their path: warnings.
     pub(super) deprecated: Vec<Issue>,
+    /// The pipeline tests (`[[tests]]`) that read.
+    pub(super) tests: Vec<PipelineTest>,
+    /// Problems in `[[tests]]`: errors for `sluice test` only (a run ignores the tests).
+    pub(super) test_issues: Vec<Issue>,
 }
 
 impl<'a> Reader<'a> {
@@ -77,6 +82,8 @@ impl<'a> Reader<'a> {
             issues: Vec::new(),
             seen: Vec::new(),
             deprecated: Vec::new(),
+            tests: Vec::new(),
+            test_issues: Vec::new(),
         }
     }
 
@@ -148,8 +155,8 @@ impl<'a> Reader<'a> {
                         draft.sinks.insert(name, sink);
                     }
                 }
-                // Pipeline tests (`[[tests]]`) are read by `sluice test`; a run ignores them.
-                "tests" => {}
+                // Pipeline tests (`[[tests]]`) are for `sluice test`; a run ignores them.
+                "tests" => self.tests(value, &path),
                 other => self.issue(
                     path,
                     format!(
@@ -323,6 +330,31 @@ impl<'a> Reader<'a> {
             "blocking" => draft.blocking = self.typed::<bool, T>(value, path, "true or false"),
             "start_at" => draft.start_at = self.start_at(value, path),
             _ => draft.ack_timeout = self.duration(value, path),
+        }
+    }
+
+    /// Reads `[[tests]]`: an array of tables, each a [`PipelineTest`].
+    fn tests<T: Tree>(&mut self, value: T, path: &KeyPath) {
+        let items = match value.into_items() {
+            Ok(items) => items,
+            Err(other) => {
+                self.test_issues.push(Issue::new(
+                    path.clone(),
+                    format!(
+                        "expected an array of tests (`[[tests]]`), found {}",
+                        other.describe()
+                    ),
+                ));
+                return;
+            }
+        };
+        for (index, item) in items.into_iter().enumerate() {
+            match item.deserialize_tracked::<PipelineTest>() {
+                Ok(test) => self.tests.push(test),
+                Err((key, message)) => self
+                    .test_issues
+                    .push(Issue::new(path.index(index).join(&key), message)),
+            }
         }
     }
 

@@ -1152,3 +1152,48 @@ fn a_deprecated_key_beside_its_replacement_is_an_error_at_its_line() {
         ]
     );
 }
+
+// ---- pipeline tests ([[tests]]) ----
+
+#[test]
+fn pipeline_tests_are_read_per_file_with_variables_and_positions() {
+    let _env = PROCESS_ENV.read();
+    let first = format!(
+        "{BASE}\n[[tests]]\nname = \"${{TEST_NAME}}\"\npipeline = \"app\"\nlines = ['{{}}']\n"
+    );
+    let second = "[[tests]]\nname = \"second\"\npipeline = \"app\"\n";
+    let files = [
+        SourceFile {
+            name: "a.toml".to_owned(),
+            text: first.clone(),
+        },
+        SourceFile {
+            name: "b.toml".to_owned(),
+            text: second.to_owned(),
+        },
+    ];
+    let lookup = |name: &str| (name == "TEST_NAME").then(|| "from the environment".to_owned());
+    let loaded = load_files(&files, &[], &lookup).unwrap();
+    // Both files' tests, in file order (not layered: the second does not replace the first).
+    let names: Vec<&str> = loaded.tests.iter().map(|test| test.name.as_str()).collect();
+    assert_eq!(names, ["from the environment", "second"]);
+    assert!(loaded.test_errors.is_empty());
+
+    // A bad test is an error for `sluice test` at its file, line and key; the run is unaffected.
+    let bad = format!(
+        "{BASE}\n[[tests]]\nname = \"t\"\npipeline = \"app\"\nexpect_dead_letters = \"x\"\n"
+    );
+    let loaded = load_one(&bad).unwrap();
+    assert!(loaded.tests.is_empty());
+    assert_eq!(
+        loaded
+            .test_errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            "pipeline.toml:17:1: tests[0].expect_dead_letters: invalid type: string \"x\", \
+          expected a non-negative integer"
+        ]
+    );
+}
