@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::Deserialize;
@@ -166,6 +167,20 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let wait = date.signed_duration_since(chrono::Utc::now());
     Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// The request body made of the encoded `buffer`: gzipped when `gzip`, else the buffer itself,
+/// handed over whole (the client owns the body; the next request starts a new buffer of the
+/// same capacity).
+pub fn take_body(buffer: &mut Vec<u8>, gzip: bool) -> Bytes {
+    if gzip {
+        let mut compressed = Vec::with_capacity(buffer.len() / 4);
+        crate::encoding::gzip(buffer, &mut compressed);
+        Bytes::from(compressed)
+    } else {
+        let capacity = buffer.len();
+        Bytes::from(std::mem::replace(buffer, Vec::with_capacity(capacity)))
+    }
 }
 
 /// A refusal's message with what to check in the config.

@@ -55,9 +55,10 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use sluice_pipelines::Event;
 
-use crate::encoding::{Compression, Encoder, Encoding, EncodingConfig, gzip};
+use crate::encoding::{Compression, Encoder, Encoding, EncodingConfig};
 use crate::http::{
-    Auth, client, error_body, is_retryable_status, parse_url, request_error, retry_after, with_auth,
+    Auth, client, error_body, is_retryable_status, parse_url, request_error, retry_after,
+    take_body, with_auth,
 };
 use crate::units::HumanDuration;
 use crate::{BuildError, Sink, SinkError, SinkFuture, chunk_events};
@@ -285,17 +286,9 @@ impl ClickhouseSink {
             return Ok(());
         }
         let encoded = self.buffer.len() as u64;
-        let body = if self.gzip {
-            let mut compressed = Vec::with_capacity(self.buffer.len() / 4);
-            gzip(&self.buffer, &mut compressed);
-            compressed
-        } else {
-            let capacity = self.buffer.len();
-            std::mem::replace(&mut self.buffer, Vec::with_capacity(capacity))
-        };
+        let body = take_body(&mut self.buffer, self.gzip);
         self.written = 0;
-        self.post(self.insert.clone(), Bytes::from(body), self.gzip)
-            .await?;
+        self.post(self.insert.clone(), body, self.gzip).await?;
         self.written = encoded;
         Ok(())
     }

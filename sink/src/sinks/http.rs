@@ -35,16 +35,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, Url};
 use serde::Deserialize;
 use sluice_pipelines::Event;
 
-use crate::encoding::{Compression, Encoder, EncodingConfig, deserialize_encoding, gzip};
+use crate::encoding::{Compression, Encoder, EncodingConfig, deserialize_encoding};
 use crate::http::{
     Auth, check_response, client, error_body, header_map, is_retryable_status, parse_url, refusal,
-    request_error, with_auth,
+    request_error, take_body, with_auth,
 };
 use crate::units::HumanDuration;
 use crate::{BuildError, Sink, SinkError, SinkFuture, chunk_events};
@@ -225,20 +224,12 @@ impl HttpSink {
         self.encoder
             .encode_batch(chunk_events(chunks), &mut self.buffer);
         let encoded = self.buffer.len() as u64;
-        let body = if self.gzip {
-            let mut compressed = Vec::with_capacity(self.buffer.len() / 4);
-            gzip(&self.buffer, &mut compressed);
-            compressed
-        } else {
-            // The body is handed to the client; the next request starts a new buffer.
-            let capacity = self.buffer.len();
-            std::mem::replace(&mut self.buffer, Vec::with_capacity(capacity))
-        };
+        let body = take_body(&mut self.buffer, self.gzip);
         let request = self
             .client
             .request(self.method.clone(), self.url.clone())
             .headers(self.headers.clone())
-            .body(Bytes::from(body));
+            .body(body);
         let request = with_auth(request, self.auth.as_ref());
         self.written = 0;
         let response = request.send().await.map_err(request_error)?;
