@@ -7,6 +7,7 @@ mod support;
 mod acknowledgements;
 mod cli;
 mod disk_topics;
+mod durability;
 mod examples;
 mod file_tailing;
 mod http_sources;

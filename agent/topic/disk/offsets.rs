@@ -331,6 +331,31 @@ mod tests {
         assert_eq!(reopened.all(), HashMap::from([("sink.pg".to_owned(), 20)]));
     }
 
+    /// Regression: the default throttle was 1 s, so an agent killed less than a second after
+    /// each start (a crash loop, tests/durability.rs) persisted only the first commit of each
+    /// run and processed an ever longer backlog again every time: 1.6 million duplicates for
+    /// 464,000 lines over 20 kills. By default a crash now loses at most the commits of one
+    /// fsync interval.
+    #[test]
+    fn by_default_a_crash_loses_at_most_an_fsync_interval_of_commits() {
+        let interval = crate::topic::disk::LogConfig::default().offset_commit_interval;
+        let crate::topic::disk::FsyncPolicy::Interval(fsync) =
+            crate::topic::disk::FsyncPolicy::default()
+        else {
+            panic!("the default fsync policy is an interval");
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let mut store = OffsetStore::open(dir.path(), interval, true).unwrap();
+        store.commit("sink.pg", 10, t0).unwrap();
+        store
+            .commit("sink.pg", 20, t0 + Duration::from_millis(1))
+            .unwrap();
+        store.flush_due(t0 + fsync).unwrap();
+        let reopened = OffsetStore::open(dir.path(), interval, true).unwrap();
+        assert_eq!(reopened.get("sink.pg"), Some(20));
+    }
+
     #[test]
     fn corrupt_and_temporary_files_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
