@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::config::{PollDecoding, Settings};
 use super::state::{self, Cursor, PollState};
 use crate::metrics::Counter;
+use crate::sources::lines::numbered_lines;
 use crate::sources::throttle::Throttle;
 use crate::sources::{BATCH_EVENTS, Source, SourceContext, SourceError, SourceFuture};
 use crate::topic::{Offset, Published};
@@ -454,17 +455,13 @@ impl Poller {
     fn ndjson(&mut self, body: &Bytes) -> Result<Decoded, String> {
         let mut events = Vec::new();
         let mut rejected = Vec::new();
-        for (index, line) in body.split(|&b| b == b'\n').enumerate() {
-            let line = line.trim_ascii();
-            if line.is_empty() {
-                continue;
-            }
+        for (number, line) in numbered_lines(body) {
             let line = body.slice_ref(line);
             match self.decoder.decode_object_shared(&line) {
                 Ok(fields) => events.push(Event::from_fields(fields)),
                 Err(error) => rejected.push((
                     Event::from_raw(line, self.meta()),
-                    format!("line {}: {error}", index + 1),
+                    format!("line {number}: {error}"),
                 )),
             }
         }
