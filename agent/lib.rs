@@ -3,6 +3,10 @@
 //! The agent crate owns everything that runs: the command line, config loading and validation,
 //! the topology that wires sources, topics, pipelines and sinks together, the topic queue itself,
 //! and the sources. Steps live in `sluice-pipelines`, sinks in `sluice-sink`.
+// The agent has no unsafe code. Its tests need one kind: changing the process environment
+// (`std::env::set_var`), allowed on that test alone.
+#![cfg_attr(not(test), forbid(unsafe_code))]
+#![cfg_attr(test, deny(unsafe_code))]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -15,10 +19,10 @@ pub mod data_dir;
 pub mod fuzzing;
 pub mod graph;
 pub mod metrics;
-pub mod pipeline_tests;
 pub mod rejections;
 pub mod shutdown;
 pub mod sources;
+pub mod test_command;
 pub mod topic;
 pub mod topics_cli;
 pub mod topology;

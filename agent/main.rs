@@ -8,6 +8,7 @@
 //!   not reach the agent or the topic, or `topics` failed (`verify` found corruption, `reset`
 //!   was refused while an agent runs);
 //! - `2`: the command line or the config is invalid (nothing was started).
+#![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -23,7 +24,7 @@ use sluice::data_dir::DataDirLock;
 use sluice::sources::SourceConfig;
 use sluice::topic::Topic;
 use sluice::topology::{RunOutcome, Topology, status};
-use sluice_pipelines::sample::{SampleFormat, SampleLimit, SampleLines, write_sample};
+use sluice_pipelines::synthetic::{SampleFormat, SampleLimit, SampleLines, write_sample};
 use sluice_pipelines::units::HumanDuration;
 
 /// sluice: collect logs and events, queue them in topics, run pipelines, ship them to stores.
@@ -138,11 +139,11 @@ enum GenerateFormat {
     Events,
 }
 
-fn parse_duration(text: &str) -> Result<HumanDuration, String> {
+fn parse_duration(text: &str) -> Result<HumanDuration, sluice_pipelines::units::UnitError> {
     sluice_pipelines::units::parse_duration(text).map(HumanDuration)
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
+fn parse_size(text: &str) -> Result<u64, sluice_pipelines::units::UnitError> {
     sluice_pipelines::units::parse_byte_size(text)
 }
 
@@ -184,13 +185,13 @@ fn main() -> ExitCode {
             let Some(loaded) = load(&config) else {
                 return ExitCode::from(2);
             };
-            let tests = match sluice::pipeline_tests::read_tests(&config) {
-                Ok(tests) => tests,
-                Err(error) => {
+            if !loaded.test_errors.is_empty() {
+                for error in &loaded.test_errors {
                     eprintln!("error: {error}");
-                    return ExitCode::from(2);
                 }
-            };
+                return ExitCode::from(2);
+            }
+            let tests = &loaded.tests;
             if tests.is_empty() {
                 // Like `cargo test` with no tests: the config is valid and nothing failed.
                 println!(
@@ -203,9 +204,9 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::SUCCESS;
             }
-            let results = sluice::pipeline_tests::run_tests(&loaded.config, &tests);
+            let results = sluice::test_command::run_tests(&loaded.config, tests);
             let source = config.first().cloned().unwrap_or_default();
-            let (report, passed) = sluice::pipeline_tests::render(&results, &source);
+            let (report, passed) = sluice::test_command::render(&results, &source);
             print!("{report}");
             if passed {
                 ExitCode::SUCCESS

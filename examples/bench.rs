@@ -394,6 +394,7 @@ fn measure(binary: &Path, config: &Path) -> Result<Measurement, String> {
     let mut status = 0;
     // SAFETY: `rusage` is plain data that wait4 fills in; the pid is our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are valid, exclusively borrowed out-parameters.
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall_secs = started.elapsed().as_secs_f64();
     if waited != pid {
@@ -622,6 +623,7 @@ fn measure_server(
     let mut status = 0;
     // SAFETY: `rusage` is plain data that wait4 fills in; the pid is our own child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are valid, exclusively borrowed out-parameters.
     let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let wall_secs = started.elapsed().as_secs_f64();
     let report = report?;
@@ -822,7 +824,9 @@ encoding = "text"
     // SAFETY: signalling our own child; `rusage` is plain data that wait4 fills in.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let mut status = 0;
+    // SAFETY: `rusage` is integers and `timeval`s, for which all-zero bytes are valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are valid, exclusively borrowed out-parameters.
     if unsafe { libc::wait4(pid, &mut status, 0, &mut usage) } != pid {
         return Err(format!("wait4 failed: {}", std::io::Error::last_os_error()));
     }

@@ -226,6 +226,7 @@ async fn timed_out_shutdown_loses_no_row(topics: Topics) {
     wait_for_everything_read(dir.path(), topics);
     // SIGTERM: the windows are flushed into the stats topic, the store stays down, and the
     // shutdown times out after 3 s.
+    // SAFETY: kill(2) takes plain integers and touches no memory of this process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let output =
         tokio::task::spawn_blocking(move || wait_with_timeout(child, Duration::from_secs(30)))

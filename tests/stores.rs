@@ -170,7 +170,14 @@ retry = {{ initial = "50ms", max = "500ms" }}
         server.endpoint()
     );
     write_file(dir.path(), "ch.toml", &config(&sink));
-    run_while(&dir, "ch.toml", || server.restart()).await;
+    let stderr = run_while(&dir, "ch.toml", || server.restart()).await;
+    // `endpoint` is the deprecated name of `url`: it still works, with a warning at its line.
+    assert!(
+        stderr.contains(
+            "warning: ch.toml:25:1: sinks.ch.endpoint: deprecated key `endpoint`: use `url`"
+        ),
+        "{stderr}"
+    );
 
     let expected = archive(&dir);
     let answer = server

@@ -28,9 +28,10 @@ use std::path::{Path, PathBuf};
 use super::Config;
 use super::interpolate::{Interpolated, interpolate};
 use super::locate::{LineIndex, Position, SpanIndex};
-use super::path::{Issue, KeyPath, Segment};
-use super::read::{Reader, SECTIONS};
+use super::path::{Issue, KeyPath, SECTIONS, Segment};
+use super::read::Reader;
 use super::validate::{Draft, validate};
+use crate::test_command::PipelineTest;
 
 /// The prefix of environment overrides.
 const ENV_PREFIX: &str = "SLUICE";
@@ -42,6 +43,10 @@ pub struct Loaded {
     pub config: Config,
     /// Problems that do not stop the config from running, rendered like errors.
     pub warnings: Vec<ConfigError>,
+    /// The pipeline tests (`[[tests]]`) of every file, in file order (`sluice test`).
+    pub tests: Vec<PipelineTest>,
+    /// Problems in `[[tests]]`, rendered like errors: they stop `sluice test`, not a run.
+    pub test_errors: Vec<ConfigError>,
 }
 
 /// One problem in a config: where, at which key, and what is wrong.
@@ -275,6 +280,9 @@ pub(super) fn load_files(
             .cloned()
             .collect(),
         errors: Vec::new(),
+        deprecated: Vec::new(),
+        tests: Vec::new(),
+        test_errors: Vec::new(),
     };
     if files.is_empty() {
         loader.errors.push(Located {
@@ -301,16 +309,23 @@ pub(super) fn load_files(
         let located = loader.place(issue, false);
         loader.errors.push(located);
     }
-    let warnings: Vec<Located> = validation
-        .warnings
-        .into_iter()
-        .map(|issue| loader.place(issue, false))
-        .collect();
+    let mut warnings = std::mem::take(&mut loader.deprecated);
+    warnings.extend(
+        validation
+            .warnings
+            .into_iter()
+            .map(|issue| loader.place(issue, false)),
+    );
     match validation.config {
-        Some(config) if loader.errors.is_empty() => Ok(Loaded {
-            config,
-            warnings: loader.render(warnings),
-        }),
+        Some(config) if loader.errors.is_empty() => {
+            let test_errors = std::mem::take(&mut loader.test_errors);
+            Ok(Loaded {
+                config,
+                warnings: loader.render(warnings),
+                tests: std::mem::take(&mut loader.tests),
+                test_errors: loader.render(test_errors),
+            })
+        }
         _ => Err(loader.finish_errors()),
     }
 }
@@ -324,6 +339,12 @@ struct Loader<'a> {
     /// The environment variables that override config keys (name, value).
     env: Vec<(String, String)>,
     errors: Vec<Located>,
+    /// Deprecated keys the layered config uses, placed where they are written: warnings.
+    deprecated: Vec<Located>,
+    /// Every file's `[[tests]]`, concatenated in file order (tests are not layered).
+    tests: Vec<PipelineTest>,
+    /// Problems in `[[tests]]`, with their positions.
+    test_errors: Vec<Located>,
 }
 
 impl Loader<'_> {
@@ -382,6 +403,18 @@ impl Loader<'_> {
                     message: issue.message,
                 });
             }
+            // Tests are read from each file as written (interpolated, with positions) and
+            // concatenated: they are not layered like components.
+            self.tests.append(&mut reader.tests);
+            for issue in reader.test_issues {
+                let position = index.locate(&issue.path).map(|(_, position, _)| position);
+                self.test_errors.push(Located {
+                    file: Some(file),
+                    position,
+                    key: Some(issue.path),
+                    message: issue.message,
+                });
+            }
             earlier.extend(reader.seen);
             self.parsed.push(ParsedFile {
                 interpolated,
@@ -428,6 +461,13 @@ impl Loader<'_> {
         let no_earlier = HashSet::new();
         let mut reader = Reader::new(&no_earlier);
         let draft = reader.read(root);
+        // Each file's own pass rewrote its deprecated keys too, but only here is every key
+        // known (a partial override's kind comes from an earlier file); placing finds the file
+        // and line that write the old key, or the environment variable that set it.
+        for issue in std::mem::take(&mut reader.deprecated) {
+            let located = self.place(issue, false);
+            self.deprecated.push(located);
+        }
         for issue in reader.issues {
             // The strict pass already explained problems in this component, with positions.
             if !strict_components.contains(&issue.path.component()) {

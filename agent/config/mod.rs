@@ -16,9 +16,11 @@
 //!
 //! Modules, in the order loading uses them: `load` (files, passes, rendering), `interpolate`
 //! (`${VAR}`), `locate` (key path → line and column), `read` (a config tree → a draft, every
-//! problem collected; `tree` adapts `toml::Value` and `config::Value` to it), `path` (key
-//! paths), `validate` (draft → [`Config`]).
+//! problem collected; `tree` adapts `toml::Value` and `config::Value` to it; `deprecated`
+//! rewrites renamed keys to today's names, each a warning), `path` (key paths), `validate`
+//! (draft → [`Config`]).
 
+mod deprecated;
 mod interpolate;
 mod load;
 mod locate;

@@ -8,6 +8,10 @@
 
 use std::fmt;
 
+/// The tables of named components (and topics) at the top level: a key path into one of them
+/// belongs to the component two segments down.
+pub(super) const SECTIONS: [&str; 4] = ["sources", "topics", "pipelines", "sinks"];
+
 /// One step down the config tree.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) enum Segment {
@@ -62,7 +66,7 @@ impl KeyPath {
     /// `sinks.out.input`, `data_dir` for `data_dir`.
     pub(super) fn component(&self) -> KeyPath {
         let depth = match self.0.first() {
-            Some(Segment::Key(section)) if super::read::SECTIONS.contains(&section.as_str()) => 2,
+            Some(Segment::Key(section)) if SECTIONS.contains(&section.as_str()) => 2,
             _ => 1,
         };
         KeyPath(self.0.iter().take(depth).cloned().collect())

@@ -23,15 +23,14 @@ use sluice_pipelines::{ComponentKind, OnError, StepConfig};
 use sluice_sink::SinkConfig;
 use sluice_sink::driver::DriverConfig;
 
+use super::deprecated;
 use super::path::{Issue, KeyPath};
 use super::tree::{KindFailure, Tree};
 use super::validate::{Draft, PipelineDraft, SinkDraft, SourceDraft, SubscriptionDraft};
 use super::{ApiConfig, TopicDef};
 use crate::sources::SourceConfig;
+use crate::test_command::PipelineTest;
 use crate::topic::{Offset, StartAt};
-
-/// The tables of named components (and topics) at the top level.
-pub(super) const SECTIONS: [&str; 4] = ["sources", "topics", "pipelines", "sinks"];
 
 /// Every key allowed at the top level.
 const TOP_LEVEL_KEYS: [&str; 8] = [
@@ -67,6 +66,12 @@ pub(super) struct Reader<'a> {
     pub(super) issues: Vec<Issue>,
     /// Every component (`sinks.out`, `topics."a.b"`) read so far.
     pub(super) seen: Vec<KeyPath>,
+    /// Deprecated keys read (and rewritten to today's), at their path: warnings.
+    pub(super) deprecated: Vec<Issue>,
+    /// The pipeline tests (`[[tests]]`) that read.
+    pub(super) tests: Vec<PipelineTest>,
+    /// Problems in `[[tests]]`: errors for `sluice test` only (a run ignores the tests).
+    pub(super) test_issues: Vec<Issue>,
 }
 
 impl<'a> Reader<'a> {
@@ -76,6 +81,9 @@ impl<'a> Reader<'a> {
             earlier,
             issues: Vec::new(),
             seen: Vec::new(),
+            deprecated: Vec::new(),
+            tests: Vec::new(),
+            test_issues: Vec::new(),
         }
     }
 
@@ -147,8 +155,8 @@ impl<'a> Reader<'a> {
                         draft.sinks.insert(name, sink);
                     }
                 }
-                // Pipeline tests (`[[tests]]`) are read by `sluice test`; a run ignores them.
-                "tests" => {}
+                // Pipeline tests (`[[tests]]`) are for `sluice test`; a run ignores them.
+                "tests" => self.tests(value, &path),
                 other => self.issue(
                     path,
                     format!(
@@ -325,6 +333,31 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Reads `[[tests]]`: an array of tables, each a [`PipelineTest`].
+    fn tests<T: Tree>(&mut self, value: T, path: &KeyPath) {
+        let items = match value.into_items() {
+            Ok(items) => items,
+            Err(other) => {
+                self.test_issues.push(Issue::new(
+                    path.clone(),
+                    format!(
+                        "expected an array of tests (`[[tests]]`), found {}",
+                        other.describe()
+                    ),
+                ));
+                return;
+            }
+        };
+        for (index, item) in items.into_iter().enumerate() {
+            match item.deserialize_tracked::<PipelineTest>() {
+                Ok(test) => self.tests.push(test),
+                Err((key, message)) => self
+                    .test_issues
+                    .push(Issue::new(path.index(index).join(&key), message)),
+            }
+        }
+    }
+
     /// Reads a pipeline's `steps`: an array of tables, each with a `type`.
     fn steps<T: Tree>(&mut self, value: T, path: &KeyPath) -> Vec<Option<StepConfig>> {
         let items = match value.into_items() {
@@ -382,6 +415,13 @@ impl<'a> Reader<'a> {
             return None;
         };
         let name = name.to_owned();
+        let mut rest = rest;
+        let upgraded = deprecated::upgrade(what, &name, &mut rest, path);
+        self.deprecated.extend(upgraded.warnings);
+        if !upgraded.errors.is_empty() {
+            self.issues.extend(upgraded.errors);
+            return None;
+        }
         match T::from_entries(rest).deserialize_kind::<K>(&name) {
             Ok(config) => Some(config),
             Err(KindFailure::Unknown) => {
@@ -463,7 +503,7 @@ impl<'a> Reader<'a> {
     /// Reads a duration such as `"10s"`.
     fn duration<T: Tree>(&mut self, value: T, path: &KeyPath) -> Option<Duration> {
         let parsed = match value.as_str() {
-            Some(text) => parse_duration(text),
+            Some(text) => parse_duration(text).map_err(|error| error.to_string()),
             None => Err(format!(
                 "expected a duration like \"10s\", \"5m\" or \"250ms\", found {}",
                 value.describe()

@@ -333,6 +333,10 @@ fn environment_unknown_keys_name_the_variable() {
 }
 
 #[test]
+#[allow(
+    unsafe_code,
+    reason = "`std::env::set_var` is unsafe; the test holds `PROCESS_ENV` exclusively"
+)]
 fn process_environment_overrides_through_load() {
     const VAR: &str = "SLUICE_TOPICS__SLUICE_CONFIG_TEST_TOPIC__MAX_EVENTS";
     let _env = PROCESS_ENV.write().unwrap();
@@ -975,5 +979,221 @@ fn sink_driver_keys_are_read_with_their_paths() {
             .any(|e| e.starts_with(&format!("pipeline.toml:{batch_line}:"))
                 && e.contains("sinks.bad.batch.max_events: must be at least 1")),
         "{errors:?}"
+    );
+}
+
+// ---- deprecated keys ----
+
+/// Every renamed key, written the old way: stdin → `raw` → dedupe, sample → `out` → http and
+/// clickhouse sinks, plus http_poll and http_server sources.
+const OLD_KEYS: &str = r#"[sources.poll]
+type = "http_poll"
+topic = "raw"
+url = "http://127.0.0.1:9/"
+timeout = "3s"
+retries = 2
+retry_backoff = "20ms"
+max_retry_backoff = "50ms"
+
+[sources.beacons]
+type = "http_server"
+topic = "raw"
+address = "127.0.0.1:0"
+headers = ["user-agent"]
+
+[pipelines.app]
+input = "raw"
+output = "out"
+steps = [
+  { type = "dedupe", fields = ["id"] },
+  { type = "sample", rate = 2, key = ["session"] },
+]
+
+[sinks.web]
+type = "http"
+input = "out"
+uri = "http://127.0.0.1:9/in"
+
+[sinks.ch]
+type = "clickhouse"
+input = "out"
+endpoint = "http://127.0.0.1:8123"
+table = "t"
+user = "ann"
+password = "pw"
+"#;
+
+/// [`OLD_KEYS`] with today's keys.
+const NEW_KEYS: &str = r#"[sources.poll]
+type = "http_poll"
+topic = "raw"
+url = "http://127.0.0.1:9/"
+request_timeout = "3s"
+retry = { max_attempts = 3, initial = "20ms", max = "50ms" }
+
+[sources.beacons]
+type = "http_server"
+topic = "raw"
+address = "127.0.0.1:0"
+copy_headers = ["user-agent"]
+
+[pipelines.app]
+input = "raw"
+output = "out"
+steps = [
+  { type = "dedupe", group_by = ["id"] },
+  { type = "sample", rate = 2, group_by = ["session"] },
+]
+
+[sinks.web]
+type = "http"
+input = "out"
+url = "http://127.0.0.1:9/in"
+
+[sinks.ch]
+type = "clickhouse"
+input = "out"
+url = "http://127.0.0.1:8123"
+table = "t"
+auth = { strategy = "basic", user = "ann", password = "pw" }
+"#;
+
+#[test]
+fn deprecated_keys_load_as_todays_with_a_warning_each() {
+    let _env = PROCESS_ENV.read();
+    let old = load_one(OLD_KEYS).unwrap();
+    let new = load_one(NEW_KEYS).unwrap();
+    assert!(new.warnings.is_empty(), "{:?}", new.warnings);
+    // The same config, key for key.
+    assert_eq!(format!("{:?}", old.config), format!("{:?}", new.config));
+    let rendered: Vec<String> = old.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rendered,
+        [
+            "pipeline.toml:5:1: sources.poll.timeout: deprecated key `timeout`: use \
+             `request_timeout`, which means the same",
+            "pipeline.toml:6:1: sources.poll.retries: deprecated key `retries`: use \
+             `retry.max_attempts`, which counts the first request too (`retries = 2` is \
+             `retry = { max_attempts = 3 }`)",
+            "pipeline.toml:7:1: sources.poll.retry_backoff: deprecated key `retry_backoff`: use \
+             `retry.initial`",
+            "pipeline.toml:8:1: sources.poll.max_retry_backoff: deprecated key \
+             `max_retry_backoff`: use `retry.max`",
+            "pipeline.toml:14:1: sources.beacons.headers: deprecated key `headers`: use \
+             `copy_headers`, which means the same",
+            "pipeline.toml:20:22: pipelines.app.steps[0].fields: deprecated key `fields`: use \
+             `group_by`, which means the same",
+            "pipeline.toml:21:32: pipelines.app.steps[1].key: deprecated key `key`: use \
+             `group_by`, which means the same",
+            "pipeline.toml:27:1: sinks.web.uri: deprecated key `uri`: use `url`, which means \
+             the same",
+            "pipeline.toml:32:1: sinks.ch.endpoint: deprecated key `endpoint`: use `url`, which \
+             means the same",
+            "pipeline.toml:34:1: sinks.ch.user: deprecated key `user`: use `auth = { strategy = \
+             \"basic\", user = …, password = … }`",
+            "pipeline.toml:35:1: sinks.ch.password: deprecated key `password`: use `auth = { \
+             strategy = \"basic\", user = …, password = … }`",
+        ]
+    );
+}
+
+#[test]
+fn a_deprecated_key_set_by_the_environment_names_the_variable() {
+    let _env = PROCESS_ENV.read();
+    let text = format!(
+        "{BASE}\n[sinks.web]\ntype = \"http\"\ninput = \"parsed\"\nurl = \"http://127.0.0.1:9/\"\n"
+    );
+    // The environment's `uri` meets the file's `url`: both set, an error at the old key.
+    assert_eq!(
+        errors(load_texts(
+            &[("pipeline.toml", &text)],
+            &[("SLUICE_SINKS__WEB__URI", "http://127.0.0.1:8/")]
+        )),
+        [
+            "sinks.web.uri: `uri` is the deprecated name of `url`, which is set too; keep only \
+          `url` (from the environment variable `SLUICE_SINKS__WEB__URI`)"
+        ]
+    );
+    let without_url = text.replace("url = \"http://127.0.0.1:9/\"\n", "uri = \"x\"\n");
+    let loaded = load_texts(
+        &[("pipeline.toml", &without_url)],
+        &[("SLUICE_SINKS__WEB__URI", "http://127.0.0.1:8/")],
+    )
+    .unwrap();
+    assert_eq!(
+        loaded
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            "sinks.web.uri: deprecated key `uri`: use `url`, which means the same (from the \
+          environment variable `SLUICE_SINKS__WEB__URI`)"
+        ]
+    );
+    match &loaded.config.sinks["web"].config {
+        SinkConfig::Http(http) => assert_eq!(http.url, "http://127.0.0.1:8/"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_deprecated_key_beside_its_replacement_is_an_error_at_its_line() {
+    let _env = PROCESS_ENV.read();
+    let text = format!(
+        "{BASE}\n[sinks.web]\ntype = \"http\"\ninput = \"parsed\"\nuri = \"http://a/\"\n\
+         url = \"http://b/\"\n"
+    );
+    assert_eq!(
+        errors(load_one(&text)),
+        [
+            "pipeline.toml:17:1: sinks.web.uri: `uri` is the deprecated name of `url`, which is set \
+          too; keep only `url`"
+        ]
+    );
+}
+
+// ---- pipeline tests ([[tests]]) ----
+
+#[test]
+fn pipeline_tests_are_read_per_file_with_variables_and_positions() {
+    let _env = PROCESS_ENV.read();
+    let first = format!(
+        "{BASE}\n[[tests]]\nname = \"${{TEST_NAME}}\"\npipeline = \"app\"\nlines = ['{{}}']\n"
+    );
+    let second = "[[tests]]\nname = \"second\"\npipeline = \"app\"\n";
+    let files = [
+        SourceFile {
+            name: "a.toml".to_owned(),
+            text: first.clone(),
+        },
+        SourceFile {
+            name: "b.toml".to_owned(),
+            text: second.to_owned(),
+        },
+    ];
+    let lookup = |name: &str| (name == "TEST_NAME").then(|| "from the environment".to_owned());
+    let loaded = load_files(&files, &[], &lookup).unwrap();
+    // Both files' tests, in file order (not layered: the second does not replace the first).
+    let names: Vec<&str> = loaded.tests.iter().map(|test| test.name.as_str()).collect();
+    assert_eq!(names, ["from the environment", "second"]);
+    assert!(loaded.test_errors.is_empty());
+
+    // A bad test is an error for `sluice test` at its file, line and key; the run is unaffected.
+    let bad = format!(
+        "{BASE}\n[[tests]]\nname = \"t\"\npipeline = \"app\"\nexpect_dead_letters = \"x\"\n"
+    );
+    let loaded = load_one(&bad).unwrap();
+    assert!(loaded.tests.is_empty());
+    assert_eq!(
+        loaded
+            .test_errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            "pipeline.toml:17:1: tests[0].expect_dead_letters: invalid type: string \"x\", \
+          expected a non-negative integer"
+        ]
     );
 }

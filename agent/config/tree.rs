@@ -35,6 +35,12 @@ pub(super) trait Tree: Sized {
     fn into_items(self) -> Result<Vec<Self>, Self>;
     /// The string, when the value is one.
     fn as_str(&self) -> Option<&str>;
+    /// The integer, when the value is one (or, in the layered tree, a string that reads as one).
+    fn as_integer(&self) -> Option<i64>;
+    /// A string value.
+    fn from_string(text: &str) -> Self;
+    /// An integer value.
+    fn from_integer(number: i64) -> Self;
     /// The value as an error message shows it: `string "two"`, `integer 5`, `a table`.
     fn describe(&self) -> String;
     /// Deserializes the value as a `V`.
@@ -79,6 +85,18 @@ impl Tree for toml::Value {
 
     fn as_str(&self) -> Option<&str> {
         toml::Value::as_str(self)
+    }
+
+    fn as_integer(&self) -> Option<i64> {
+        toml::Value::as_integer(self)
+    }
+
+    fn from_string(text: &str) -> Self {
+        toml::Value::String(text.to_owned())
+    }
+
+    fn from_integer(number: i64) -> Self {
+        toml::Value::Integer(number)
     }
 
     fn describe(&self) -> String {
@@ -144,6 +162,26 @@ impl Tree for config::Value {
             config::ValueKind::String(text) => Some(text),
             _ => None,
         }
+    }
+
+    fn as_integer(&self) -> Option<i64> {
+        match &self.kind {
+            config::ValueKind::I64(number) => Some(*number),
+            config::ValueKind::U64(number) => i64::try_from(*number).ok(),
+            config::ValueKind::I128(number) => i64::try_from(*number).ok(),
+            config::ValueKind::U128(number) => i64::try_from(*number).ok(),
+            // An environment override is a string.
+            config::ValueKind::String(text) => text.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
+    fn from_string(text: &str) -> Self {
+        config::Value::new(None, config::ValueKind::String(text.to_owned()))
+    }
+
+    fn from_integer(number: i64) -> Self {
+        config::Value::new(None, config::ValueKind::I64(number))
     }
 
     fn describe(&self) -> String {

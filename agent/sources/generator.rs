@@ -15,7 +15,7 @@
 //! of the `gen_logs.py` script: same field order, formats and value lists, and timestamps
 //! advancing by `random() * 0.01` seconds per line), so a pipeline tested on the generator reads
 //! the benchmark files the same way; with the same seed and start they are the same lines. The tables and the formatting
-//! live in [`sluice_pipelines::sample`], shared with the pipelines crate's tests and benchmarks;
+//! live in [`sluice_pipelines::synthetic`], shared with the pipelines crate's tests and benchmarks;
 //! this file keeps the config, pacing and batching:
 //! - `nginx`: nginx "combined" access lines followed by `$request_time` and a request id
 //!   (`req-0000000001`), about 8% of them from bots.
@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use chrono::DateTime;
-use sluice_pipelines::sample::{SampleFormat, SampleLines};
+use sluice_pipelines::synthetic::{SampleFormat, SampleLines};
 use sluice_pipelines::{Batch, BuildError, Event, EventMeta, SourceId};
 use tokio::time::Instant;
 
@@ -242,7 +242,7 @@ impl LineMaker {
 mod tests {
     use std::collections::HashSet;
 
-    use sluice_pipelines::sample::{AGENTS, BOTS, COUNTRIES, QUERIES, REFERERS};
+    use sluice_pipelines::synthetic::{AGENTS, BOTS, COUNTRIES, QUERIES, REFERERS};
     use sluice_pipelines::{OnError, StepConfig, StepContext, Value};
 
     use super::*;

@@ -67,6 +67,27 @@ pub fn is_blank(line: &[u8]) -> bool {
     }
 }
 
+/// The lines of a whole body already in memory (an NDJSON request or answer) as `(1-based
+/// number, trimmed slice)`, skipping blank ones ([`is_blank`]): what the `http_server` and
+/// `http_poll` sources decode NDJSON from, so a line number means the same in both.
+pub fn numbered_lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut start = 0;
+    let mut number = 0;
+    std::iter::from_fn(move || {
+        while start < body.len() {
+            let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |at| start + at);
+            let line = &body[start..end];
+            start = end + 1;
+            number += 1;
+            let line = line.trim_ascii();
+            if !line.is_empty() {
+                return Some((number, line));
+            }
+        }
+        None
+    })
+}
+
 /// How a byte stream is cut into lines: the delimiter and the longest line kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LineFormat {

@@ -1,7 +1,7 @@
 //! Per-step throughput: `cargo bench -p sluice-pipelines --bench steps`.
 //!
 //! Each benchmark runs batches of 1000 events, as pipeline workers do, built from generated
-//! nginx lines or NDJSON clickstream events (`sluice_pipelines::testing::sample`). Throughput is
+//! nginx lines or NDJSON clickstream events (`sluice_pipelines::test_engine::sample`). Throughput is
 //! reported in bytes of input lines, so criterion's MiB/s compare with the end-to-end targets;
 //! events/s is MiB/s divided by the average line size printed at the start.
 
@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use sluice_pipelines::testing::sample;
+use sluice_pipelines::test_engine::sample;
 use sluice_pipelines::{Event, EventMeta, OnError, Step, StepConfig, StepContext};
 
 const BATCH: usize = 1000;

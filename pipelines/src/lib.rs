@@ -14,10 +14,10 @@ pub mod condition;
 pub mod event;
 pub(crate) mod hash;
 pub mod registry;
-pub mod sample;
 pub mod step;
 pub mod steps;
-pub mod testing;
+pub mod synthetic;
+pub mod test_engine;
 pub mod units;
 
 pub use condition::{Condition, ConditionError, Expression};

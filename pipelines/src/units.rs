@@ -10,6 +10,51 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 
+/// Why a size or duration did not parse; displays as the message users see.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    /// A size with a unit this parser does not know.
+    #[error("unknown size unit `{unit}` in `{text}`; use B, KB, MB, GB, KiB, MiB or GiB")]
+    UnknownSizeUnit {
+        /// The unit as written.
+        unit: String,
+        /// The whole text.
+        text: String,
+    },
+    /// Not a number followed by a unit.
+    #[error("expected a size like \"512MiB\", found `{text}`")]
+    NotASize {
+        /// The text.
+        text: String,
+    },
+    /// More bytes than fit in 64 bits.
+    #[error("size `{text}` is too large")]
+    SizeTooLarge {
+        /// The text.
+        text: String,
+    },
+    /// Not digits followed by units.
+    #[error("expected a duration like \"10s\", \"5m\" or \"250ms\", found `{text}`")]
+    NotADuration {
+        /// The text.
+        text: String,
+    },
+    /// A number of a duration without its unit.
+    #[error("duration `{text}` needs a unit (ms, s, m, h, d or w)")]
+    DurationWithoutUnit {
+        /// The text.
+        text: String,
+    },
+    /// A duration with a unit this parser does not know.
+    #[error("unknown duration unit `{unit}` in `{text}`; use ms, s, m, h, d or w")]
+    UnknownDurationUnit {
+        /// The unit as written.
+        unit: String,
+        /// The whole text.
+        text: String,
+    },
+}
+
 /// A size in bytes, written with a unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
 pub struct ByteSize(pub u64);
@@ -24,8 +69,8 @@ impl ByteSize {
 /// Parses `"512MiB"`, `"1.5GB"`, `"4096"`.
 ///
 /// # Errors
-/// A message saying what was expected.
-pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+/// A [`UnitError`] saying what was expected.
+pub fn parse_byte_size(text: &str) -> Result<u64, UnitError> {
     let trimmed = text.trim();
     let split = trimmed
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -43,20 +88,24 @@ pub fn parse_byte_size(text: &str) -> Result<u64, String> {
         "GiB" | "G" => 1024_u64.pow(3),
         "TiB" | "T" => 1024_u64.pow(4),
         other => {
-            return Err(format!(
-                "unknown size unit `{other}` in `{text}`; use B, KB, MB, GB, KiB, MiB or GiB"
-            ));
+            return Err(UnitError::UnknownSizeUnit {
+                unit: other.to_owned(),
+                text: text.to_owned(),
+            });
         }
     };
+    let not_a_size = || UnitError::NotASize {
+        text: text.to_owned(),
+    };
     if number.is_empty() {
-        return Err(format!("expected a size like \"512MiB\", found `{text}`"));
+        return Err(not_a_size());
     }
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("expected a size like \"512MiB\", found `{text}`"))?;
+    let value: f64 = number.parse().map_err(|_| not_a_size())?;
     let bytes = value * multiplier as f64;
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(format!("size `{text}` is too large"));
+        return Err(UnitError::SizeTooLarge {
+            text: text.to_owned(),
+        });
     }
     Ok(bytes.round() as u64)
 }
@@ -116,10 +165,11 @@ impl HumanDuration {
 /// Parses `"250ms"`, `"10s"`, `"5m"`, `"1h30m"`, `"10d"`, `"2w"`.
 ///
 /// # Errors
-/// A message saying what was expected.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let expected =
-        || format!("expected a duration like \"10s\", \"5m\" or \"250ms\", found `{text}`");
+/// A [`UnitError`] saying what was expected.
+pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
+    let expected = || UnitError::NotADuration {
+        text: text.to_owned(),
+    };
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(expected());
@@ -147,14 +197,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "d" => Duration::from_secs(value.saturating_mul(86_400)),
             "w" => Duration::from_secs(value.saturating_mul(7 * 86_400)),
             "" => {
-                return Err(format!(
-                    "duration `{text}` needs a unit (ms, s, m, h, d or w)"
-                ));
+                return Err(UnitError::DurationWithoutUnit {
+                    text: text.to_owned(),
+                });
             }
             other => {
-                return Err(format!(
-                    "unknown duration unit `{other}` in `{text}`; use ms, s, m, h, d or w"
-                ));
+                return Err(UnitError::UnknownDurationUnit {
+                    unit: other.to_owned(),
+                    text: text.to_owned(),
+                });
             }
         };
         total = total.saturating_add(part);
@@ -217,6 +268,7 @@ mod tests {
         assert!(
             parse_byte_size("12 parsecs")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown size unit")
         );
         assert!(parse_byte_size("MiB").is_err());
@@ -229,10 +281,16 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("10d"), Ok(Duration::from_secs(864_000)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert!(parse_duration("10").unwrap_err().contains("needs a unit"));
+        assert!(
+            parse_duration("10")
+                .unwrap_err()
+                .to_string()
+                .contains("needs a unit")
+        );
         assert!(
             parse_duration("5 fortnights")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown duration unit")
         );
         assert!(parse_duration("").is_err());

@@ -4,9 +4,7 @@
 //! `cargo bench -p sluice-sink --bench stores` (needs clickhouse-server and PostgreSQL's binaries).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[allow(dead_code)]
-#[path = "../tests/stores/support.rs"]
-mod support;
+use sluice_store_support as support;
 
 use std::time::{Duration, Instant};
 

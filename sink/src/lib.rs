@@ -14,8 +14,10 @@
 //! ([`SinkError::Refused`]: only a fix of the store or the config helps).
 //!
 //! Modules: [`driver`] (batching, concurrency, retries, acknowledgement), [`encoding`] (NDJSON,
-//! JSON array, CSV, text; field selection; timestamp formats; gzip), [`sinks`] (every sink kind
+//! JSON array, CSV, text; field selection; timestamp formats; gzip), [`http`] (the HTTP client
+//! code the `http` and `clickhouse` sinks and the agent's `http_poll` source share), [`sinks`] (every sink kind
 //! and the closed [`SinkConfig`] enum), [`units`] (sizes and durations in configs).
+#![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -23,6 +25,7 @@
 
 pub mod driver;
 pub mod encoding;
+pub mod http;
 pub mod sinks;
 pub mod units;
 

@@ -119,9 +119,7 @@ pub fn read_lines(path: &Path) -> Vec<String> {
 pub const NGINX_PATTERN: &str = r#"^(?P<ip>\S+) \S+ (?P<user>\S+) \[(?P<timestamp>[^\]]+)\] "(?P<method>\S+) (?P<path>\S+) (?P<protocol>[^"]+)" (?P<status>\d+) (?P<bytes>\d+) "(?P<referer>[^"]*)" "(?P<agent>[^"]*)" (?P<request_time>\S+) (?P<request_id>\S+)$"#;
 
 /// Real PostgreSQL and ClickHouse servers on free ports, shared with the sink crate's store tests.
-#[allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-#[path = "../../sink/tests/stores/support.rs"]
-pub mod stores;
+pub use sluice_store_support as stores;
 
 /// A port nothing listens on (bound, read, released).
 pub fn free_port() -> u16 {

@@ -3,24 +3,24 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use reqwest::{Method, Url};
 use sluice_pipelines::units::{ByteSize, HumanDuration};
 use sluice_pipelines::{BuildError, FieldName};
-use sluice_sink::sinks::http::Auth;
+use sluice_sink::http::{Auth, header_map, parse_url};
 
 use super::poller::HttpPoll;
 
 /// Default `interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
-/// Default `timeout` of one request.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default `retries` of a failed poll.
-pub const DEFAULT_RETRIES: u32 = 3;
-/// Default `retry_backoff`: the wait before the first retry, doubled for each next one.
-pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(1);
-/// Default `max_retry_backoff`.
-pub const DEFAULT_MAX_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+/// Default `request_timeout` of one request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `retry.max_attempts` of one poll: the first request and three retries.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 4;
+/// Default `retry.initial`: the wait before the first retry, doubled for each next one.
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// Default `retry.max`.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Default `max_body_bytes` of an answer.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 /// Default `cursor_param`.
@@ -38,7 +38,7 @@ pub struct HttpPollConfig {
     /// The body of a POST (sent as `application/json` unless `headers` say otherwise).
     #[serde(default)]
     pub body: Option<String>,
-    /// Extra request headers.
+    /// Extra request headers to send (name → value).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Credentials: `{ strategy = "bearer", token = "…" }` or `{ strategy = "basic", user, password }`.
@@ -51,9 +51,9 @@ pub struct HttpPollConfig {
     /// poll in step.
     #[serde(default)]
     pub jitter: Option<HumanDuration>,
-    /// How long one request may take (default 10s).
-    #[serde(default = "default_timeout")]
-    pub timeout: HumanDuration,
+    /// How long one request may take (default 10s; `timeout` is a deprecated alias).
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
     /// How answers are decoded (default `auto`: NDJSON if the Content-Type says so, else JSON).
     #[serde(default)]
     pub decoding: PollDecoding,
@@ -67,19 +67,41 @@ pub struct HttpPollConfig {
     /// The query parameter carrying the cursor (default `cursor`).
     #[serde(default = "default_cursor_param")]
     pub cursor_param: String,
-    /// Retries of a failed request within one poll (default 3): connection errors, timeouts,
-    /// 408, 429 and 5xx answers.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    /// The wait before the first retry (default 1s), doubled for each next one.
-    #[serde(default = "default_retry_backoff")]
-    pub retry_backoff: HumanDuration,
-    /// The longest wait between retries (default 30s), also the cap on a `Retry-After`.
-    #[serde(default = "default_max_retry_backoff")]
-    pub max_retry_backoff: HumanDuration,
+    /// How a failed request is retried within one poll (connection errors, timeouts, 408, 429
+    /// and 5xx answers): the sinks' `retry` shape, with this source's defaults.
+    #[serde(default)]
+    pub retry: PollRetry,
     /// The largest answer read (default 64MiB); a larger one is an error.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: ByteSize,
+}
+
+/// `retry = { initial, max, max_attempts }` of the `http_poll` source: the keys of the sinks'
+/// `retry`, with defaults that suit a poll (which the next poll replaces anyway). Replaces the
+/// deprecated `retries` (one fewer than `max_attempts`), `retry_backoff` (`initial`) and
+/// `max_retry_backoff` (`max`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollRetry {
+    /// The wait before the first retry (default 1s), doubled for each next one.
+    #[serde(default = "default_retry_initial")]
+    pub initial: HumanDuration,
+    /// The longest wait between retries (default 30s), also the cap on a `Retry-After`.
+    #[serde(default = "default_retry_max")]
+    pub max: HumanDuration,
+    /// Requests per poll, the first one included (default 4); at least 1.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+impl Default for PollRetry {
+    fn default() -> Self {
+        PollRetry {
+            initial: default_retry_initial(),
+            max: default_retry_max(),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
 }
 
 /// The request method of the `http_poll` source.
@@ -109,17 +131,17 @@ pub enum PollDecoding {
 fn default_interval() -> HumanDuration {
     HumanDuration(DEFAULT_INTERVAL)
 }
-fn default_timeout() -> HumanDuration {
-    HumanDuration(DEFAULT_TIMEOUT)
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(DEFAULT_REQUEST_TIMEOUT)
 }
-fn default_retries() -> u32 {
-    DEFAULT_RETRIES
+fn default_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
 }
-fn default_retry_backoff() -> HumanDuration {
-    HumanDuration(DEFAULT_RETRY_BACKOFF)
+fn default_retry_initial() -> HumanDuration {
+    HumanDuration(DEFAULT_RETRY_INITIAL)
 }
-fn default_max_retry_backoff() -> HumanDuration {
-    HumanDuration(DEFAULT_MAX_RETRY_BACKOFF)
+fn default_retry_max() -> HumanDuration {
+    HumanDuration(DEFAULT_RETRY_MAX)
 }
 fn default_max_body_bytes() -> ByteSize {
     ByteSize(DEFAULT_MAX_BODY_BYTES)
@@ -146,7 +168,7 @@ pub struct Settings {
     /// Most random extra wait.
     pub jitter: Duration,
     /// Request timeout.
-    pub timeout: Duration,
+    pub request_timeout: Duration,
     /// Answer decoding.
     pub decoding: PollDecoding,
     /// Path to the items array.
@@ -155,32 +177,14 @@ pub struct Settings {
     pub cursor: Option<Vec<FieldName>>,
     /// The cursor's query parameter.
     pub cursor_param: String,
-    /// Retries per poll.
-    pub retries: u32,
+    /// Requests per poll, the first included.
+    pub max_attempts: u32,
     /// First retry wait.
-    pub retry_backoff: Duration,
+    pub retry_initial: Duration,
     /// Longest retry wait.
-    pub max_retry_backoff: Duration,
+    pub retry_max: Duration,
     /// Largest answer.
     pub max_body_bytes: u64,
-}
-
-/// Parses an `http://` (or, with the `tls` feature, `https://`) URL.
-fn parse_url(text: &str) -> Result<Url, BuildError> {
-    let url = Url::parse(text)
-        .map_err(|error| BuildError::at("url", format!("`{text}` is not a URL: {error}")))?;
-    match url.scheme() {
-        "http" => Ok(url),
-        "https" if cfg!(feature = "tls") => Ok(url),
-        "https" => Err(BuildError::at(
-            "url",
-            "https needs sluice built with the `tls` feature",
-        )),
-        other => Err(BuildError::at(
-            "url",
-            format!("unsupported scheme `{other}`; use http or https"),
-        )),
-    }
 }
 
 fn dotted(key: &str, path: &str) -> Result<Vec<FieldName>, BuildError> {
@@ -204,14 +208,12 @@ impl HttpPollConfig {
             auth: None,
             interval: default_interval(),
             jitter: None,
-            timeout: default_timeout(),
+            request_timeout: default_request_timeout(),
             decoding: PollDecoding::Auto,
             items_path: None,
             cursor: None,
             cursor_param: default_cursor_param(),
-            retries: default_retries(),
-            retry_backoff: default_retry_backoff(),
-            max_retry_backoff: default_max_retry_backoff(),
+            retry: PollRetry::default(),
             max_body_bytes: default_max_body_bytes(),
         }
     }
@@ -221,7 +223,7 @@ impl HttpPollConfig {
     /// # Errors
     /// A [`BuildError`] naming the key at fault.
     pub fn validate(&self) -> Result<Settings, BuildError> {
-        let url = parse_url(&self.url)?;
+        let url = parse_url("url", &self.url)?;
         let method = match self.method {
             PollMethod::Get => {
                 if self.body.is_some() {
@@ -239,27 +241,26 @@ impl HttpPollConfig {
         if self.body.is_some() {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
-        for (name, value) in &self.headers {
-            let key = format!("headers.{name}");
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| BuildError::at(&key, "is not a valid header name"))?;
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| BuildError::at(&key, "is not a valid header value"))?;
-            headers.insert(name, value);
-        }
+        headers.extend(header_map(&self.headers)?);
         for (key, duration) in [
             ("interval", self.interval),
-            ("timeout", self.timeout),
-            ("retry_backoff", self.retry_backoff),
+            ("request_timeout", self.request_timeout),
+            ("retry.initial", self.retry.initial),
         ] {
             if duration.get().is_zero() {
                 return Err(BuildError::at(key, "must be greater than zero"));
             }
         }
-        if self.max_retry_backoff < self.retry_backoff {
+        if self.retry.max < self.retry.initial {
             return Err(BuildError::at(
-                "max_retry_backoff",
-                format!("must be at least retry_backoff ({})", self.retry_backoff),
+                "retry.max",
+                format!("must be at least retry.initial ({})", self.retry.initial),
+            ));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(BuildError::at(
+                "retry.max_attempts",
+                "must be at least 1 (the first request)",
             ));
         }
         let items_path = match &self.items_path {
@@ -294,14 +295,14 @@ impl HttpPollConfig {
             auth: self.auth.clone(),
             interval: self.interval.get(),
             jitter: self.jitter.map_or(Duration::ZERO, HumanDuration::get),
-            timeout: self.timeout.get(),
+            request_timeout: self.request_timeout.get(),
             decoding: self.decoding,
             items_path,
             cursor,
             cursor_param: self.cursor_param.clone(),
-            retries: self.retries,
-            retry_backoff: self.retry_backoff.get(),
-            max_retry_backoff: self.max_retry_backoff.get(),
+            max_attempts: self.retry.max_attempts,
+            retry_initial: self.retry.initial.get(),
+            retry_max: self.retry.max.get(),
             max_body_bytes: self.max_body_bytes.bytes(),
         })
     }

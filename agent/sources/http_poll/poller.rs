@@ -9,18 +9,17 @@ use bytes::{Bytes, BytesMut};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
-use reqwest::header::{
-    CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER,
-};
+use reqwest::header::{CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use sluice_pipelines::codec::json::{JsonDecoder, encode_value};
 use sluice_pipelines::{Batch, BuildError, Event, EventMeta, Value};
-use sluice_sink::sinks::http::Auth;
+use sluice_sink::http::{client, is_retryable_status, retry_after, with_auth};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::config::{PollDecoding, Settings};
 use super::state::{self, Cursor, PollState};
 use crate::metrics::Counter;
+use crate::sources::lines::numbered_lines;
 use crate::sources::throttle::Throttle;
 use crate::sources::{BATCH_EVENTS, Source, SourceContext, SourceError, SourceFuture};
 use crate::topic::{Offset, Published};
@@ -46,12 +45,7 @@ impl HttpPoll {
     /// # Errors
     /// A [`BuildError`] when the client cannot be built.
     pub fn new(settings: Settings) -> Result<Self, BuildError> {
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .default_headers(settings.headers.clone())
-            .build()
-            .map_err(|error| BuildError::new(format!("cannot build the HTTP client: {error}")))?;
+        let client = client(settings.request_timeout, settings.headers.clone())?;
         Ok(HttpPoll {
             settings: Arc::new(settings),
             client,
@@ -218,7 +212,7 @@ impl Poller {
     /// One poll with its retries. Returns `false` when shutdown interrupted it.
     async fn poll(&mut self) -> bool {
         self.counters.polls.add(1);
-        let mut backoff = self.settings.retry_backoff;
+        let mut backoff = self.settings.retry_initial;
         let mut attempt = 0;
         loop {
             let fetched = tokio::select! {
@@ -236,7 +230,7 @@ impl Poller {
             };
             self.counters.poll_errors.add(1);
             self.ctx.metrics.errors.add(1);
-            let retry = error.retryable && attempt < self.settings.retries;
+            let retry = error.retryable && attempt + 1 < self.settings.max_attempts;
             if let Some(left_out) = self.log.hit() {
                 tracing::warn!(
                     source = %self.ctx.name,
@@ -255,8 +249,8 @@ impl Poller {
             self.counters.retries.add(1);
             let wait = error
                 .retry_after
-                .map_or(backoff, |asked| asked.min(self.settings.max_retry_backoff));
-            backoff = (backoff * 2).min(self.settings.max_retry_backoff);
+                .map_or(backoff, |asked| asked.min(self.settings.retry_max));
+            backoff = (backoff * 2).min(self.settings.retry_max);
             tokio::select! {
                 biased;
                 () = self.ctx.shutdown.wait() => return false,
@@ -287,11 +281,7 @@ impl Poller {
         if let Some(body) = &settings.body {
             request = request.body(body.clone());
         }
-        request = match &settings.auth {
-            None => request,
-            Some(Auth::Basic { user, password }) => request.basic_auth(user, Some(password)),
-            Some(Auth::Bearer { token }) => request.bearer_auth(token),
-        };
+        request = with_auth(request, settings.auth.as_ref());
         if let Some(etag) = &self.state.etag {
             request = request.header(IF_NONE_MATCH, etag);
         }
@@ -311,12 +301,10 @@ impl Poller {
                 .map(str::to_owned)
         };
         if !status.is_success() {
-            let retry_after = header(RETRY_AFTER)
-                .and_then(|text| text.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let retryable = status.is_server_error()
-                || status == StatusCode::TOO_MANY_REQUESTS
-                || status == StatusCode::REQUEST_TIMEOUT;
+            let retry_after = retry_after(response.headers());
+            // Every 5xx, not only the sinks' retryable ones: a poll that fails is retried
+            // within the poll or tried again at the next, so a retry costs little.
+            let retryable = status.is_server_error() || is_retryable_status(status);
             let mut snippet = Vec::new();
             while snippet.len() < ERROR_BODY_BYTES
                 && let Ok(Some(chunk)) = response.chunk().await
@@ -467,17 +455,13 @@ impl Poller {
     fn ndjson(&mut self, body: &Bytes) -> Result<Decoded, String> {
         let mut events = Vec::new();
         let mut rejected = Vec::new();
-        for (index, line) in body.split(|&b| b == b'\n').enumerate() {
-            let line = line.trim_ascii();
-            if line.is_empty() {
-                continue;
-            }
+        for (number, line) in numbered_lines(body) {
             let line = body.slice_ref(line);
             match self.decoder.decode_object_shared(&line) {
                 Ok(fields) => events.push(Event::from_fields(fields)),
                 Err(error) => rejected.push((
                     Event::from_raw(line, self.meta()),
-                    format!("line {}: {error}", index + 1),
+                    format!("line {number}: {error}"),
                 )),
             }
         }

@@ -483,8 +483,8 @@ async fn a_failing_server_is_retried_and_the_source_recovers() {
     let dir = TempDir::new().unwrap();
     let polling = start(
         &format!(
-            "url = \"{base}/\"\ninterval = \"100ms\"\ntimeout = \"300ms\"\nretries = 2\n\
-             retry_backoff = \"20ms\"\nmax_retry_backoff = \"50ms\""
+            "url = \"{base}/\"\ninterval = \"100ms\"\nrequest_timeout = \"300ms\"\n\
+             retry = {{ max_attempts = 3, initial = \"20ms\", max = \"50ms\" }}"
         ),
         dir.path(),
     );
@@ -499,7 +499,7 @@ async fn a_failing_server_is_retried_and_the_source_recovers() {
     // A 404 is not retried within the poll.
     let (base, api) = serve(|_, _| Reply::status(StatusCode::NOT_FOUND, "gone")).await;
     let polling = start(
-        &format!("url = \"{base}/\"\ninterval = \"1h\"\nretry_backoff = \"10ms\""),
+        &format!("url = \"{base}/\"\ninterval = \"1h\"\nretry = {{ initial = \"10ms\" }}"),
         dir.path(),
     );
     polling.wait_for("poll_errors", 1).await;
@@ -521,8 +521,8 @@ async fn a_server_that_is_down_is_polled_until_it_comes_back() {
     let dir = TempDir::new().unwrap();
     let polling = start(
         &format!(
-            "url = \"http://127.0.0.1:{port}/\"\ninterval = \"100ms\"\nretries = 1\n\
-             retry_backoff = \"20ms\""
+            "url = \"http://127.0.0.1:{port}/\"\ninterval = \"100ms\"\n\
+             retry = {{ max_attempts = 2, initial = \"20ms\" }}"
         ),
         dir.path(),
     );
@@ -600,8 +600,12 @@ fn bad_configs_name_their_key() {
         "headers.bad name"
     );
     assert_eq!(
-        key("url = \"http://x/\"\nretry_backoff = \"10s\"\nmax_retry_backoff = \"1s\""),
-        "max_retry_backoff"
+        key("url = \"http://x/\"\nretry = { initial = \"10s\", max = \"1s\" }"),
+        "retry.max"
+    );
+    assert_eq!(
+        key("url = \"http://x/\"\nretry = { max_attempts = 0 }"),
+        "retry.max_attempts"
     );
     if !cfg!(feature = "tls") {
         assert_eq!(key("url = \"https://x/\""), "url");

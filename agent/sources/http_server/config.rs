@@ -104,10 +104,11 @@ pub struct HttpServerConfig {
     /// TLS with a certificate chain and key in PEM files (needs the `tls` feature).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
-    /// Request headers copied into every event, under their name in snake_case
-    /// (`user-agent` → `user_agent`).
+    /// Names of request headers copied into every event, under their name in snake_case
+    /// (`user-agent` → `user_agent`); `headers` is a deprecated alias (elsewhere `headers` is a
+    /// map of headers to send).
     #[serde(default)]
-    pub headers: Vec<String>,
+    pub copy_headers: Vec<String>,
     /// The field for the client's IP address (default `remote_addr`; `""`: none).
     #[serde(default = "default_remote_addr_field")]
     pub remote_addr_field: String,
@@ -224,7 +225,7 @@ impl HttpServerConfig {
             retry_after: default_retry_after(),
             tokens: Vec::new(),
             tls: None,
-            headers: Vec::new(),
+            copy_headers: Vec::new(),
             remote_addr_field: default_remote_addr_field(),
             path_field: default_path_field(),
             received_at_field: default_received_at_field(),
@@ -323,11 +324,11 @@ impl HttpServerConfig {
                 "needs sluice built with the `tls` feature",
             ));
         }
-        let mut headers = Vec::with_capacity(self.headers.len());
-        for (index, name) in self.headers.iter().enumerate() {
+        let mut headers = Vec::with_capacity(self.copy_headers.len());
+        for (index, name) in self.copy_headers.iter().enumerate() {
             let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                 BuildError::at(
-                    format!("headers[{index}]"),
+                    format!("copy_headers[{index}]"),
                     format!("`{name}` is not a valid header name"),
                 )
             })?;

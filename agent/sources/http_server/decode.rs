@@ -14,7 +14,7 @@ use sluice_pipelines::codec::json::{JsonDecodeError, JsonDecoder, encode_value};
 use sluice_pipelines::{Event, EventMeta, FieldName, Fields, Value};
 
 use super::config::{Decoding, Partial};
-use crate::sources::lines::is_blank;
+use crate::sources::lines::{is_blank, numbered_lines};
 
 thread_local! {
     static DECODER: RefCell<JsonDecoder> = RefCell::new(JsonDecoder::new());
@@ -258,26 +258,6 @@ fn first_non_space(body: &[u8]) -> Option<u8> {
     body.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
-/// The lines of `body` as `(1-based number, trimmed slice)`, skipping blank ones (the same rule
-/// as [`is_blank`]).
-fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    let mut start = 0;
-    let mut number = 0;
-    std::iter::from_fn(move || {
-        while start < body.len() {
-            let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |at| start + at);
-            let line = &body[start..end];
-            start = end + 1;
-            number += 1;
-            let line = line.trim_ascii();
-            if !line.is_empty() {
-                return Some((number, line));
-            }
-        }
-        None
-    })
-}
-
 fn stamped(mut event: Event, stamp: &Stamp) -> Event {
     let fields = std::mem::take(event.fields_mut());
     *event.fields_mut() = stamp_fields(fields, stamp);
@@ -314,7 +294,7 @@ fn ndjson(
     stamp: &Stamp,
     out: &mut Decoded,
 ) {
-    for (number, line) in lines(body) {
+    for (number, line) in numbered_lines(body) {
         match decoder.decode_object_shared(&body.slice_ref(line)) {
             Ok(fields) => out.events.push(fields_event(fields, meta, stamp)),
             Err(error) => {
@@ -423,7 +403,7 @@ fn array(
             other => {
                 let bad = BadInput {
                     position: Some(Position::Item(index + 1)),
-                    message: format!("expected a JSON object, found {}", json_kind(&other)),
+                    message: format!("expected a JSON object, found {}", other.json_kind()),
                 };
                 let raw = || {
                     let mut raw = Vec::new();
@@ -435,18 +415,6 @@ fn array(
                 }
             }
         }
-    }
-}
-
-/// The JSON name of a value's type, for messages.
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Int(_) | Value::Float(_) => "a number",
-        Value::String(_) | Value::Timestamp(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Map(_) => "an object",
     }
 }
 

@@ -344,6 +344,30 @@ async fn ingest(State(shared): State<Arc<Shared>>, request: Request) -> Response
 /// A refusal, with the body when it was not read to its end.
 type Refused = (Rejection, Option<Body>);
 
+/// What the request's headers say about its body.
+struct BodyPlan {
+    /// How the body is decoded.
+    choice: Choice,
+    /// Whether it is gzip-compressed.
+    gzip: bool,
+    /// Its Content-Length, when declared.
+    declared: Option<u64>,
+}
+
+/// A body read in full, with what decoding it needs.
+struct Received {
+    /// The body as it came over the wire.
+    wire: Bytes,
+    /// Whether it is gzip-compressed.
+    gzip: bool,
+    /// How it is decoded.
+    choice: Choice,
+    /// The metadata of its events.
+    meta: EventMeta,
+    /// The fields every event of it gets.
+    stamp: Stamp,
+}
+
 /// Reads, decodes and publishes one request. Returns the number of events accepted.
 async fn receive(
     shared: &Shared,
@@ -351,26 +375,47 @@ async fn receive(
     remote: Option<Value>,
     body: Body,
 ) -> Result<usize, Refused> {
+    let plan = match check_headers(shared, headers) {
+        Ok(plan) => plan,
+        Err(rejection) => return Err((rejection, Some(body))),
+    };
+    let received_at = chrono::Utc::now();
+    let (wire, permit) = read_body(shared, body, plan.declared).await?;
+    let received = Received {
+        wire,
+        gzip: plan.gzip,
+        choice: plan.choice,
+        meta: EventMeta {
+            source: shared.source,
+            origin: None,
+        },
+        stamp: stamp(
+            &shared.settings,
+            headers,
+            remote,
+            &shared.path_value,
+            received_at,
+        ),
+    };
+    let (decoded, raw_bytes, permit) = decode_body(shared, received, permit).await?;
+    deliver(shared, decoded, raw_bytes, permit).await
+}
+
+/// Checks what the headers allow before the body is read: credentials, Content-Type,
+/// Content-Encoding and a declared length within `max_body_bytes`.
+fn check_headers(shared: &Shared, headers: &HeaderMap) -> Result<BodyPlan, Rejection> {
     let settings = &shared.settings;
     if !shared.authorized(headers) {
-        return Err((
-            Rejection::new(Reason::Unauthorized, "unauthorized"),
-            Some(body),
-        ));
+        return Err(Rejection::new(Reason::Unauthorized, "unauthorized"));
     }
-    let choice = match decode::choose(
+    let choice = decode::choose(
         settings.decoding,
         headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes),
-    ) {
-        Ok(choice) => choice,
-        Err(media) => {
-            let message = format!("unsupported Content-Type `{media}`; send {ACCEPTED_TYPES}");
-            return Err((
-                Rejection::new(Reason::UnsupportedMediaType, message),
-                Some(body),
-            ));
-        }
-    };
+    )
+    .map_err(|media| {
+        let message = format!("unsupported Content-Type `{media}`; send {ACCEPTED_TYPES}");
+        Rejection::new(Reason::UnsupportedMediaType, message)
+    })?;
     let gzip = match headers.get(CONTENT_ENCODING).map(HeaderValue::as_bytes) {
         None => false,
         Some(value) => match value.trim_ascii().to_ascii_lowercase().as_slice() {
@@ -381,10 +426,7 @@ async fn receive(
                     "unsupported Content-Encoding `{}`; send gzip or nothing",
                     String::from_utf8_lossy(other)
                 );
-                return Err((
-                    Rejection::new(Reason::UnsupportedMediaType, message),
-                    Some(body),
-                ));
+                return Err(Rejection::new(Reason::UnsupportedMediaType, message));
             }
         },
     };
@@ -399,62 +441,61 @@ async fn receive(
             "body of {length} bytes is larger than the limit of {} bytes",
             settings.max_body_bytes
         );
-        return Err((Rejection::new(Reason::TooLarge, message), Some(body)));
+        return Err(Rejection::new(Reason::TooLarge, message));
     }
+    Ok(BodyPlan {
+        choice,
+        gzip,
+        declared,
+    })
+}
 
-    let received_at = chrono::Utc::now();
-    let (wire, mut permit) = read_body(shared, body, declared).await?;
-    let meta = EventMeta {
-        source: shared.source,
-        origin: None,
-    };
-    let stamp = stamp(settings, headers, remote, &shared.path_value, received_at);
-    let blocking = if gzip {
-        wire.len() >= BLOCKING_GZIP_BYTES
+/// Decompresses and decodes a body: inline when small, on the blocking pool when large. Returns
+/// the decoded body, its decompressed size and the budget permit (grown by the decompressed
+/// bytes).
+async fn decode_body(
+    shared: &Shared,
+    received: Received,
+    mut permit: OwnedSemaphorePermit,
+) -> Result<(Decoded, u64, OwnedSemaphorePermit), Refused> {
+    let blocking = if received.gzip {
+        received.wire.len() >= BLOCKING_GZIP_BYTES
     } else {
-        wire.len() >= BLOCKING_BODY_BYTES
+        received.wire.len() >= BLOCKING_BODY_BYTES
     };
-    let (decoded, raw_bytes) = if blocking {
-        let settings = settings.clone();
-        let budget = shared.budget.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            let result = prepare(
-                &settings,
-                &budget,
-                &mut permit,
-                wire,
-                gzip,
-                choice,
-                meta,
-                &stamp,
-            );
-            (result, permit)
-        });
-        let (result, returned) = task.await.map_err(|error| {
-            (
-                Rejection::new(
-                    Reason::BadRequest,
-                    format!("decoding the body failed: {error}"),
-                ),
-                None,
-            )
-        })?;
-        permit = returned;
-        result.map_err(|rejection| (rejection, None))?
-    } else {
-        prepare(
-            settings,
-            &shared.budget,
-            &mut permit,
-            wire,
-            gzip,
-            choice,
-            meta,
-            &stamp,
+    if !blocking {
+        let (decoded, raw_bytes) = prepare(&shared.settings, &shared.budget, &mut permit, received)
+            .map_err(|rejection| (rejection, None))?;
+        return Ok((decoded, raw_bytes, permit));
+    }
+    let settings = shared.settings.clone();
+    let budget = shared.budget.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let result = prepare(&settings, &budget, &mut permit, received);
+        (result, permit)
+    });
+    let (result, permit) = task.await.map_err(|error| {
+        (
+            Rejection::new(
+                Reason::BadRequest,
+                format!("decoding the body failed: {error}"),
+            ),
+            None,
         )
-        .map_err(|rejection| (rejection, None))?
-    };
+    })?;
+    let (decoded, raw_bytes) = result.map_err(|rejection| (rejection, None))?;
+    Ok((decoded, raw_bytes, permit))
+}
 
+/// Publishes the good events of a decoded body and keeps its bad lines as the settings say; the
+/// answer names the first bad line. The budget `permit` is given back once the events are in
+/// the topic.
+async fn deliver(
+    shared: &Shared,
+    decoded: Decoded,
+    raw_bytes: u64,
+    permit: OwnedSemaphorePermit,
+) -> Result<usize, Refused> {
     let Decoded {
         events,
         invalid,
@@ -464,7 +505,7 @@ async fn receive(
     shared.counters.invalid_events.add(invalid);
     shared.counters.component.errors.add(invalid);
     if let Some(bad) = &error
-        && settings.partial == Partial::Reject
+        && shared.settings.partial == Partial::Reject
     {
         let reason = bad.to_string();
         shared
@@ -651,17 +692,19 @@ async fn acquire(
 
 /// Decompresses (within the limit and budget) and decodes a body. Returns the decoded body and
 /// its decompressed size.
-#[allow(clippy::too_many_arguments)]
 fn prepare(
     settings: &Settings,
     budget: &Arc<Semaphore>,
     permit: &mut OwnedSemaphorePermit,
-    wire: Bytes,
-    gzip: bool,
-    choice: Choice,
-    meta: EventMeta,
-    stamp: &Stamp,
+    received: Received,
 ) -> Result<(Decoded, u64), Rejection> {
+    let Received {
+        wire,
+        gzip,
+        choice,
+        meta,
+        stamp,
+    } = received;
     let body = if gzip {
         let mut reserve = |bytes: usize| {
             let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
@@ -693,7 +736,7 @@ fn prepare(
         wire
     };
     let format = choice.resolve(&body);
-    let decoded = decode::decode(&body, format, settings.partial, meta, stamp);
+    let decoded = decode::decode(&body, format, settings.partial, meta, &stamp);
     Ok((decoded, body.len() as u64))
 }
 

@@ -10,7 +10,7 @@
 //! decoding = "auto"                 # by Content-Type; or "ndjson", "json", "text"
 //! partial = "reject"                # or "accept_valid": keep the good lines of a bad body
 //! tokens = ["${INGEST_TOKEN}"]      # optional bearer tokens, any of them accepted
-//! headers = ["user-agent"]          # copied into events as `user_agent`
+//! copy_headers = ["user-agent"]     # copied into events as `user_agent`
 //! remote_addr_field = "remote_addr" # client IP; "" leaves a field out
 //! path_field = "path"
 //! received_at_field = "received_at"

@@ -183,7 +183,7 @@ fn ids(events: &[Event]) -> Vec<i64> {
 
 #[tokio::test]
 async fn every_body_format_becomes_stamped_events() {
-    let h = start("headers = [\"user-agent\", \"x-tenant\"]").await;
+    let h = start("copy_headers = [\"user-agent\", \"x-tenant\"]").await;
     let before = chrono::Utc::now();
 
     let a = h
@@ -890,7 +890,7 @@ fn bad_configs_name_their_key() {
     assert_eq!(key("max_wait = \"0s\""), "max_wait");
     assert_eq!(key("tokens = [\"ok\", \"\"]"), "tokens[1]");
     assert_eq!(key("tokens = [\"has space\"]"), "tokens[0]");
-    assert_eq!(key("headers = [\"bad header\"]"), "headers[0]");
+    assert_eq!(key("copy_headers = [\"bad header\"]"), "copy_headers[0]");
     if !cfg!(feature = "tls") {
         assert_eq!(
             key("tls = { cert_file = \"c.pem\", key_file = \"k.pem\" }"),

@@ -210,8 +210,7 @@ pub enum JsonDecodeError {
     TooDeep,
 }
 
-/// How deep objects and arrays may nest; deeper input is rejected instead of exhausting the stack.
-pub const MAX_DEPTH: usize = 64;
+pub use super::json_fast::MAX_DEPTH;
 
 /// Decodes JSON objects into [`Fields`], reusing interned keys between calls.
 #[derive(Default, Debug)]
@@ -234,7 +233,7 @@ impl JsonDecoder {
         match self.decode_value(input)? {
             Value::Map(fields) => Ok(fields),
             other => Err(JsonDecodeError::NotAnObject {
-                found: json_kind(&other),
+                found: other.json_kind(),
             }),
         }
     }
@@ -251,7 +250,7 @@ impl JsonDecoder {
         match self.decode(input, Some(input))? {
             Value::Map(fields) => Ok(fields),
             other => Err(JsonDecodeError::NotAnObject {
-                found: json_kind(&other),
+                found: other.json_kind(),
             }),
         }
     }
@@ -295,17 +294,6 @@ impl JsonDecoder {
                 message: strip_position(&error.to_string()),
             }),
         }
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Int(_) | Value::Float(_) => "a number",
-        Value::String(_) | Value::Timestamp(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Map(_) => "an object",
     }
 }
 

@@ -15,8 +15,11 @@
 
 use bytes::Bytes;
 
-use super::json::MAX_DEPTH;
 use crate::event::{Fields, NameCache, Str, Value};
+
+/// How deep objects and arrays may nest; deeper input is rejected instead of exhausting the stack.
+/// Shared with the serde_json path (`codec::json` re-exports it), which owns the error for it.
+pub const MAX_DEPTH: usize = 64;
 
 /// Decodes `source` as one JSON object, or `None` when serde_json should decide (see the module
 /// doc).

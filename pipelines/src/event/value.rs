@@ -190,6 +190,19 @@ impl Value {
         }
     }
 
+    /// The JSON name of this value's type, with its article, for messages about JSON input:
+    /// `"a number"`, `"an object"`, `"null"` (a timestamp is a string in JSON).
+    pub fn json_kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) | Value::Float(_) => "a number",
+            Value::String(_) | Value::Timestamp(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Map(_) => "an object",
+        }
+    }
+
     /// The text, if this is a string.
     pub fn as_str(&self) -> Option<&str> {
         match self {

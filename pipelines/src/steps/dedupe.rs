@@ -1,10 +1,10 @@
 //! The `dedupe` step: drops events whose key was already seen recently.
 //!
 //! ```toml
-//! steps = [{ type = "dedupe", fields = ["event_id"], window = "10m", max_events = 100000 }]
+//! steps = [{ type = "dedupe", group_by = ["event_id"], window = "10m", max_events = 100000 }]
 //! ```
 //!
-//! An event is a duplicate when an earlier event had the same values in `fields` (dotted paths)
+//! An event is a duplicate when an earlier event had the same values in `group_by` (dotted paths)
 //! and that key is still remembered: it was first seen less than `window` ago (processing time;
 //! no `window` means no time limit), and it is among the `max_events` most recently seen keys
 //! (default 100 000; least recently seen keys are forgotten first). A duplicate does not extend
@@ -34,8 +34,9 @@ use crate::units::HumanDuration;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DedupeConfig {
-    /// The fields whose values identify an event (dotted paths).
-    pub fields: Vec<String>,
+    /// The fields whose values identify an event (dotted paths): `group_by`, as in `aggregate`
+    /// and `sample` (`fields` is a deprecated alias).
+    pub group_by: Vec<String>,
     /// How long after its first sighting a key is remembered; unlimited when absent.
     #[serde(default)]
     pub window: Option<HumanDuration>,
@@ -55,20 +56,20 @@ impl DedupeConfig {
     /// Interns the paths and sizes the cache.
     ///
     /// # Errors
-    /// A [`BuildError`] at `fields` when empty, at `fields[<i>]` for a bad path, at `window` when
+    /// A [`BuildError`] at `group_by` when empty, at `group_by[<i>]` for a bad path, at `window` when
     /// zero, at `max_events` when 0 or above 10 000 000.
     pub fn build(&self) -> Result<Dedupe, BuildError> {
-        if self.fields.is_empty() {
+        if self.group_by.is_empty() {
             return Err(BuildError::at(
-                "fields",
-                "`fields` is empty: name the key fields",
+                "group_by",
+                "`group_by` is empty: name the key fields",
             ));
         }
         let fields = self
-            .fields
+            .group_by
             .iter()
             .enumerate()
-            .map(|(i, path)| parse_path(&format!("fields[{i}]"), path))
+            .map(|(i, path)| parse_path(&format!("group_by[{i}]"), path))
             .collect::<Result<Vec<_>, _>>()?;
         if self.window.is_some_and(|window| window.get().is_zero()) {
             return Err(BuildError::at("window", "`window` must be longer than 0"));
@@ -325,7 +326,7 @@ mod tests {
 
     #[test]
     fn drops_repeats_across_batches() {
-        let mut step = dedupe("fields = [\"id\"]");
+        let mut step = dedupe("group_by = [\"id\"]");
         assert_eq!(
             ids(&mut step, &["a", "b", "a", "c", "b"]),
             (vec!["a".into(), "b".into(), "c".into()], 2)
@@ -340,7 +341,7 @@ mod tests {
 
     #[test]
     fn capacity_forgets_the_least_recently_seen() {
-        let mut step = dedupe("fields = [\"id\"]\nmax_events = 2");
+        let mut step = dedupe("group_by = [\"id\"]\nmax_events = 2");
         ids(&mut step, &["a", "b"]);
         // `a` is used again, so `b` is the least recent when `c` arrives.
         assert_eq!(ids(&mut step, &["a", "c"]).0, ["c"]);
@@ -358,7 +359,7 @@ mod tests {
             let now = now.clone();
             Box::new(move || *now.lock().unwrap())
         };
-        let mut step = dedupe("fields = [\"id\"]\nwindow = \"10s\"").with_clock(clock);
+        let mut step = dedupe("group_by = [\"id\"]\nwindow = \"10s\"").with_clock(clock);
         assert_eq!(ids(&mut step, &["a"]).0, ["a"]);
         *now.lock().unwrap() = start + Duration::from_secs(9);
         assert_eq!(ids(&mut step, &["a"]).0, Vec::<String>::new());
@@ -374,7 +375,7 @@ mod tests {
 
     #[test]
     fn multi_field_keys_and_missing_fields() {
-        let mut step = dedupe("fields = [\"a\", \"b\"]");
+        let mut step = dedupe("group_by = [\"a\", \"b\"]");
         let make = |a: Option<i64>, b: Option<crate::event::Value>| {
             let mut event = Event::default();
             if let Some(a) = a {
@@ -404,16 +405,16 @@ mod tests {
                 .build()
                 .unwrap_err()
         };
-        assert_eq!(error("fields = []").key.as_deref(), Some("fields"));
+        assert_eq!(error("group_by = []").key.as_deref(), Some("group_by"));
         assert_eq!(
-            error("fields = [\"a\"]\nmax_events = 0").key.as_deref(),
+            error("group_by = [\"a\"]\nmax_events = 0").key.as_deref(),
             Some("max_events")
         );
         assert_eq!(
-            error("fields = [\"a\"]\nwindow = \"0s\"").key.as_deref(),
+            error("group_by = [\"a\"]\nwindow = \"0s\"").key.as_deref(),
             Some("window")
         );
-        assert!(toml::from_str::<DedupeConfig>("fields = [\"a\"]\nwindow = 5").is_err());
+        assert!(toml::from_str::<DedupeConfig>("group_by = [\"a\"]\nwindow = 5").is_err());
     }
 
     #[test]

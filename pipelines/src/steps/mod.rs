@@ -173,7 +173,7 @@ mod tests {
     fn nginx_lines_through_parse_filter_aggregate_match_an_independent_count() {
         use std::collections::{BTreeMap, BTreeSet};
 
-        let lines = crate::testing::sample::nginx_lines_spaced(2026, 20_000, 100);
+        let lines = crate::test_engine::sample::nginx_lines_spaced(2026, 20_000, 100);
         let steps: Vec<StepConfig> = {
             #[derive(serde::Deserialize)]
             struct Pipeline {
@@ -200,7 +200,8 @@ mod tests {
                     .collect()
             })
             .collect();
-        let outcome = crate::testing::run_batches(&steps, batches, OnError::DeadLetter).unwrap();
+        let outcome =
+            crate::test_engine::run_batches(&steps, batches, OnError::DeadLetter).unwrap();
         assert!(
             outcome.dead_letters.is_empty(),
             "{:?}",

@@ -1,16 +1,16 @@
 //! The `sample` step: keeps about one event in `rate`.
 //!
 //! ```toml
-//! steps = [{ type = "sample", rate = 10, key = ["session_id"], seed = 7 }]
+//! steps = [{ type = "sample", rate = 10, group_by = ["session_id"], seed = 7 }]
 //! ```
 //!
-//! - Without `key`, each event is kept with probability 1/`rate`, decided by a pseudo-random
+//! - Without `group_by`, each event is kept with probability 1/`rate`, decided by a pseudo-random
 //!   sequence seeded with `seed`: the same input in the same order keeps the same events.
-//! - With `key` (field paths), the decision is a hash of those fields' values with the seed, so
+//! - With `group_by` (field paths), the decision is a hash of those fields' values with the seed, so
 //!   every event of a session (or user, or trace) is kept or dropped together, on every worker
 //!   and across restarts and upgrades (the hash is sluice's own, not std's). A missing key field
 //!   hashes as missing; an event with none of the key fields is sampled at random, as without
-//!   `key`, so events lacking the key are not all kept or all dropped at once.
+//!   `group_by`, so events lacking the key are not all kept or all dropped at once.
 //!
 //! Dropped events are counted with [`StepContext::count_dropped`].
 
@@ -26,10 +26,12 @@ use super::common::parse_path;
 pub struct SampleConfig {
     /// Keep one event in `rate` (1 keeps everything).
     pub rate: u64,
-    /// Fields whose values decide together (dotted paths).
+    /// Fields whose values decide together (dotted paths): `group_by`, as in `aggregate` and
+    /// `dedupe` (`key` is a deprecated alias).
     #[serde(default)]
-    pub key: Vec<String>,
-    /// Seed of the decisions.
+    pub group_by: Vec<String>,
+    /// Seed of the decisions (default 0): two steps with the same seed and `group_by` keep the
+    /// same groups.
     #[serde(default)]
     pub seed: u64,
 }
@@ -38,7 +40,7 @@ impl SampleConfig {
     /// Checks the rate and interns the key paths.
     ///
     /// # Errors
-    /// A [`BuildError`] at `rate` when it is 0, at `key[<i>]` for a bad path.
+    /// A [`BuildError`] at `rate` when it is 0, at `group_by[<i>]` for a bad path.
     pub fn build(&self) -> Result<Sample, BuildError> {
         if self.rate == 0 {
             return Err(BuildError::at(
@@ -47,10 +49,10 @@ impl SampleConfig {
             ));
         }
         let key = self
-            .key
+            .group_by
             .iter()
             .enumerate()
-            .map(|(i, path)| parse_path(&format!("key[{i}]"), path))
+            .map(|(i, path)| parse_path(&format!("group_by[{i}]"), path))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Sample {
             rate: self.rate,
@@ -156,7 +158,7 @@ mod tests {
 
     #[test]
     fn keyed_keeps_whole_sessions() {
-        let mut step = sample("rate = 4\nkey = [\"session_id\"]\nseed = 9");
+        let mut step = sample("rate = 4\ngroup_by = [\"session_id\"]\nseed = 9");
         let (first, _) = kept(&mut step, sessions(2000, 5));
         let mut per_session = std::collections::HashMap::new();
         for event in &first {
@@ -177,7 +179,7 @@ mod tests {
             per_session.len()
         );
         // Batch boundaries and workers do not matter: a fresh step decides the same.
-        let mut other = sample("rate = 4\nkey = [\"session_id\"]\nseed = 9");
+        let mut other = sample("rate = 4\ngroup_by = [\"session_id\"]\nseed = 9");
         let (second, _) = kept(&mut other, sessions(2000, 5).into_iter().rev().collect());
         assert_eq!(second.len(), first.len());
         // Events without the key are sampled one by one.
@@ -198,11 +200,11 @@ mod tests {
             .build()
             .unwrap_err();
         assert_eq!(error.key.as_deref(), Some("rate"));
-        let error = toml::from_str::<SampleConfig>("rate = 2\nkey = [\"a.\"]")
+        let error = toml::from_str::<SampleConfig>("rate = 2\ngroup_by = [\"a.\"]")
             .unwrap()
             .build()
             .unwrap_err();
-        assert_eq!(error.key.as_deref(), Some("key[0]"));
+        assert_eq!(error.key.as_deref(), Some("group_by[0]"));
         assert!(toml::from_str::<SampleConfig>("rate = -1").is_err());
     }
 }

@@ -5,11 +5,11 @@
 //! [sinks.clickhouse]
 //! type = "clickhouse"
 //! input = "web.stats"
-//! endpoint = "http://127.0.0.1:8123"
+//! url = "http://127.0.0.1:8123"  # default; `endpoint` is a deprecated alias
 //! database = "default"           # default
 //! table = "web_stats"
-//! user = "default"               # optional, sent as HTTP basic auth
-//! password = ""                  # optional
+//! auth = { strategy = "basic", user = "default", password = "" }  # optional
+//! # (top-level `user` and `password` are deprecated aliases of a basic `auth`)
 //! compression = "gzip"           # default "none"
 //! skip_unknown_fields = false    # default: a field without a column rejects the batch
 //! encoding = { except_fields = ["agent"], timestamp_format = "rfc3339" }  # ndjson only
@@ -50,14 +50,15 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use sluice_pipelines::Event;
 
-use crate::encoding::{Compression, Encoder, Encoding, EncodingConfig, gzip};
-use crate::sinks::http::{
-    client, error_body, is_retryable_status, parse_retry_after, parse_uri, request_error,
+use crate::encoding::{Compression, Encoder, Encoding, EncodingConfig};
+use crate::http::{
+    Auth, client, error_body, is_retryable_status, parse_url, request_error, retry_after,
+    take_body, with_auth,
 };
 use crate::units::HumanDuration;
 use crate::{BuildError, Sink, SinkError, SinkFuture, chunk_events};
@@ -66,20 +67,17 @@ use crate::{BuildError, Sink, SinkError, SinkFuture, chunk_events};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClickhouseConfig {
-    /// The HTTP interface; default `http://127.0.0.1:8123`.
-    #[serde(default = "default_endpoint")]
-    pub endpoint: String,
+    /// The HTTP interface (`url`); default `http://127.0.0.1:8123`.
+    #[serde(default = "default_url")]
+    pub url: String,
     /// The database; default `default`.
     #[serde(default = "default_database")]
     pub database: String,
     /// The table.
     pub table: String,
-    /// The user, if not the server's default.
+    /// Credentials (`auth`), if not the server's default user: basic, or a bearer token.
     #[serde(default)]
-    pub user: Option<String>,
-    /// The password.
-    #[serde(default)]
-    pub password: Option<String>,
+    pub auth: Option<Auth>,
     /// Whether to gzip the body; default `none`.
     #[serde(default)]
     pub compression: Compression,
@@ -94,7 +92,7 @@ pub struct ClickhouseConfig {
     pub request_timeout: HumanDuration,
 }
 
-fn default_endpoint() -> String {
+fn default_url() -> String {
     "http://127.0.0.1:8123".to_owned()
 }
 
@@ -107,14 +105,13 @@ fn default_request_timeout() -> HumanDuration {
 }
 
 impl ClickhouseConfig {
-    /// A config for `table` at `endpoint` with every other key at its default.
-    pub fn new(endpoint: impl Into<String>, table: impl Into<String>) -> Self {
+    /// A config for `table` at `url` with every other key at its default.
+    pub fn new(url: impl Into<String>, table: impl Into<String>) -> Self {
         ClickhouseConfig {
-            endpoint: endpoint.into(),
+            url: url.into(),
             database: default_database(),
             table: table.into(),
-            user: None,
-            password: None,
+            auth: None,
             compression: Compression::None,
             skip_unknown_fields: false,
             encoding: EncodingConfig::default(),
@@ -122,7 +119,7 @@ impl ClickhouseConfig {
         }
     }
 
-    /// Checks the endpoint, names and encoding.
+    /// Checks the URL, names and encoding.
     ///
     /// # Errors
     /// A [`BuildError`] naming the key.
@@ -156,7 +153,7 @@ impl ClickhouseConfig {
             quote_ident(&self.database),
             quote_ident(&self.table)
         );
-        let mut insert = parse_uri("endpoint", &self.endpoint)?;
+        let mut insert = parse_url("url", &self.url)?;
         insert
             .query_pairs_mut()
             .append_pair("query", &format!("INSERT INTO {table} FORMAT JSONEachRow"))
@@ -168,7 +165,7 @@ impl ClickhouseConfig {
         }
         // The query goes in the body: ClickHouse refuses a POST without a length, and an empty
         // body is sent without one.
-        let exists = parse_uri("endpoint", &self.endpoint)?;
+        let exists = parse_url("url", &self.url)?;
         Ok((insert, exists))
     }
 
@@ -179,11 +176,10 @@ impl ClickhouseConfig {
     pub fn build(&self) -> Result<ClickhouseSink, BuildError> {
         let (insert, exists) = self.urls()?;
         Ok(ClickhouseSink {
-            client: client(self.request_timeout.get())?,
+            client: client(self.request_timeout.get(), HeaderMap::new())?,
             insert,
             exists,
-            user: self.user.clone(),
-            password: self.password.clone(),
+            auth: self.auth.clone(),
             encoder: self.encoding.encoder()?,
             gzip: self.compression == Compression::Gzip,
             buffer: Vec::new(),
@@ -212,8 +208,7 @@ pub struct ClickhouseSink {
     client: reqwest::Client,
     insert: Url,
     exists: Url,
-    user: Option<String>,
-    password: Option<String>,
+    auth: Option<Auth>,
     encoder: Encoder,
     gzip: bool,
     buffer: Vec<u8>,
@@ -267,8 +262,7 @@ impl Sink for ClickhouseSink {
             client: self.client.clone(),
             insert: self.insert.clone(),
             exists: self.exists.clone(),
-            user: self.user.clone(),
-            password: self.password.clone(),
+            auth: self.auth.clone(),
             encoder: self.encoder.clone(),
             gzip: self.gzip,
             buffer: Vec::new(),
@@ -292,17 +286,9 @@ impl ClickhouseSink {
             return Ok(());
         }
         let encoded = self.buffer.len() as u64;
-        let body = if self.gzip {
-            let mut compressed = Vec::with_capacity(self.buffer.len() / 4);
-            gzip(&self.buffer, &mut compressed);
-            compressed
-        } else {
-            let capacity = self.buffer.len();
-            std::mem::replace(&mut self.buffer, Vec::with_capacity(capacity))
-        };
+        let body = take_body(&mut self.buffer, self.gzip);
         self.written = 0;
-        self.post(self.insert.clone(), Bytes::from(body), self.gzip)
-            .await?;
+        self.post(self.insert.clone(), body, self.gzip).await?;
         self.written = encoded;
         Ok(())
     }
@@ -320,16 +306,10 @@ impl ClickhouseSink {
         if gzipped {
             request = request.header(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
-        if let Some(user) = &self.user {
-            request = request.basic_auth(user, self.password.as_ref());
-        }
+        request = with_auth(request, self.auth.as_ref());
         let response = request.send().await.map_err(request_error)?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = retry_after(response.headers());
         let body = response.bytes().await.map_err(request_error)?;
         if status.is_success() {
             return Ok(String::from_utf8_lossy(&body).into_owned());
@@ -391,8 +371,8 @@ fn classify(
         let hint = match code {
             60 => "create the table, or fix `table`",
             81 => "create the database, or fix `database`",
-            192..=194 | 516 => "fix `user` and `password`",
-            497 => "grant `user` INSERT on the table",
+            192..=194 | 516 => "fix `auth` (user and password)",
+            497 => "grant the `auth` user INSERT on the table",
             _ => "fix the sink's config",
         };
         SinkError::Refused(format!("{message}; {hint}"))
@@ -436,7 +416,7 @@ mod tests {
     fn validation_and_defaults() {
         let config: ClickhouseConfig = serde_json::from_value(json!({"table": "t"})).unwrap();
         config.validate().unwrap();
-        assert_eq!(config.endpoint, "http://127.0.0.1:8123");
+        assert_eq!(config.url, "http://127.0.0.1:8123");
         let key = |value: serde_json::Value| {
             serde_json::from_value::<ClickhouseConfig>(value)
                 .unwrap()
@@ -446,10 +426,7 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(key(json!({"table": ""})), "table");
-        assert_eq!(
-            key(json!({"table": "t", "endpoint": "localhost:8123"})),
-            "endpoint"
-        );
+        assert_eq!(key(json!({"table": "t", "url": "localhost:8123"})), "url");
         assert_eq!(
             key(json!({"table": "t", "encoding": "csv"})),
             "encoding.columns"

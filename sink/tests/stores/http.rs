@@ -14,8 +14,8 @@ use sluice_sink::Sink;
 use sluice_sink::SinkError;
 use sluice_sink::driver::{DriverConfig, DriverError, Outcome};
 use sluice_sink::encoding::{Compression, Encoding};
+use sluice_sink::http::Auth;
 use sluice_sink::sinks::HttpConfig;
-use sluice_sink::sinks::http::Auth;
 
 use crate::requests;
 use crate::support::{Run, fast_retry};
@@ -181,7 +181,7 @@ async fn http_status_codes_map_to_retries_and_rejections() {
         panic!("{result:?}")
     };
     assert!(
-        message.contains("404 Not Found: no such endpoint; check `uri`"),
+        message.contains("404 Not Found: no such endpoint; check `url`"),
         "{message}"
     );
     let attempts = bodies(&seen, "gone").len();
@@ -226,7 +226,7 @@ async fn http_healthcheck_names_wrong_uris_and_credentials() {
         .unwrap_err();
     assert!(matches!(error, SinkError::Refused(_)), "{error:?}");
     assert!(
-        error.message().starts_with("404 Not Found") && error.message().ends_with("check `uri`"),
+        error.message().starts_with("404 Not Found") && error.message().ends_with("check `url`"),
         "{error}"
     );
     let locked = |token: &str| {

@@ -7,6 +7,7 @@
 mod clickhouse;
 mod http;
 mod postgres;
-mod support;
+
+use sluice_store_support as support;
 
 use support::{request, requests};

@@ -356,7 +356,7 @@ fn group_keys_nested_missing_and_typed() {
     assert_eq!(first.get_path(&["stats", "kb"]), Some(&Value::Float(6.0)));
     assert_eq!(first.get("p"), Some(&Value::Float(4.0)));
     assert_eq!(int(first.get("d")), 2);
-    let top = crate::testing::canonical_json(&Event::from_fields(
+    let top = crate::test_engine::canonical_json(&Event::from_fields(
         [("top", first.get("top").cloned().unwrap())]
             .into_iter()
             .collect(),

@@ -741,7 +741,7 @@ fn agree(
 
 #[test]
 fn presets_agree_with_the_regex_on_generated_lines() {
-    let lines = crate::testing::sample::nginx_lines(11, 4000);
+    let lines = crate::test_engine::sample::nginx_lines(11, 4000);
     for preset in PRESETS {
         let (mut fast, mut reference) = (preset_step(preset), regex_step_for(preset));
         for line in &lines {

@@ -1,6 +1,17 @@
 //! Real servers for the store tests: PostgreSQL and ClickHouse started from their installed
 //! binaries on free ports in temp dirs, killed and restarted at will. A missing binary fails the
 //! test loudly with the command that installs it.
+//!
+//! A crate of its own (`publish = false`) so the sink crate's store tests and benchmarks and the
+//! agent's end-to-end tests share it as a dependency rather than by `#[path]`. Test code: it
+//! panics with a message when a server cannot be started.
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: a failure is a failed test, with its message"
+)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //!
 //! One implementation serves the agent's `generator` source (demos), `sluice generate` (the input
 //! files of the end-to-end benchmarks, see [`write_sample`]) and the tests and benchmarks of this
-//! crate ([`crate::testing::sample`]), so a pipeline tested on one reads the others the same way.
+//! crate ([`crate::test_engine::sample`]), so a pipeline tested on one reads the others the same way.
 //! The value lists, weights, field order and formats are the script's:
 //! - [`SampleFormat::Nginx`]: nginx "combined" access lines followed by `$request_time` and a
 //!   request id (`req-0000000001`), about 8% of them from bots.
@@ -327,7 +327,7 @@ pub enum SampleFormat {
 /// Writes sample lines of one [`SampleFormat`], one at a time, into the caller's buffer.
 ///
 /// ```
-/// # use sluice_pipelines::sample::{SampleFormat, SampleLines};
+/// # use sluice_pipelines::synthetic::{SampleFormat, SampleLines};
 /// let start = 1_714_521_600_000_000; // 2024-05-01T00:00:00Z
 /// let mut out = bytes::BytesMut::new();
 /// SampleLines::new(SampleFormat::Nginx, 1, start).write_next(&mut out);

@@ -19,14 +19,18 @@
 //! Expected events list the fields to check: an actual event matches when it has those fields
 //! with those values (other fields are ignored), and `expect_exact = true` compares whole events.
 //! Failures print a line diff of the events as canonical JSON.
+//!
+//! The tests are read by the config loader ([`crate::config::Loaded::tests`]), from each file as
+//! written: `${VAR}` is interpolated and a problem names its file, line and key, as for the rest
+//! of the config.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
-use sluice_pipelines::testing::{TestOutcome, canonical_json, diff_lines, run_to_end};
+use sluice_pipelines::test_engine::{TestOutcome, canonical_json, diff_lines, run_to_end};
 use sluice_pipelines::{Event, EventMeta, Fields, Value};
 
 use crate::config::Config;
@@ -66,47 +70,6 @@ pub struct TestResult {
     pub name: String,
     /// `None` when it passed; what differed otherwise.
     pub failure: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct TestsOnly {
-    #[serde(default)]
-    tests: Vec<PipelineTest>,
-}
-
-/// Reads the `[[tests]]` of every config file (directories: their `*.toml` files).
-///
-/// # Errors
-/// A message naming the file when one cannot be read or its tests do not parse.
-pub fn read_tests(paths: &[PathBuf]) -> Result<Vec<PipelineTest>, String> {
-    let mut tests = Vec::new();
-    for path in expand(paths)? {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|error| format!("{}: {error}", path.display()))?;
-        let only: TestsOnly = toml::from_str(&text)
-            .map_err(|error| format!("{}: {}", path.display(), error.to_string().trim_end()))?;
-        tests.extend(only.tests);
-    }
-    Ok(tests)
-}
-
-fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    let mut files = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|error| format!("{}: {error}", path.display()))?
-                .filter_map(Result::ok)
-                .map(|entry| entry.path())
-                .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
-                .collect();
-            entries.sort();
-            files.extend(entries);
-        } else {
-            files.push(path.clone());
-        }
-    }
-    Ok(files)
 }
 
 /// Runs every test against the pipelines of `config`.
@@ -325,9 +288,9 @@ input = "out"
 
     fn run(tests: &str) -> Vec<TestResult> {
         let text = format!("{CONFIG}\n{tests}");
-        let config = load_str("t.toml", &text).unwrap().config;
-        let only: TestsOnly = toml::from_str(&text).unwrap();
-        run_tests(&config, &only.tests)
+        let loaded = load_str("t.toml", &text).unwrap();
+        assert!(loaded.test_errors.is_empty(), "{:?}", loaded.test_errors);
+        run_tests(&loaded.config, &loaded.tests)
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! that was not expected.
 //!
 //! [`sample`] collects realistic nginx lines and JSON clickstream events from
-//! [`crate::sample`], deterministically from a seed, for tests and benchmarks.
+//! [`crate::synthetic`], deterministically from a seed, for tests and benchmarks.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -232,12 +232,12 @@ fn line_diff<'a>(a: &'a [String], b: &'a [String]) -> Vec<(char, &'a str)> {
 }
 
 pub mod sample {
-    //! Sample lines for tests and benchmarks, collected from [`crate::sample`]'s writer: nginx
+    //! Sample lines for tests and benchmarks, collected from [`crate::synthetic`]'s writer: nginx
     //! access lines and NDJSON clickstream events from 2026-01-01T00:00:00Z, the same for a seed.
 
     use bytes::BytesMut;
 
-    use crate::sample::{SampleFormat, SampleLines};
+    use crate::synthetic::{SampleFormat, SampleLines};
 
     /// 2026-01-01T00:00:00Z in unix microseconds.
     const START_MICROS: i64 = 1_767_225_600_000_000;
