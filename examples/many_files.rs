@@ -132,8 +132,10 @@ fn wait_for(dir: &Path, lines: u64) -> Instant {
 fn stop(child: Child) -> (f64, f64) {
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
-    // SAFETY: signalling and reaping our own child; `rusage` is plain data wait4 fills in.
+    // SAFETY: `rusage` is plain data (integers), for which all-zero bytes are a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: signalling and reaping our own child; wait4 fills in `status` and `usage`, which
+    // we own.
     unsafe {
         libc::kill(pid, libc::SIGTERM);
         libc::wait4(pid, &mut status, 0, &mut usage);

@@ -62,30 +62,24 @@ impl DescriptorLimit {
 /// The OS error of reading or setting the limit.
 #[cfg(unix)]
 pub fn raise_descriptor_limit() -> std::io::Result<DescriptorLimit> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let was = limit.current.unwrap_or(u64::MAX);
+    // A hard limit of "unlimited" is not one the kernel accepts as a soft descriptor limit.
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum)
+        && current < maximum
+    {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        )?;
     }
-    let was = limit.rlim_cur;
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit reads the struct we own.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    // `rlim_t` is `u64` on Linux but not on every Unix.
-    #[allow(clippy::useless_conversion)]
     Ok(DescriptorLimit {
-        was: u64::from(was),
-        now: u64::from(current_descriptor_limit()),
+        was,
+        now: current_descriptor_limit(),
     })
 }
 
@@ -101,18 +95,12 @@ pub fn raise_descriptor_limit() -> std::io::Result<DescriptorLimit> {
     })
 }
 
-/// The soft descriptor limit now.
+/// The soft descriptor limit now (`u64::MAX` when unlimited).
 #[cfg(unix)]
-fn current_descriptor_limit() -> libc::rlim_t {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 1024;
-    }
-    limit.rlim_cur
+fn current_descriptor_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
 }
 
 /// How many files all file sources together may hold open now.
