@@ -55,6 +55,9 @@ pub const SLICE_BUDGET: u64 = 4 << 20;
 /// How often everything is checked when a watcher works (a safety net), at least.
 pub const WATCH_TICK: Duration = Duration::from_secs(1);
 
+/// How often a source that has not yet saved any acknowledged progress looks whether it has.
+const FIRST_CHECKPOINT_POLL: Duration = Duration::from_millis(50);
+
 /// Least time between two scans asked for by watcher events.
 pub const MIN_RESCAN_GAP: Duration = Duration::from_millis(20);
 
@@ -173,6 +176,8 @@ async fn run(settings: FileSettings, ctx: SourceContext) -> Result<(), SourceErr
         checkpoint_interval: settings.checkpoint_interval,
         watcher: None,
         last_checkpoint: Instant::now(),
+        progress_saved: false,
+        acked_since_save: false,
         include: settings.include.clone(),
         name,
         doorbell: Arc::new(Notify::new()),
@@ -212,6 +217,13 @@ struct Shell {
     checkpoint_interval: Duration,
     watcher: Option<Watcher>,
     last_checkpoint: Instant,
+    /// Whether a checkpoint with acknowledged progress was written yet. Until then the first
+    /// acknowledgement is saved at once rather than a whole `checkpoint_interval` after the
+    /// start: in a crash loop of runs shorter than the interval, each run still saves its
+    /// progress instead of every restart re-reading an ever longer tail.
+    progress_saved: bool,
+    /// Whether acknowledgements moved a position since the last checkpoint write.
+    acked_since_save: bool,
     /// The `include` patterns, named in warnings.
     include: Vec<PathPattern>,
     name: String,
@@ -353,7 +365,12 @@ impl Shell {
             deadline = deadline.min(self.schedule.last_discover + DISCOVER_GAP);
         }
         if !self.acks.is_empty() {
-            deadline = deadline.min(self.last_checkpoint + self.checkpoint_interval);
+            deadline = deadline.min(if self.progress_saved {
+                self.last_checkpoint + self.checkpoint_interval
+            } else {
+                // Look for the first acknowledgement soon, to save it at once.
+                Instant::now() + FIRST_CHECKPOINT_POLL
+            });
         }
         deadline
     }
@@ -567,15 +584,19 @@ impl Shell {
         let safe = *self.safe.borrow();
         for mark in self.acks.release(safe) {
             self.tailer.acknowledge(mark);
+            self.acked_since_save = true;
         }
     }
 
     /// Writes the checkpoint file if `checkpoint_interval` passed since the last write (or
     /// `force`); a write that would change nothing is skipped.
     fn checkpoint_if_due(&mut self, force: bool) {
-        if !force && self.last_checkpoint.elapsed() < self.checkpoint_interval {
+        let first_progress = !self.progress_saved && self.acked_since_save;
+        if !force && !first_progress && self.last_checkpoint.elapsed() < self.checkpoint_interval {
             return;
         }
+        self.progress_saved |= self.acked_since_save;
+        self.acked_since_save = false;
         self.last_checkpoint = Instant::now();
         if let Err(error) = self.store.save(self.tailer.checkpoints()) {
             self.metrics.errors.add(1);

@@ -727,6 +727,38 @@ async fn checkpoints_advance_only_up_to_the_safe_offset() {
         .unwrap();
 }
 
+/// The first checkpoint is written as soon as something is safe, not a whole
+/// `checkpoint_interval` after the start: in a crash loop of runs shorter than the interval, each
+/// run must still save its progress (else every restart re-reads an ever longer tail).
+#[tokio::test]
+async fn the_first_checkpoint_is_written_once_something_is_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let path = temp_file(dir.path(), "a.log", b"one\ntwo\n");
+    let (topic, sub) = topic();
+    let (trigger, shutdown) = shutdown::channel();
+    let settings = "poll_interval = \"10ms\"\ncheckpoint_interval = \"1h\"";
+    let source = Box::new(config(&[&path], settings).build().unwrap());
+    let task = tokio::spawn(source.run(context(&topic, shutdown, data.path())));
+    let delivery = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    delivery.ack();
+    let file = data.path().join("sources/files/checkpoints.json");
+    let saved = wait_for(Duration::from_secs(5), || {
+        file.exists() && checkpoint_offset(data.path(), &path) == Some(8)
+    })
+    .await;
+    assert!(saved, "no checkpoint at 8 within 5 s (interval 1h)");
+    trigger.trigger();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
 /// Shutdown with a full topic: reading stops at once; the source ends once what it published
 /// is acknowledged, and the checkpoint covers exactly that.
 #[tokio::test]
