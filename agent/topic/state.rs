@@ -63,7 +63,9 @@ pub struct SubscriptionCounters {
     pub acked_events: u64,
     /// Batches handed out again after a worker dropped them or timed out.
     pub redelivered_batches: u64,
-    /// Events this (non-blocking) subscription lost because it fell too far behind.
+    /// Events this subscription never got: evicted before it read them (a non-blocking one that
+    /// fell behind; any under `drop_oldest`), deleted by a disk topic's age retention, or
+    /// quarantined as corrupt.
     pub lost_events: u64,
 }
 
@@ -342,11 +344,10 @@ impl TopicState {
         for sub in &mut self.subs {
             if sub.needs(range.start, persistent) {
                 anyone_needed_it = true;
-                let lost = sub.skip(range);
-                // Losses of blocking subscriptions are the topic's drop_oldest, counted there.
-                if !sub.settings.blocking {
-                    sub.counters.lost_events += lost;
-                }
+                // Each subscription counts what it lost: a non-blocking one that fell behind, a
+                // blocking one under `drop_oldest` (also counted once in the topic's
+                // `dropped_oldest`).
+                sub.counters.lost_events += sub.skip(range);
                 if persistent {
                     self.storage.commit(&sub.settings.name, sub.committed);
                 }

@@ -253,6 +253,10 @@ async fn drop_oldest_discards_and_counts_retained_batches() {
     assert_eq!(drain(&sub).await, [8, 9, 10, 11, 12, 13, 14, 15]);
     let stats = topic.stats();
     assert_eq!(stats.counters.dropped_oldest, 8);
+    assert_eq!(
+        stats.subscriptions[0].counters.lost_events, 8,
+        "counted per subscription"
+    );
     assert_eq!(stats.counters.published_events, 16);
 }
 
@@ -644,8 +648,8 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
         prop_assert_eq!(acked_events, sub.counters.acked_events);
         let missing = stored_events - acked_events;
         if sub.settings.blocking {
-            // A blocking subscription only misses what drop_oldest discarded.
-            prop_assert_eq!(sub.counters.lost_events, 0);
+            // A blocking subscription only misses what drop_oldest discarded, and counts it.
+            prop_assert_eq!(missing, sub.counters.lost_events);
             prop_assert!(missing <= counters.dropped_oldest);
             if scenario.when_full != WhenFull::DropOldest {
                 prop_assert_eq!(
@@ -658,7 +662,7 @@ fn run_scenario(scenario: Scenario) -> Result<(), TestCaseError> {
             }
         } else {
             prop_assert!(
-                missing <= sub.counters.lost_events + counters.dropped_oldest,
+                missing <= sub.counters.lost_events,
                 "non-blocking sub {} missed {} but counted {}",
                 i,
                 missing,

@@ -222,7 +222,7 @@ pub fn log_summary(metrics: &Metrics, topics: &IndexMap<String, Topic>, elapsed:
         if c.dropped_newest + c.dropped_oldest + lost > 0 || stats.retained_events > 0 {
             tracing::warn!(topic = %name, published = c.published_events,
                 dropped_newest = c.dropped_newest, dropped_oldest = c.dropped_oldest,
-                lost_by_non_blocking = lost, retained = stats.retained_events,
+                lost_by_subscriptions = lost, retained = stats.retained_events,
                 "Topic did not pass on every event");
         }
     }
