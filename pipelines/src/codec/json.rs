@@ -503,6 +503,21 @@ mod tests {
     }
 
     #[test]
+    fn numbers_encode_exactly_and_floats_keep_a_decimal_point() {
+        let mut event = Event::default();
+        event.insert("min", i64::MIN);
+        event.insert("max", i64::MAX);
+        event.insert("zero", 0i64);
+        event.insert("whole", 2.0f64);
+        event.insert("frac", -0.125f64);
+        event.insert("tiny", 1e-7f64);
+        assert_eq!(
+            encode(&event),
+            r#"{"min":-9223372036854775808,"max":9223372036854775807,"zero":0,"whole":2.0,"frac":-0.125,"tiny":0.0000001}"#
+        );
+    }
+
+    #[test]
     fn timestamps_encode_as_rfc3339() {
         let ts = DateTime::parse_from_rfc3339("2024-05-01T12:00:00.123Z")
             .unwrap()
