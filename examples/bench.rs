@@ -196,23 +196,7 @@ fn scenario_config(
     let config = match scenario {
         "S1" => {
             let log = input(options, "nginx")?;
-            let config = format!(
-                r#"data_dir = "{data}/state"
-
-[sources.access]
-type = "file"
-include = ["{log}"]
-follow = false
-topic = "raw"
-
-[sinks.null]
-type = "blackhole"
-input = "raw"
-"#,
-                data = data.display(),
-                log = fs::canonicalize(&log).map_err(|e| e.to_string())?.display()
-            );
-            (config, log, "tail_to_null")
+            (tail_to_null(&data, &log, "")?, log, "tail_to_null")
         }
         "S2" | "S2R" => {
             let log = input(options, "nginx")?;
@@ -304,28 +288,9 @@ path = "{out}/stats.ndjson"
             } else {
                 "always"
             };
-            let config = format!(
-                r#"data_dir = "{data}/state"
-
-[sources.access]
-type = "file"
-include = ["{log}"]
-follow = false
-topic = "raw"
-
-[topics.raw]
-storage = "disk"
-fsync = "{fsync}"
-
-[sinks.null]
-type = "blackhole"
-input = "raw"
-"#,
-                data = data.display(),
-                log = fs::canonicalize(&log).map_err(|e| e.to_string())?.display()
-            );
+            let topic = format!("\n[topics.raw]\nstorage = \"disk\"\nfsync = \"{fsync}\"\n");
             (
-                config,
+                tail_to_null(&data, &log, &topic)?,
                 log,
                 if scenario == "S5" {
                     "tail_disk_topic_null"
@@ -337,6 +302,27 @@ input = "raw"
         other => return Err(format!("unknown scenario {other}")),
     };
     Ok(Some(config))
+}
+
+/// S1's config (file → topic `raw` → blackhole), with `extra` appended (S5 declares `raw` a disk
+/// topic).
+fn tail_to_null(data: &Path, log: &Path, extra: &str) -> Result<String, String> {
+    Ok(format!(
+        r#"data_dir = "{data}/state"
+
+[sources.access]
+type = "file"
+include = ["{log}"]
+follow = false
+topic = "raw"
+
+[sinks.null]
+type = "blackhole"
+input = "raw"
+{extra}"#,
+        data = data.display(),
+        log = fs::canonicalize(log).map_err(|e| e.to_string())?.display()
+    ))
 }
 
 fn run_scenario(

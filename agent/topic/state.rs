@@ -14,7 +14,7 @@ use sluice_pipelines::Batch;
 use tokio::time::Instant;
 
 use super::offset::{Offset, OffsetRange};
-use super::storage::Storage;
+use super::storage::{Storage, Stored};
 use super::{StartAt, SubscriptionSettings, TopicSettings, WhenFull};
 
 /// What happened to a published batch.
@@ -144,12 +144,28 @@ impl SubState {
         range.len()
     }
 
+    /// [`SubState::skip`], counting what this subscription had not had as lost.
+    fn skip_lost(&mut self, range: OffsetRange) {
+        self.counters.lost_events += self.skip(range);
+    }
+
     pub fn in_flight_batches(&self) -> usize {
         self.in_flight.len()
     }
 
     pub fn held_batches(&self) -> usize {
         self.held.len()
+    }
+}
+
+/// Where stored data resumes when a read at `asked` found `found` (a batch, or nothing) and the
+/// offsets from `asked` are gone (a disk topic's quarantined data): the next batch's start, or the
+/// end when nothing follows. `None` when `found` holds `asked`, or nothing is missing.
+fn gap_end(storage: &mut dyn Storage, asked: Offset, found: Option<&Stored>) -> Option<Offset> {
+    match found {
+        Some(stored) if stored.range.start > asked => Some(stored.range.start),
+        Some(_) => None,
+        None => storage.missing(asked),
     }
 }
 
@@ -257,8 +273,7 @@ impl TopicState {
         let persistent = self.persistent;
         for sub in &mut self.subs {
             if sub.committed < to {
-                let lost = sub.skip(OffsetRange::new(sub.committed, to));
-                sub.counters.lost_events += lost;
+                sub.skip_lost(OffsetRange::new(sub.committed, to));
                 if persistent {
                     self.storage.commit(&sub.settings.name, sub.committed);
                 }
@@ -347,7 +362,7 @@ impl TopicState {
                 // Each subscription counts what it lost: a non-blocking one that fell behind, a
                 // blocking one under `drop_oldest` (also counted once in the topic's
                 // `dropped_oldest`).
-                sub.counters.lost_events += sub.skip(range);
+                sub.skip_lost(range);
                 if persistent {
                     self.storage.commit(&sub.settings.name, sub.committed);
                 }
@@ -390,19 +405,14 @@ impl TopicState {
                 continue;
             }
             // Its data may have been quarantined since it was delivered: what is missing is lost.
-            let resume = match self.storage.get(candidate) {
-                Some(stored) if stored.range.start == candidate => {
-                    found = Some(stored);
-                    redelivery = true;
-                    break;
-                }
-                Some(stored) => Some(stored.range.start),
-                None => self.storage.missing(candidate),
-            };
-            if let Some(resume) = resume {
-                let lost = sub.skip(OffsetRange::new(candidate, resume));
-                sub.counters.lost_events += lost;
+            let stored = self.storage.get(candidate);
+            if let Some(resume) = gap_end(self.storage.as_mut(), candidate, stored.as_ref()) {
+                sub.skip_lost(OffsetRange::new(candidate, resume));
                 skipped = true;
+            } else if stored.is_some() {
+                found = stored;
+                redelivery = true;
+                break;
             }
         }
         if found.is_none() && sub.next < storage_end {
@@ -410,14 +420,8 @@ impl TopicState {
             found = self.storage.get(sub.next);
             // A gap left by quarantined data (a disk topic), before the next batch or up to the
             // end: skip it, counted as lost, so the committed offset can move on past it.
-            let resume = match &found {
-                Some(stored) if stored.range.start > sub.next => Some(stored.range.start),
-                Some(_) => None,
-                None => self.storage.missing(sub.next),
-            };
-            if let Some(resume) = resume {
-                let lost = sub.skip(OffsetRange::new(sub.next, resume));
-                sub.counters.lost_events += lost;
+            if let Some(resume) = gap_end(self.storage.as_mut(), sub.next, found.as_ref()) {
+                sub.skip_lost(OffsetRange::new(sub.next, resume));
                 skipped = true;
             }
         }
