@@ -7,9 +7,9 @@
 
 /// HTTP request body decoding, as the `http_server` source does it.
 pub mod http_body {
-    pub use crate::sources::http_server::decode::{
-        BadInput, Choice, Decoded, Format, GunzipError, Position, Stamp, choose, decode,
-        gunzip_capped,
+    pub use crate::sources::body::{
+        BadInput, Choice, Decoded, Format, Position, Stamp, choose, decode,
     };
     pub use crate::sources::http_server::{Decoding, Partial};
+    pub use sluice_sink::gunzip::{GunzipError, gunzip_capped};
 }

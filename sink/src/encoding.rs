@@ -803,8 +803,8 @@ mod tests {
         let mut out = Vec::new();
         gzip(b"hello\n", &mut out);
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&out[..]), &mut text)
-            .unwrap();
+        let mut decoder = crate::gunzip::CappedGunzip::new(&out[..], u64::MAX);
+        std::io::Read::read_to_string(&mut decoder, &mut text).unwrap();
         assert_eq!(text, "hello\n");
     }
 }

@@ -101,6 +101,7 @@ pub mod inspect;
 mod log;
 mod offsets;
 mod record;
+mod recovery;
 mod segment;
 mod storage;
 #[cfg(test)]
