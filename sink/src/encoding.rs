@@ -400,9 +400,7 @@ impl Encoder {
     /// A timestamp as plain text in the configured format.
     pub fn write_timestamp(&self, ts: &DateTime<Utc>, out: &mut Vec<u8>) {
         match &self.timestamps {
-            TimestampFormat::Rfc3339 => {
-                out.extend_from_slice(json::format_timestamp(ts).as_bytes())
-            }
+            TimestampFormat::Rfc3339 => json::write_timestamp(ts, out),
             TimestampFormat::Unix => write_int(ts.timestamp(), out),
             TimestampFormat::UnixMs => write_int(ts.timestamp_millis(), out),
             TimestampFormat::Strftime(_) => self.write_strftime(ts, out),
