@@ -14,11 +14,38 @@ use bytes::Bytes;
 use sluice_pipelines::codec::json::{JsonDecodeError, JsonDecoder, encode_value};
 use sluice_pipelines::{Event, EventMeta, FieldName, Fields, Value};
 
-use super::http_server::{Decoding, Partial};
 use crate::sources::lines::{is_blank, numbered_lines};
 
 thread_local! {
     static DECODER: RefCell<JsonDecoder> = RefCell::new(JsonDecoder::new());
+}
+
+/// How bodies are decoded (the http_server source's `decoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decoding {
+    /// By Content-Type: NDJSON, JSON (object, array, or objects one per line) or text lines;
+    /// without a Content-Type, by the first byte of the body. Other types get 415.
+    #[default]
+    Auto,
+    /// One JSON object per line, whatever the Content-Type.
+    Ndjson,
+    /// A JSON array of objects, one object, or objects one per line.
+    Json,
+    /// Plain text: every non-blank line is a raw event (see `sources::lines::is_blank`).
+    Text,
+}
+
+/// What a body with bad lines does to its good ones (the http_server source's `partial`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Partial {
+    /// The whole body is refused (400) and nothing is kept: the client fixes and resends it.
+    #[default]
+    Reject,
+    /// The good lines are kept; the answer is still 400, naming the first bad line and saying how
+    /// many were accepted.
+    AcceptValid,
 }
 
 /// How a body is read.
