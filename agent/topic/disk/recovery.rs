@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use super::LogConfig;
 use super::index::Index;
 use super::log::{AtomicCounters, LogError, QUARANTINE_DIR, io_error, remove_if_exists};
-use super::segment::{self, BadRecord, SegmentInfo};
+use super::segment::{self, SegmentInfo};
 
 pub(super) fn count_quarantine(counters: &AtomicCounters, bytes: u64) {
     counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
@@ -101,23 +101,8 @@ pub(super) fn recover(
         let file_len = file.metadata().map_err(io_error("stat", &path))?.len();
         let index = Index::load(&segment::index_path(dir, base), file_len)
             .map_err(io_error("read index of", &path))?;
-        let mut info = SegmentInfo::new(base);
-        let mut resume = 0;
-        if let (Some(first), Some(last_entry)) = (index.entries().first(), index.last()) {
-            info.first_time_ms = Some(first.time_ms);
-            info.len = last_entry.position;
-            info.end = last_entry.offset;
-            resume = last_entry.position;
-            info.index = index;
-        }
-        let mut bad = segment::scan(&file, &mut info, resume, file_len, interval)
+        let (mut info, bad) = segment::scan_indexed(&file, base, index, file_len, interval)
             .map_err(io_error("scan", &path))?;
-        if resume > 0 && bad.is_some_and(|bad: BadRecord| bad.position == resume) {
-            // The index pointed at something that is not the record it promised: distrust it.
-            info = SegmentInfo::new(base);
-            bad = segment::scan(&file, &mut info, 0, file_len, interval)
-                .map_err(io_error("scan", &path))?;
-        }
         if let Some(bad) = bad {
             if last && bad.reaches_end {
                 let cut = file_len - bad.position;
