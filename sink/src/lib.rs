@@ -15,7 +15,8 @@
 //!
 //! Modules: [`driver`] (batching, concurrency, retries, acknowledgement), [`encoding`] (NDJSON,
 //! JSON array, CSV, text; field selection; timestamp formats; gzip), [`http`] (the HTTP client
-//! code the `http` and `clickhouse` sinks and the agent's `http_poll` source share), [`sinks`] (every sink kind
+//! code the `http` and `clickhouse` sinks and the agent's `http_poll` source share), [`kafka`] (Kafka
+//! client settings the `kafka` sink and the agent's `kafka` source share), [`sinks`] (every sink kind
 //! and the closed [`SinkConfig`] enum), [`units`] (sizes and durations in configs).
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -26,6 +27,7 @@
 pub mod driver;
 pub mod encoding;
 pub mod http;
+pub mod kafka;
 pub mod sinks;
 pub mod units;
 
