@@ -1,0 +1,1 @@
+//! The `kafka` source against a real Kafka-protocol broker (tansu on a free port).
