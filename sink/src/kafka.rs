@@ -112,7 +112,11 @@ mod tests {
 
     #[test]
     fn brokers_must_be_host_and_port() {
-        validate_brokers("brokers", &["127.0.0.1:9092".into(), "kafka-1:19092".into()]).unwrap();
+        validate_brokers(
+            "brokers",
+            &["127.0.0.1:9092".into(), "kafka-1:19092".into()],
+        )
+        .unwrap();
         assert_eq!(
             validate_brokers("brokers", &[]).unwrap_err().key.as_deref(),
             Some("brokers")
@@ -145,10 +149,16 @@ mod tests {
         validate_options(&good, &[]).unwrap();
         let unknown = BTreeMap::from([("linger.mss".to_owned(), "5".to_owned())]);
         let error = validate_options(&unknown, &[]).unwrap_err();
-        assert_eq!(error.key.as_deref(), Some("librdkafka_options.\"linger.mss\""));
+        assert_eq!(
+            error.key.as_deref(),
+            Some("librdkafka_options.\"linger.mss\"")
+        );
         assert!(error.message.contains("linger.mss"), "{error}");
         let bad_value = BTreeMap::from([("linger.ms".to_owned(), "soon".to_owned())]);
         let error = validate_options(&bad_value, &[]).unwrap_err();
-        assert_eq!(error.key.as_deref(), Some("librdkafka_options.\"linger.ms\""));
+        assert_eq!(
+            error.key.as_deref(),
+            Some("librdkafka_options.\"linger.ms\"")
+        );
     }
 }

@@ -293,7 +293,10 @@ mod tests {
             "topic_pattern"
         );
         assert_eq!(error_key(json!({"group_id": ""})), "group_id");
-        assert_eq!(error_key(json!({"commit_interval": "1ms"})), "commit_interval");
+        assert_eq!(
+            error_key(json!({"commit_interval": "1ms"})),
+            "commit_interval"
+        );
         assert_eq!(
             error_key(json!({"librdkafka_options": {"group.id": "other"}})),
             "librdkafka_options.\"group.id\""

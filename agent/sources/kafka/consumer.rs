@@ -22,8 +22,8 @@ use super::config::{KafkaStartAt, Settings};
 use super::offsets::{Commits, Offsets, Partition};
 use crate::metrics::Counter;
 use crate::sources::http_server::Decoding;
-use crate::sources::http_server::decode::{Choice, Format, Stamp, decode};
 use crate::sources::http_server::Partial;
+use crate::sources::http_server::decode::{Choice, Format, Stamp, decode};
 use crate::sources::throttle::Throttle;
 use crate::sources::{BATCH_EVENTS, Source, SourceContext, SourceError, SourceFuture};
 use crate::topic::{Offset, Published};
@@ -97,14 +97,18 @@ impl ConsumerContext for Context {
             offsets.forget(&revoked);
             commits
         };
-        commit(consumer, &commits, CommitMode::Sync, &self.counters, &self.name);
+        commit(
+            consumer,
+            &commits,
+            CommitMode::Sync,
+            &self.counters,
+            &self.name,
+        );
         let mut assigned = self.assigned.lock();
         for partition in &revoked {
             assigned.remove(partition);
         }
-        self.counters
-            .revoked_partitions
-            .add(revoked.len() as u64);
+        self.counters.revoked_partitions.add(revoked.len() as u64);
         tracing::info!(source = %self.name, partitions = revoked.len(), "Kafka partitions revoked");
     }
 
@@ -123,9 +127,7 @@ impl ConsumerContext for Context {
                         generation,
                     );
                 }
-                self.counters
-                    .assigned_partitions
-                    .add(list.count() as u64);
+                self.counters.assigned_partitions.add(list.count() as u64);
                 tracing::info!(source = %self.name, partitions = list.count(), "Kafka partitions assigned");
             }
             Rebalance::Revoke(_) => {}
@@ -324,7 +326,13 @@ async fn run(settings: Settings, ctx: SourceContext) -> Result<(), SourceError> 
     // block: not on a runtime thread.
     let _ = tokio::task::spawn_blocking(move || {
         let context = consumer.context();
-        commit(&consumer, &commits, CommitMode::Sync, &context.counters, &name);
+        commit(
+            &consumer,
+            &commits,
+            CommitMode::Sync,
+            &context.counters,
+            &name,
+        );
         consumer.unsubscribe();
         drop(consumer);
     })
@@ -403,9 +411,7 @@ impl Reader {
             let body = payloads.slice(message.payload.clone());
             raw_bytes += body.len() as u64;
             let stamp = self.stamp(&partitions[message.partition].partition, message);
-            let format = self
-                .choice
-                .unwrap_or_else(|| Choice::Sniff.resolve(&body));
+            let format = self.choice.unwrap_or_else(|| Choice::Sniff.resolve(&body));
             let meta = EventMeta {
                 source: ctx.id,
                 origin: u64::try_from(message.offset).ok(),

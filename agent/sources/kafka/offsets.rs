@@ -111,7 +111,10 @@ mod tests {
         offsets.published(Offset(100), vec![(p(0), 50), (p(1), 20)]);
         offsets.published(Offset(200), vec![(p(0), 90)]);
         offsets.safe_until(Offset(99));
-        assert!(offsets.take_ready().is_empty(), "nothing is safe before its end");
+        assert!(
+            offsets.take_ready().is_empty(),
+            "nothing is safe before its end"
+        );
         offsets.safe_until(Offset(150));
         assert_eq!(
             offsets.take_ready(),

@@ -135,7 +135,10 @@ async fn wait_committed(brokers: &str, group: &str, topic: &str, partitions: i32
         if now == want {
             return;
         }
-        assert!(Instant::now() < deadline, "committed {now}, expected {want}");
+        assert!(
+            Instant::now() < deadline,
+            "committed {now}, expected {want}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -178,18 +181,30 @@ async fn kafka_source_commits_only_what_the_topic_acknowledged() {
             event.get("kafka_key").and_then(Value::as_str),
             Some(format!("visitor-{}", n % 10).as_str())
         );
-        assert_eq!(event.get("kafka_topic").and_then(Value::as_str), Some("clicks"));
-        let partition = event.get("kafka_partition").and_then(Value::as_int).unwrap();
+        assert_eq!(
+            event.get("kafka_topic").and_then(Value::as_str),
+            Some("clicks")
+        );
+        let partition = event
+            .get("kafka_partition")
+            .and_then(Value::as_int)
+            .unwrap();
         assert!((0..2).contains(&partition));
         assert!(event.get("kafka_offset").and_then(Value::as_int).is_some());
-        assert!(matches!(event.get("kafka_timestamp"), Some(Value::Timestamp(_))));
+        assert!(matches!(
+            event.get("kafka_timestamp"),
+            Some(Value::Timestamp(_))
+        ));
     }
     let dead = tokio::time::timeout(Duration::from_secs(10), running.dead_letters.next())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(dead.events().len(), 1);
-    assert_eq!(dead.events()[0].raw().map(|raw| &raw[..]), Some(&b"{not json"[..]));
+    assert_eq!(
+        dead.events()[0].raw().map(|raw| &raw[..]),
+        Some(&b"{not json"[..])
+    );
     dead.ack();
     assert_eq!(running.metrics.counter("invalid_events").get(), 1);
 
@@ -237,7 +252,11 @@ async fn kafka_source_starts_at_latest_then_resumes_at_the_groups_commits() {
         .flat_map(|delivery| delivery.events().iter())
         .map(|event| event.get("n").and_then(Value::as_int).unwrap())
         .collect();
-    assert_eq!(numbers, (10..20).collect::<Vec<_>>(), "the backlog is skipped");
+    assert_eq!(
+        numbers,
+        (10..20).collect::<Vec<_>>(),
+        "the backlog is skipped"
+    );
     for delivery in deliveries {
         delivery.ack();
     }

@@ -290,7 +290,9 @@ impl TopicTemplate {
 
 fn parse_field_path(name: &str) -> Result<Vec<String>, String> {
     if name.is_empty() || name.split('.').any(str::is_empty) || name.contains('{') {
-        return Err(format!("`{{{name}}}` is not a field path such as `{{event}}`"));
+        return Err(format!(
+            "`{{{name}}}` is not a field path such as `{{event}}`"
+        ));
     }
     Ok(name.split('.').map(str::to_owned).collect())
 }
@@ -309,7 +311,9 @@ fn write_scalar(value: &Value, out: &mut String) {
         Value::Float(f) => {
             let _ = write!(out, "{f}");
         }
-        Value::Timestamp(at) => out.push_str(&at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+        Value::Timestamp(at) => {
+            out.push_str(&at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        }
         Value::Array(_) | Value::Map(_) => {
             let mut bytes = Vec::new();
             sluice_pipelines::codec::json::encode_value(value, &mut bytes);
@@ -352,10 +356,7 @@ impl KafkaConfig {
             ));
         }
         if self.delivery_timeout.get() < Duration::from_millis(1) {
-            return Err(BuildError::at(
-                "delivery_timeout",
-                "must be at least 1ms",
-            ));
+            return Err(BuildError::at("delivery_timeout", "must be at least 1ms"));
         }
         validate_options(&self.librdkafka_options, OWNED_OPTIONS)?;
         if !crate::kafka::ENABLED {
@@ -530,12 +531,10 @@ mod runtime {
                 let has_key = match &self.shared.key {
                     Some(path) => {
                         self.key.clear();
-                        event
-                            .get_path(path)
-                            .is_some_and(|value| {
-                                write_scalar(value, &mut self.key);
-                                true
-                            })
+                        event.get_path(path).is_some_and(|value| {
+                            write_scalar(value, &mut self.key);
+                            true
+                        })
                     }
                     None => false,
                 };
@@ -603,7 +602,10 @@ mod runtime {
         config.create().map_err(|error| {
             BuildError::at(
                 "librdkafka_options",
-                format!("librdkafka refused the producer config: {}", librdkafka_message(&error)),
+                format!(
+                    "librdkafka refused the producer config: {}",
+                    librdkafka_message(&error)
+                ),
             )
         })
     }
@@ -799,7 +801,9 @@ mod tests {
             serde_json::from_value::<KafkaConfig>(base(json!({"acks": "2"}))).is_err(),
             "acks is all, 1 or 0"
         );
-        assert!(serde_json::from_value::<KafkaConfig>(base(json!({"compression": "zstd"}))).is_err());
+        assert!(
+            serde_json::from_value::<KafkaConfig>(base(json!({"compression": "zstd"}))).is_err()
+        );
     }
 
     fn event(fields: serde_json::Value) -> Event {
@@ -826,10 +830,14 @@ mod tests {
         page_view.insert_path(&["site".into(), "id".into()], Value::Int(7));
         template.render(&page_view, &mut out).unwrap();
         assert_eq!(out, "web-page_view__.7");
-        let missing = template.render(&event(json!({"event": "x"})), &mut out).unwrap_err();
+        let missing = template
+            .render(&event(json!({"event": "x"})), &mut out)
+            .unwrap_err();
         assert!(missing.contains("`site.id` is missing"), "{missing}");
         let empty = TopicTemplate::parse("{event}").unwrap();
-        let error = empty.render(&event(json!({"event": ""})), &mut out).unwrap_err();
+        let error = empty
+            .render(&event(json!({"event": ""})), &mut out)
+            .unwrap_err();
         assert!(error.contains("empty"), "{error}");
         assert_eq!(TopicTemplate::parse("web").unwrap().fixed(), Some("web"));
         let long = "x".repeat(250);

@@ -476,7 +476,13 @@ impl Tansu {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut child = Command::new(tansu_binary())
-                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
                 .args(["--storage-engine", "memory://tansu/"])
                 .env("RUST_LOG", "error")
                 .stdout(Stdio::null())
@@ -513,7 +519,13 @@ impl Tansu {
     /// (a client asked for it first) is left as it is.
     pub fn create_topic(&self, topic: &str, partitions: u32) {
         let output = Command::new(tansu_binary())
-            .args(["topic", "create", topic, "--partitions", &partitions.to_string()])
+            .args([
+                "topic",
+                "create",
+                topic,
+                "--partitions",
+                &partitions.to_string(),
+            ])
             .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
             .output()
             .unwrap();

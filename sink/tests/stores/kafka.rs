@@ -31,7 +31,13 @@ struct Read {
 /// messages with `expected` distinct request ids came (or 30 s passed): retried requests may
 /// have sent some twice.
 fn read_topic(brokers: &str, topic: &str, partitions: i32, expected: usize) -> Vec<Read> {
-    read_topic_for(brokers, topic, partitions, expected, Duration::from_secs(30))
+    read_topic_for(
+        brokers,
+        topic,
+        partitions,
+        expected,
+        Duration::from_secs(30),
+    )
 }
 
 /// As [`read_topic`], waiting at most `wait`.
@@ -91,7 +97,12 @@ fn read_topic_for(
             .unwrap_or_default();
         let payload: serde_json::Value =
             serde_json::from_slice(message.payload().unwrap_or_default()).unwrap();
-        distinct.insert(payload["request_id"].as_str().unwrap_or_default().to_owned());
+        distinct.insert(
+            payload["request_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
         read.push(Read {
             partition: message.partition(),
             key: message
@@ -178,7 +189,10 @@ async fn kafka_delivers_keyed_messages_with_headers_and_acks_after_the_reports()
             let partition = *partition_of.entry(key.clone()).or_insert(message.partition);
             assert_eq!(partition, message.partition, "{key} moved partitions");
             let n = message.payload["bytes"].as_i64().unwrap();
-            assert!(last_of.get(&key).is_none_or(|last| *last < n), "{key} out of order");
+            assert!(
+                last_of.get(&key).is_none_or(|last| *last < n),
+                "{key} out of order"
+            );
             last_of.insert(key, n);
             assert_eq!(
                 message.headers.get("x-path").map(String::as_str),
@@ -190,7 +204,10 @@ async fn kafka_delivers_keyed_messages_with_headers_and_acks_after_the_reports()
             );
         }
         let used: BTreeSet<i32> = partition_of.values().copied().collect();
-        assert!(used.len() > 1, "ten keys spread over the partitions: {used:?}");
+        assert!(
+            used.len() > 1,
+            "ten keys spread over the partitions: {used:?}"
+        );
     }
     assert_eq!(request_ids(&views).len() + request_ids(&clicks).len(), 1000);
 }
