@@ -59,6 +59,7 @@
 mod config;
 #[cfg(feature = "kafka")]
 mod consumer;
+#[cfg(feature = "kafka")]
 mod offsets;
 #[cfg(all(test, feature = "kafka"))]
 mod tests;

@@ -133,6 +133,7 @@ pub enum KafkaCompression {
     Lz4,
 }
 
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 impl KafkaCompression {
     fn librdkafka_name(self) -> &'static str {
         match self {
@@ -159,6 +160,7 @@ pub enum Acks {
     None,
 }
 
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 impl Acks {
     fn librdkafka_value(self) -> &'static str {
         match self {
@@ -171,6 +173,7 @@ impl Acks {
 
 /// One piece of a topic template.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 enum TopicPiece {
     /// Literal text.
     Text(String),
@@ -189,6 +192,7 @@ fn is_topic_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 impl TopicTemplate {
     fn parse(template: &str) -> Result<Self, BuildError> {
         let bad = |message: String| BuildError::at("topic", message);
@@ -298,6 +302,7 @@ fn parse_field_path(name: &str) -> Result<Vec<String>, String> {
 }
 
 /// Appends a scalar value as text; maps and arrays as JSON; null as nothing.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 fn write_scalar(value: &Value, out: &mut String) {
     match value {
         Value::Null => {}
