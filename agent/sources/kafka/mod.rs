@@ -61,7 +61,8 @@ mod config;
 mod consumer;
 #[cfg(feature = "kafka")]
 mod offsets;
-#[cfg(all(test, feature = "kafka"))]
+#[cfg(test)]
+#[cfg(feature = "kafka")]
 mod tests;
 
 pub use config::{KafkaConfig, KafkaStartAt, Settings};
