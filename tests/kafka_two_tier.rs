@@ -27,7 +27,7 @@ struct Agent {
 impl Agent {
     fn start(dir: &Path, name: &str, config: &str) -> Agent {
         let config = write_file(dir, &format!("{name}.toml"), config);
-        let log = dir.join(format!("{name}.log"));
+        let log = dir.join(format!("{name}.stderr"));
         let child = sluice(dir)
             .env("SLUICE_LOG", "info")
             .args(["run", "-q", "-c"])
@@ -176,13 +176,21 @@ fn kafka_two_tiers_count_every_event_once_and_survive_an_aggregator_kill() {
     broker.create_topic("clicks", 4);
     let brokers = broker.address();
 
-    let mut central_1 = Agent::start(dir, "central-1", &central_config(dir, "central-1", &brokers));
+    let mut central_1 = Agent::start(
+        dir,
+        "central-1",
+        &central_config(dir, "central-1", &brokers),
+    );
     assert!(
         wait_until(Duration::from_secs(30), || central_1.assignments() >= 1),
         "central-1 joined no group:\n{}",
         central_1.log()
     );
-    let central_2 = Agent::start(dir, "central-2", &central_config(dir, "central-2", &brokers));
+    let central_2 = Agent::start(
+        dir,
+        "central-2",
+        &central_config(dir, "central-2", &brokers),
+    );
     assert!(
         wait_until(Duration::from_secs(30), || central_2.assignments() >= 1),
         "central-2 got no partitions:\n{}",
@@ -194,14 +202,21 @@ fn kafka_two_tiers_count_every_event_once_and_survive_an_aggregator_kill() {
     for edge in ["a", "b"] {
         append(dir, edge, 0..first_half);
     }
-    let _edges = ["a", "b"].map(|edge| {
-        Agent::start(dir, &format!("edge-{edge}"), &edge_config(dir, edge, &brokers))
+    let edges = ["a", "b"].map(|edge| {
+        Agent::start(
+            dir,
+            &format!("edge-{edge}"),
+            &edge_config(dir, edge, &brokers),
+        )
     });
     let buckets = (first_half / PER_GROUP) as i64;
     assert!(
         wait_until(Duration::from_secs(60), || complete(&counts(dir), buckets)),
-        "not every event was counted: {:?}",
-        counts(dir)
+        "not every event was counted: {:?}\nedge:\n{}\ncentral-1:\n{}\ncentral-2:\n{}",
+        counts(dir),
+        edges[0].log(),
+        central_1.log(),
+        central_2.log()
     );
     std::thread::sleep(Duration::from_millis(1500));
     let stable = counts(dir);
@@ -209,7 +224,10 @@ fn kafka_two_tiers_count_every_event_once_and_survive_an_aggregator_kill() {
     assert!(
         stable.values().all(|hits| *hits == PER_GROUP),
         "counted twice: {:?}",
-        stable.iter().filter(|(_, hits)| **hits != PER_GROUP).collect::<Vec<_>>()
+        stable
+            .iter()
+            .filter(|(_, hits)| **hits != PER_GROUP)
+            .collect::<Vec<_>>()
     );
     let split: Vec<bool> = ["central-1", "central-2"]
         .iter()
