@@ -20,7 +20,7 @@
 //!
 //! # Acknowledgement
 //! A request's events are all handed to librdkafka first, then the sink waits for every
-//! delivery report: [`Sink::write`] returns `Ok` only once Kafka confirmed each message (with
+//! delivery report: [`Sink::write`](crate::Sink::write) returns `Ok` only once Kafka confirmed each message (with
 //! `acks = "all"`, once every in-sync replica has it), so the driver acknowledges the topic's
 //! batch only then. Before anything is produced every event's topic is rendered, so an event the
 //! topic template cannot name is rejected (to the dead-letter topic) without sending the others
