@@ -238,6 +238,8 @@ async fn kafka_source_starts_at_latest_then_resumes_at_the_groups_commits() {
             group_id = "fresh"
             start_at = "{start_at}"
             commit_interval = "100ms"
+            # A restarted member waits for the group to let its predecessor go.
+            librdkafka_options = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "500" }}
             "#
         )
     };
