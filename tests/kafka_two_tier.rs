@@ -235,17 +235,26 @@ fn kafka_two_tiers_count_every_event_once_and_survive_an_aggregator_kill() {
         .collect();
     assert_eq!(split, [true, true], "both aggregators did part of the work");
 
-    // Mid-stream, one aggregator dies; the other takes over its partitions.
-    let total = 4000;
-    for edge in ["a", "b"] {
-        append(dir, edge, first_half..total);
-    }
+    // Mid-stream, one aggregator dies; the other takes over its partitions. The edges keep
+    // writing before and after the kill, so the dead aggregator had windows open.
+    let total = 5000;
+    let chunk = 500;
     let central_1_out = dir.join("counts-central-1.ndjson");
     let before = std::fs::metadata(&central_1_out).map_or(0, |meta| meta.len());
-    assert!(wait_until(Duration::from_secs(30), || {
-        std::fs::metadata(&central_1_out).map_or(0, |meta| meta.len()) > before
-    }));
-    central_1.kill();
+    let mut next = first_half;
+    while next < total {
+        for edge in ["a", "b"] {
+            append(dir, edge, next..next + chunk);
+        }
+        next += chunk;
+        if next == first_half + 2 * chunk {
+            assert!(wait_until(Duration::from_secs(30), || {
+                std::fs::metadata(&central_1_out).map_or(0, |meta| meta.len()) > before
+            }));
+            central_1.kill();
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
     let buckets = (total / PER_GROUP) as i64;
     assert!(
         wait_until(Duration::from_secs(90), || complete(&counts(dir), buckets)),
