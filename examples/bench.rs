@@ -57,7 +57,7 @@ fn parse_args() -> Result<Options, String> {
             "--data" => options.data = PathBuf::from(value("--data")?),
             "-h" | "--help" => {
                 return Err(
-                    "usage: bench [S1 S2 S2R S3 S4 S5 S5A F100 ROT | all] [--mb N] [--runs N] \
+                    "usage: bench [S1 S2 S2R S3 S4 S5 S5A F100 ROT K | all] [--mb N] [--runs N] \
                             [--data DIR]"
                         .into(),
                 );
@@ -66,9 +66,11 @@ fn parse_args() -> Result<Options, String> {
         }
     }
     if options.scenarios.is_empty() || options.scenarios.iter().any(|s| s == "ALL") {
-        options.scenarios = ["S1", "S2", "S2R", "S3", "S4", "S5", "S5A", "F100", "ROT"]
-            .map(String::from)
-            .to_vec();
+        options.scenarios = [
+            "S1", "S2", "S2R", "S3", "S4", "S5", "S5A", "F100", "ROT", "K",
+        ]
+        .map(String::from)
+        .to_vec();
     }
     Ok(options)
 }
@@ -338,6 +340,9 @@ fn run_scenario(
     }
     if scenario == "ROT" {
         return rotation_share(options, binary).map(Some);
+    }
+    if scenario == "K" {
+        return kafka(options, binary).map(Some);
     }
     let Some((config, input, label)) = scenario_config(scenario, options)? else {
         return Ok(None);
@@ -845,4 +850,152 @@ encoding = "text"
         written as f64 / write_secs,
         usage.ru_maxrss as f64 / 1024.0
     ))
+}
+
+/// K: the S1 lines into Kafka and out again, through a tansu broker (in-memory storage) started
+/// on a free port. K1 tails the file into a `kafka` sink (lz4, `acks = "all"`, idempotent) and
+/// ends when every message is confirmed; K2 reads them back with a `kafka` source in a new
+/// consumer group (`start_at = "earliest"`) into a blackhole, stopped (SIGTERM) once its
+/// blackhole counted every line. The broker shares the machine's cores.
+fn kafka(options: &Options, binary: &Path) -> Result<String, String> {
+    let log = input(options, "nginx")?;
+    let log = fs::canonicalize(&log).map_err(|e| e.to_string())?;
+    let data = fs::canonicalize(&options.data).map_err(|e| e.to_string())?;
+    let lines = count_lines(&log)?;
+    let input_bytes = fs::metadata(&log).map_err(|e| e.to_string())?.len();
+    let broker = sluice_store_support::Tansu::start();
+    broker.create_topic("bench", 4);
+    let produce = format!(
+        r#"data_dir = "{data}/state-k1"
+
+[sources.access]
+type = "file"
+include = ["{log}"]
+follow = false
+topic = "raw"
+
+[sinks.kafka]
+type = "kafka"
+input = "raw"
+brokers = ["{brokers}"]
+topic = "bench"
+encoding = "text"
+compression = "lz4"
+librdkafka_options = {{ "linger.ms" = "20", "batch.size" = "1000000" }}
+"#,
+        data = data.display(),
+        log = log.display(),
+        brokers = broker.address()
+    );
+    let produce_path = options.data.join("K1.toml");
+    fs::write(&produce_path, produce).map_err(|e| e.to_string())?;
+    let _ = fs::remove_dir_all(data.join("state-k1"));
+    let k1 = measure(binary, &produce_path)?;
+
+    let api_port = sluice_store_support::free_port();
+    let consume = format!(
+        r#"data_dir = "{data}/state-k2"
+
+[api]
+address = "127.0.0.1:{api_port}"
+
+[sources.kafka]
+type = "kafka"
+topic = "raw"
+brokers = ["{brokers}"]
+topics = ["bench"]
+group_id = "bench"
+start_at = "earliest"
+decoding = "text"
+
+[sinks.null]
+type = "blackhole"
+input = "raw"
+"#,
+        data = data.display(),
+        brokers = broker.address()
+    );
+    let consume_path = options.data.join("K2.toml");
+    fs::write(&consume_path, consume).map_err(|e| e.to_string())?;
+    let _ = fs::remove_dir_all(data.join("state-k2"));
+    let k2 = measure_until(binary, &consume_path, api_port, lines)?;
+    let mib = input_bytes as f64 / (1024.0 * 1024.0);
+    let row = |label: &str, run: &Measurement| {
+        format!(
+            "{:<20} {:>10.1} {:>12.0} {:>9.3} {:>11.3} {:>10.2} {:>9.1}",
+            label,
+            mib / run.wall_secs,
+            lines as f64 / run.wall_secs,
+            run.wall_secs,
+            run.cpu_secs,
+            run.cpu_secs / (mib / 1024.0),
+            run.peak_rss_mib
+        )
+    };
+    Ok(format!(
+        "{}\n{}",
+        row("K1 tail_to_kafka", &k1),
+        row("K2 kafka_to_null", &k2)
+    ))
+}
+
+/// Runs `sluice run -c config` until the blackhole `null` counted `events` (asked through the
+/// admin API on `api_port`), then stops it with SIGTERM and measures the run.
+fn measure_until(
+    binary: &Path,
+    config: &Path,
+    api_port: u16,
+    events: u64,
+) -> Result<Measurement, String> {
+    let started = Instant::now();
+    let child = Command::new(binary)
+        .args(["run", "--quiet", "--log", "warn", "-c"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let pid = child.id() as libc::pid_t;
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    let mut counted = 0;
+    while counted < events {
+        if Instant::now() > deadline {
+            return Err(format!("only {counted} of {events} events consumed"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        counted = blackhole_events(api_port).unwrap_or(0);
+    }
+    let wall_secs = started.elapsed().as_secs_f64();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data that wait4 fills in; the pid is our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are valid, exclusively borrowed out-parameters.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if waited != pid {
+        return Err(format!("wait4 failed: {}", std::io::Error::last_os_error()));
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Measurement {
+        wall_secs,
+        cpu_secs: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+    })
+}
+
+/// The events the sink `null` wrote, from the admin API's Prometheus metrics.
+fn blackhole_events(api_port: u16) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|line| {
+            line.starts_with("sluice_component_events_out_total") && line.contains("\"null\"")
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.trim().parse().ok())
 }

@@ -12,6 +12,8 @@ mod examples;
 mod file_held;
 mod file_tailing;
 mod http_sources;
+#[cfg(feature = "kafka")]
+mod kafka_two_tier;
 mod run;
 mod stores;
 mod topics;
