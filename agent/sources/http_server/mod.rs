@@ -69,13 +69,17 @@
 //! `connections_idle_closed`, `connections_slow_closed`, `connections_stuck_closed`,
 //! `connection_errors`; and `events_out`, `bytes_out` (decompressed body bytes), `errors`.
 
+mod client_ip;
 mod config;
+mod cors;
 pub(crate) mod decode;
 mod handler;
+mod pixel;
 mod server;
 #[cfg(test)]
 mod tests;
 
 pub use config::{Decoding, HttpServerConfig, Partial, Settings, TlsConfig};
+pub use cors::CorsConfig;
 pub use decode::{GunzipError, gunzip_capped};
 pub use server::HttpServer;

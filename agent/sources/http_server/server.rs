@@ -25,7 +25,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use sluice_pipelines::{BuildError, Str, Value};
+use sluice_pipelines::BuildError;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -247,7 +247,7 @@ impl Connection {
     {
         let settings = &self.shared.settings;
         let info = ConnInfo {
-            remote: Value::String(Str::from(self.peer.ip().to_string())),
+            peer: self.peer.ip(),
         };
         let router = self.router;
         let counters_shared = self.shared.clone();
