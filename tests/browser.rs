@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::{curl, free_port, read_lines, sluice, wait_until, wait_with_timeout, write_file};
+use crate::support::{
+    curl, free_port, read_lines, sluice, wait_until, wait_with_timeout, write_file,
+};
 
 /// Debian's Chromium (`apt-get install chromium`).
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -203,6 +205,9 @@ path = "out.ndjson"
         assert_eq!(event["device"], "desktop", "{event}");
         assert_eq!(event["remote_addr"], "127.0.0.1", "{event}");
     }
-    let pixel = events.iter().find(|event| event["event"] == "pixel").unwrap();
+    let pixel = events
+        .iter()
+        .find(|event| event["event"] == "pixel")
+        .unwrap();
     assert_eq!(pixel["path"], "/p.gif");
 }

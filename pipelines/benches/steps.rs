@@ -182,7 +182,13 @@ fn all(c: &mut Criterion) {
         &wrap(&[JSON]),
         &wrap(&[AGGREGATE_JSON]),
     );
-    bench(c, "user_agent", &nginx, &wrap(&[PRESET]), &wrap(&[USER_AGENT]));
+    bench(
+        c,
+        "user_agent",
+        &nginx,
+        &wrap(&[PRESET]),
+        &wrap(&[USER_AGENT]),
+    );
     match geoip_database() {
         Ok((_dir, database)) => {
             let geoip = format!(

@@ -177,7 +177,10 @@ mod tests {
     fn spoofed_headers_from_untrusted_peers_are_ignored() {
         let proxies = trusted(&["10.0.0.0/8", "127.0.0.1"]);
         let spoofed = headers(&[("x-forwarded-for", "1.2.3.4")]);
-        assert_eq!(proxies.client(ip("203.0.113.9"), &spoofed), ip("203.0.113.9"));
+        assert_eq!(
+            proxies.client(ip("203.0.113.9"), &spoofed),
+            ip("203.0.113.9")
+        );
     }
 
     #[test]
@@ -196,7 +199,10 @@ mod tests {
         let internal = headers(&[("x-forwarded-for", "10.9.9.9, 10.1.1.1")]);
         assert_eq!(proxies.client(ip("127.0.0.1"), &internal), ip("10.9.9.9"));
         // No header: the trusted peer itself.
-        assert_eq!(proxies.client(ip("127.0.0.1"), &HeaderMap::new()), ip("127.0.0.1"));
+        assert_eq!(
+            proxies.client(ip("127.0.0.1"), &HeaderMap::new()),
+            ip("127.0.0.1")
+        );
     }
 
     #[test]

@@ -131,9 +131,8 @@ impl CorsConfig {
             })?;
             names.push(header.as_str().to_owned());
         }
-        let allow_headers = HeaderValue::from_str(&names.join(", ")).map_err(|_| {
-            BuildError::at("cors.allowed_headers", "is not a valid header list")
-        })?;
+        let allow_headers = HeaderValue::from_str(&names.join(", "))
+            .map_err(|_| BuildError::at("cors.allowed_headers", "is not a valid header list"))?;
         let max_age = HeaderValue::from(self.max_age.get().as_secs());
         Ok(Cors {
             any,
@@ -169,8 +168,7 @@ fn origin_of_url(url: &str) -> Option<String> {
 
 impl Cors {
     fn allows(&self, origin: &str) -> bool {
-        self.any
-            || normalize_origin(origin).is_some_and(|origin| self.origins.contains(&origin))
+        self.any || normalize_origin(origin).is_some_and(|origin| self.origins.contains(&origin))
     }
 
     fn allowed_value(&self, origin: &HeaderValue) -> HeaderValue {
@@ -242,7 +240,9 @@ impl Cors {
         headers.insert(ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
         headers.append(
             VARY,
-            HeaderValue::from_static("access-control-request-method, access-control-request-headers"),
+            HeaderValue::from_static(
+                "access-control-request-method, access-control-request-headers",
+            ),
         );
     }
 }
@@ -346,7 +346,10 @@ mod tests {
     fn bad_tables_name_the_key() {
         for (text, key) in [
             ("allowed_origins = []", "cors.allowed_origins"),
-            ("allowed_origins = [\"shop.example\"]", "cors.allowed_origins[0]"),
+            (
+                "allowed_origins = [\"shop.example\"]",
+                "cors.allowed_origins[0]",
+            ),
             (
                 "allowed_origins = [\"*\", \"https://a.example/path\"]",
                 "cors.allowed_origins[1]",

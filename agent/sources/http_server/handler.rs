@@ -19,8 +19,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{
-    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT,
-    RETRY_AFTER, WWW_AUTHENTICATE,
+    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH,
+    CONTENT_TYPE, EXPECT, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
@@ -34,8 +34,8 @@ use tokio::time::Instant;
 
 use super::config::{Partial, Settings};
 use super::cors::OriginCheck;
-use super::pixel;
 use super::decode::{self, ACCEPTED_TYPES, Choice, Decoded, GunzipError, Stamp};
+use super::pixel;
 use crate::metrics::{ComponentMetrics, Counter};
 use crate::shutdown::Shutdown;
 use crate::sources::dead_letter_events;

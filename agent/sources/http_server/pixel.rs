@@ -65,7 +65,9 @@ mod tests {
 
     #[test]
     fn parameters_are_decoded_and_repeated_keys_become_arrays() {
-        let fields = query_fields("e=view&page=%2Fhome%3Fa%3D1&q=red+shoes&tag=a&tag=b&tag=c&flag&caf%C3%A9=%E2%9C%93");
+        let fields = query_fields(
+            "e=view&page=%2Fhome%3Fa%3D1&q=red+shoes&tag=a&tag=b&tag=c&flag&caf%C3%A9=%E2%9C%93",
+        );
         assert_eq!(text(&fields, "e").as_deref(), Some("view"));
         assert_eq!(text(&fields, "page").as_deref(), Some("/home?a=1"));
         assert_eq!(text(&fields, "q").as_deref(), Some("red shoes"));

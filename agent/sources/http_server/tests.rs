@@ -990,11 +990,19 @@ async fn preflights_from_allowed_origins_are_answered_and_others_refused() {
     let allowed = answer(preflight("https://shop.example").send().await.unwrap()).await;
     assert_eq!(allowed.status, StatusCode::NO_CONTENT);
     let headers = &allowed.headers;
-    assert_eq!(headers["access-control-allow-origin"], "https://shop.example");
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://shop.example"
+    );
     assert_eq!(headers["access-control-allow-methods"], "POST, PUT");
     assert_eq!(headers["access-control-allow-headers"], "content-type");
     assert_eq!(headers["access-control-max-age"], "600");
-    assert!(headers.get_all("vary").iter().any(|value| value == "origin"));
+    assert!(
+        headers
+            .get_all("vary")
+            .iter()
+            .any(|value| value == "origin")
+    );
     assert!(headers.get("access-control-allow-credentials").is_none());
 
     let refused = answer(preflight("https://evil.example").send().await.unwrap()).await;
@@ -1028,7 +1036,9 @@ async fn without_cors_there_are_no_preflights_and_no_origin_checks() {
     assert_eq!(options.status, StatusCode::METHOD_NOT_ALLOWED);
     let posted = h
         .send(
-            h.client.post(&h.url).header("origin", "https://any.example"),
+            h.client
+                .post(&h.url)
+                .header("origin", "https://any.example"),
             Some("application/json"),
             r#"{"id":1}"#,
         )
@@ -1044,7 +1054,9 @@ async fn posts_from_origins_not_allowed_keep_nothing_and_allowed_ones_may_read_t
     let h = start(CORS).await;
     let refused = h
         .send(
-            h.client.post(&h.url).header("origin", "https://evil.example"),
+            h.client
+                .post(&h.url)
+                .header("origin", "https://evil.example"),
             Some("application/json"),
             r#"{"id":1}"#,
         )
@@ -1055,7 +1067,9 @@ async fn posts_from_origins_not_allowed_keep_nothing_and_allowed_ones_may_read_t
 
     let allowed = h
         .send(
-            h.client.post(&h.url).header("origin", "https://shop.example"),
+            h.client
+                .post(&h.url)
+                .header("origin", "https://shop.example"),
             Some("application/json"),
             r#"{"id":2}"#,
         )
@@ -1065,13 +1079,21 @@ async fn posts_from_origins_not_allowed_keep_nothing_and_allowed_ones_may_read_t
         allowed.headers["access-control-allow-origin"],
         "https://shop.example"
     );
-    assert!(allowed.headers.get_all("vary").iter().any(|v| v == "origin"));
+    assert!(
+        allowed
+            .headers
+            .get_all("vary")
+            .iter()
+            .any(|v| v == "origin")
+    );
     assert_eq!(ids(&h.take(1).await), [2]);
 
     // Errors carry the CORS headers too, so the page can read why.
     let bad = h
         .send(
-            h.client.post(&h.url).header("origin", "https://shop.example"),
+            h.client
+                .post(&h.url)
+                .header("origin", "https://shop.example"),
             Some("application/json"),
             "{not json",
         )
@@ -1090,7 +1112,9 @@ async fn beacons_sent_as_text_plain_are_decoded_as_configured() {
     // What navigator.sendBeacon(url, JSON.stringify(...)) sends.
     let beacon = h
         .send(
-            h.client.post(&h.url).header("origin", "https://shop.example"),
+            h.client
+                .post(&h.url)
+                .header("origin", "https://shop.example"),
             Some("text/plain;charset=UTF-8"),
             r#"{"id":7,"event":"view"}"#,
         )
@@ -1111,7 +1135,9 @@ async fn pixel_requests_become_events_of_their_query_answered_with_a_gif() {
     let pixel = format!("http://{}/p.gif", h.addr);
     let response = h
         .client
-        .get(format!("{pixel}?e=view&page=%2Fhome%3Fx%3D1&tag=a&tag=b&q=red+shoes"))
+        .get(format!(
+            "{pixel}?e=view&page=%2Fhome%3Fx%3D1&tag=a&tag=b&q=red+shoes"
+        ))
         .header("user-agent", "Mozilla/5.0 test")
         .header("referer", "https://shop.example/home?x=1")
         .send()
@@ -1141,12 +1167,23 @@ async fn pixel_requests_become_events_of_their_query_answered_with_a_gif() {
     assert_eq!(text("path").as_deref(), Some("/p.gif"));
     assert_eq!(text("remote_addr").as_deref(), Some("127.0.0.1"));
     assert_eq!(text("user_agent").as_deref(), Some("Mozilla/5.0 test"));
-    assert!(matches!(event.get("received_at"), Some(Value::Timestamp(_))));
+    assert!(matches!(
+        event.get("received_at"),
+        Some(Value::Timestamp(_))
+    ));
 
     // No Referer and no Origin (a mail reader, a server): accepted.
-    let bare = h.client.get(format!("{pixel}?e=open")).send().await.unwrap();
+    let bare = h
+        .client
+        .get(format!("{pixel}?e=open"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bare.status(), StatusCode::OK);
-    assert_eq!(h.take(1).await[0].get("e").and_then(Value::as_str), Some("open"));
+    assert_eq!(
+        h.take(1).await[0].get("e").and_then(Value::as_str),
+        Some("open")
+    );
 
     // A page on another origin: refused, nothing kept.
     let foreign = h
@@ -1199,7 +1236,10 @@ async fn the_client_address_comes_from_trusted_proxies_only() {
     let direct = start("").await;
     let spoofed = direct
         .send(
-            direct.client.post(&direct.url).header("x-forwarded-for", chain),
+            direct
+                .client
+                .post(&direct.url)
+                .header("x-forwarded-for", chain),
             Some("application/json"),
             r#"{"id":1}"#,
         )

@@ -171,7 +171,10 @@ impl GeoIpConfig {
                 let known: Vec<&str> = Output::ALL.iter().map(|(name, _)| *name).collect();
                 return Err(BuildError::at(
                     format!("fields[{i}]"),
-                    format!("unknown result `{name}`; expected one of {}", known.join(", ")),
+                    format!(
+                        "unknown result `{name}`; expected one of {}",
+                        known.join(", ")
+                    ),
                 ));
             };
             let mut path = target.clone();
@@ -523,7 +526,11 @@ w.to_db_file(sys.argv[1])
         assert_eq!(events.len(), 1, "the event without the field passes");
         let dead = ctx.take_dead_letters();
         assert_eq!(dead.len(), 2);
-        assert!(dead[0].error.contains("not an IP address"), "{}", dead[0].error);
+        assert!(
+            dead[0].error.contains("not an IP address"),
+            "{}",
+            dead[0].error
+        );
         assert!(dead[1].error.contains("`ip` is int"), "{}", dead[1].error);
     }
 
@@ -592,7 +599,11 @@ w.to_db_file(sys.argv[1])
                 database.display().to_string()
             ))
             .unwrap();
-            assert_eq!(config.build().unwrap_err().key.as_deref(), Some(key), "{extra}");
+            assert_eq!(
+                config.build().unwrap_err().key.as_deref(),
+                Some(key),
+                "{extra}"
+            );
         }
     }
 }

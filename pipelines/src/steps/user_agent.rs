@@ -441,7 +441,11 @@ mod tests {
         assert_eq!(events[0].get("device"), None, "no agent, nothing added");
         let dead = ctx.take_dead_letters();
         assert_eq!(dead.len(), 1);
-        assert!(dead[0].error.contains("`agent` is int"), "{}", dead[0].error);
+        assert!(
+            dead[0].error.contains("`agent` is int"),
+            "{}",
+            dead[0].error
+        );
     }
 
     #[test]
