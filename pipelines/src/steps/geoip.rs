@@ -35,6 +35,7 @@
 //! the way `geoipupdate` does, by writing a new file and renaming it over the old one: a file
 //! truncated or rewritten in place under a live mapping would be read as garbage or fault.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -141,6 +142,10 @@ impl Output {
 /// How often the step looks whether the database file was replaced.
 const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Records whose results are remembered (a database has far fewer distinct records than
+/// networks: one per city, shared by all its networks).
+const RECORD_CACHE_SIZE: usize = 16_384;
+
 impl GeoIpConfig {
     /// Opens the database and interns the paths.
     ///
@@ -197,6 +202,7 @@ impl GeoIpConfig {
             path: self.database.clone(),
             database,
             last_check: Instant::now(),
+            records: HashMap::new(),
         })
     }
 }
@@ -259,6 +265,8 @@ pub struct GeoIp {
     path: PathBuf,
     database: Database,
     last_check: Instant,
+    /// Results by the record's offset in the database (cleared when full or reloaded).
+    records: HashMap<usize, Vec<(usize, Value)>>,
 }
 
 impl std::fmt::Debug for GeoIp {
@@ -272,21 +280,27 @@ impl std::fmt::Debug for GeoIp {
 }
 
 impl GeoIp {
-    /// The results for `ip`, with where each goes (indexes into `outputs`).
-    fn look_up(&self, ip: IpAddr, found: &mut Vec<(usize, Value)>) {
-        let Ok(record) = self.database.reader.lookup(ip) else {
-            return;
-        };
-        if !record.has_data() {
-            return;
-        }
-        for (index, (output, _)) in self.outputs.iter().enumerate() {
-            // A value of an unexpected type in the database is treated as unknown: the event is
-            // not at fault.
-            if let Ok(Some(value)) = output.read(&record, &self.language) {
-                found.push((index, value));
+    /// Looks `ip` up and makes sure its record's results (with where each goes: indexes into
+    /// `outputs`) are in `records`; returns the record's offset, `None` when the database knows
+    /// nothing of the address.
+    fn look_up(&mut self, ip: IpAddr) -> Option<usize> {
+        let record = self.database.reader.lookup(ip).ok()?;
+        let offset = record.offset()?;
+        if !self.records.contains_key(&offset) {
+            let mut found = Vec::with_capacity(self.outputs.len());
+            for (index, (output, _)) in self.outputs.iter().enumerate() {
+                // A value of an unexpected type in the database is treated as unknown: the event
+                // is not at fault.
+                if let Ok(Some(value)) = output.read(&record, &self.language) {
+                    found.push((index, value));
+                }
             }
+            if self.records.len() >= RECORD_CACHE_SIZE {
+                self.records.clear();
+            }
+            self.records.insert(offset, found);
         }
+        Some(offset)
     }
 
     /// Opens the database again when its file was replaced; keeps the old one on failure.
@@ -309,6 +323,7 @@ impl GeoIp {
             Ok(database) => {
                 tracing::info!(database = %self.path.display(), "Reloaded the GeoIP database");
                 self.database = database;
+                self.records.clear();
             }
             Err(error) => {
                 tracing::warn!(
@@ -326,7 +341,6 @@ impl GeoIp {
 impl Step for GeoIp {
     fn process(&mut self, events: &mut Vec<Event>, ctx: &mut StepContext) {
         let mut kept = Vec::with_capacity(events.len());
-        let mut found = Vec::with_capacity(self.outputs.len());
         for mut event in events.drain(..) {
             let ip = match event.fields().get_path(&self.field) {
                 None => {
@@ -355,10 +369,12 @@ impl Step for GeoIp {
                     continue;
                 }
             };
-            found.clear();
-            self.look_up(ip, &mut found);
-            for (index, value) in found.drain(..) {
-                event.insert_path(&self.outputs[index].1, value);
+            if let Some(offset) = self.look_up(ip)
+                && let Some(found) = self.records.get(&offset)
+            {
+                for (index, value) in found {
+                    event.insert_path(&self.outputs[*index].1, value.clone());
+                }
             }
             kept.push(event);
         }
