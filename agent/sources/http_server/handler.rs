@@ -217,6 +217,8 @@ pub struct Shared {
 pub struct ConnInfo {
     /// The address of the connection's peer (the client, or a proxy in front of it).
     pub peer: IpAddr,
+    /// The peer's address as a field value, made once per connection.
+    pub peer_value: Value,
 }
 
 /// The router: the ingest path (with CORS preflights), the pixel path if any, the health path,
@@ -240,8 +242,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// `trusted_proxies` the address their forwarding headers name.
 fn client_address(shared: &Shared, parts: &axum::http::request::Parts) -> Option<Value> {
     shared.settings.remote_addr_field.as_ref()?;
-    let peer = parts.extensions.get::<ConnInfo>()?.peer;
-    let client = shared.settings.trusted_proxies.client(peer, &parts.headers);
+    let info = parts.extensions.get::<ConnInfo>()?;
+    let proxies = &shared.settings.trusted_proxies;
+    if !proxies.trusts(info.peer) {
+        return Some(info.peer_value.clone());
+    }
+    let client = proxies.client(info.peer, &parts.headers);
     Some(Value::String(Str::from(client.to_string())))
 }
 

@@ -25,7 +25,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use sluice_pipelines::BuildError;
+use sluice_pipelines::{BuildError, Str, Value};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -246,8 +246,10 @@ impl Connection {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let settings = &self.shared.settings;
+        let peer = self.peer.ip().to_canonical();
         let info = ConnInfo {
-            peer: self.peer.ip(),
+            peer,
+            peer_value: Value::String(Str::from(peer.to_string())),
         };
         let router = self.router;
         let counters_shared = self.shared.clone();
