@@ -57,7 +57,7 @@ fn parse_args() -> Result<Options, String> {
             "--data" => options.data = PathBuf::from(value("--data")?),
             "-h" | "--help" => {
                 return Err(
-                    "usage: bench [S1 S2 S2R S3 S4 S5 S5A F100 ROT K | all] [--mb N] [--runs N] \
+                    "usage: bench [S1 S2 S2R S3 S4 S5 S5A F100 ROT K PIX | all] [--mb N] [--runs N] \
                             [--data DIR]"
                         .into(),
                 );
@@ -67,7 +67,7 @@ fn parse_args() -> Result<Options, String> {
     }
     if options.scenarios.is_empty() || options.scenarios.iter().any(|s| s == "ALL") {
         options.scenarios = [
-            "S1", "S2", "S2R", "S3", "S4", "S5", "S5A", "F100", "ROT", "K",
+            "S1", "S2", "S2R", "S3", "S4", "S5", "S5A", "F100", "ROT", "K", "PIX",
         ]
         .map(String::from)
         .to_vec();
@@ -335,6 +335,9 @@ fn run_scenario(
     if scenario == "S4" {
         return http_ingest(options, binary).map(Some);
     }
+    if scenario == "PIX" {
+        return pixel_ingest(options, binary).map(Some);
+    }
     if scenario == "F100" {
         return many_files(options, binary).map(Some);
     }
@@ -512,6 +515,84 @@ input = "raw"
         report.p50_ms,
         report.p99_ms,
         report.non_2xx
+    ))
+}
+
+/// The wrk script of PIX: tracking-pixel GETs with a browser's query string (one event each),
+/// cycling through 100 pages and visitors.
+const PIX_SCRIPT: &str = r#"-- PIX pixel_ingest: GET /p.gif?... as a page view, one event per request.
+local requests = {}
+local counter = 0
+function init(args)
+  for i = 1, 100 do
+    requests[i] = wrk.format("GET", "/p.gif?event=view&page=%2Fproduct%2F" .. i ..
+      "&visitor_id=v" .. (i * 7919 % 1000) .. "&ref=https%3A%2F%2Fsearch.example%2F%3Fq%3Dshoes",
+      {["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+       ["Referer"] = "https://shop.example/product/" .. i})
+  end
+  counter = math.random(#requests)
+end
+function request()
+  counter = counter + 1
+  return requests[counter % #requests + 1]
+end
+"#;
+
+/// PIX pixel_ingest: `wrk` GETs the tracking pixel (with `cors`, the user agent copied) over 16
+/// connections to `sluice run` (http_server → topic → blackhole) for [`S4_SECONDS`]; reports the
+/// median run by events (= requests) per second, with p50/p99 latency on a second line.
+fn pixel_ingest(options: &Options, binary: &Path) -> Result<String, String> {
+    let data = fs::canonicalize(&options.data).map_err(|e| e.to_string())?;
+    let script = data.join("PIX.lua");
+    fs::write(&script, PIX_SCRIPT).map_err(|e| e.to_string())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    let config = format!(
+        r#"data_dir = "{data}/state"
+
+[sources.ingest]
+type = "http_server"
+address = "127.0.0.1:{port}"
+pixel_path = "/p.gif"
+copy_headers = ["user-agent"]
+cors = {{ allowed_origins = ["https://shop.example"] }}
+topic = "raw"
+
+[sinks.null]
+type = "blackhole"
+input = "raw"
+"#,
+        data = data.display()
+    );
+    let config_path = data.join("PIX.toml");
+    fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let mut runs = Vec::new();
+    for _ in 0..options.runs.max(1) {
+        let _ = fs::remove_dir_all(data.join("state"));
+        runs.push(measure_server(binary, &config_path, port, |url| {
+            run_wrk(url, &script, &script)
+        })?);
+    }
+    let events_per_sec =
+        |report: &WrkReport| (report.requests - report.non_2xx) as f64 / report.seconds;
+    runs.sort_by(|a, b| events_per_sec(&a.1).total_cmp(&events_per_sec(&b.1)));
+    let (measurement, report) = runs[runs.len() / 2];
+    Ok(format!(
+        "{:<20} {:>10} {:>12.0} {:>9.3} {:>11.3} {:>10} {:>9.1}\n{:<20} p50 {:.2} ms, p99 {:.2} ms, {} non-2xx, {:.2} CPU-µs per event",
+        "PIX pixel_ingest",
+        "-",
+        events_per_sec(&report),
+        report.seconds,
+        measurement.cpu_secs,
+        "-",
+        measurement.peak_rss_mib,
+        "",
+        report.p50_ms,
+        report.p99_ms,
+        report.non_2xx,
+        measurement.cpu_secs * 1e6 / (report.requests - report.non_2xx).max(1) as f64
     ))
 }
 

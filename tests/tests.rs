@@ -5,6 +5,7 @@
 mod support;
 
 mod acknowledgements;
+mod browser;
 mod cli;
 mod disk_topics;
 mod durability;
