@@ -13,6 +13,7 @@ mod file_held;
 mod file_tailing;
 mod http_sources;
 mod run;
+mod soak;
 mod stores;
 mod topics;
 mod topology;

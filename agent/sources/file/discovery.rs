@@ -26,8 +26,11 @@
 //! A file deleted while open can only be read while it is open: what a stopping source has not
 //! read of it is gone when the process exits. [`Tailer::account_unread_deleted`] counts it,
 //! per file, in lines and bytes (reason `deleted_unread`), so a stop never drops lines silently.
+//! Before that, a stop with a disk topic reads the files it holds into the topic
+//! ([`Tailer::unread_files`], see [`super::source`]), so only what it had no time or room for
+//! is lost.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
@@ -424,11 +427,13 @@ impl Tailer {
 
     /// Counts, logs and returns what deleted files hold that a stopping source has not
     /// published: the rest of each one still open, and what was read from it (or from one
-    /// already closed) but not published. Nothing can read it any more (`deleted_unread`).
-    /// Returns the lines and bytes.
+    /// already closed) but not published. Nothing can read it any more (`deleted_unread`) —
+    /// unless a compressed copy of it is still there (logrotate's `compress` deletes the file it
+    /// compressed at once): the next run reads on from the checkpoint inside the `.gz`, so that
+    /// is not lost. Returns the lines and bytes.
     pub fn account_unread_deleted(&mut self) -> (u64, u64) {
         let delimiter = self.settings.format.delimiter().to_vec();
-        let mut total = (0, 0);
+        let mut unread = Vec::new();
         for (id, record) in &self.records {
             let (mut lines, mut bytes) = (0, 0);
             let mut deleted = record.orphan == Some(Orphan::Deleted);
@@ -451,7 +456,29 @@ impl Tailer {
                 lines += unpublished_lines;
                 bytes += unpublished_bytes;
             }
-            if lines == 0 {
+            if lines > 0 {
+                unread.push((*id, lines, bytes));
+            }
+        }
+        if unread.is_empty() {
+            return (0, 0);
+        }
+        let compressed = self.compressed_heads();
+        let mut total = (0, 0);
+        for (id, lines, bytes) in unread {
+            let Some(record) = self.records.get(&id) else {
+                continue;
+            };
+            if compressed
+                .iter()
+                .any(|(_, head)| record.fingerprint.matches(head))
+            {
+                tracing::info!(
+                    source = %self.name,
+                    path = %record.path.display(),
+                    unread_lines = lines,
+                    "Stopping with unread lines in a deleted file whose compressed copy is still there; the next run reads them from it"
+                );
                 continue;
             }
             total.0 += lines;
@@ -469,6 +496,65 @@ impl Tailer {
             );
         }
         total
+    }
+
+    /// The decompressed heads of the gzip files `include` matches that are not open.
+    fn compressed_heads(&mut self) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let open: HashSet<super::fingerprint::FileKey> = self
+            .open_records()
+            .filter_map(|(_, record, _)| record.key)
+            .collect();
+        let max = self.settings.fingerprint_bytes;
+        self.find()
+            .into_iter()
+            .filter(|found| !open.contains(&found.key))
+            .filter_map(|found| {
+                let file = File::open(&found.path).ok()?;
+                let magic = super::fingerprint::read_head(&file, 2).ok()?;
+                if !super::fingerprint::is_gzip(&magic) {
+                    return None;
+                }
+                let head = super::fingerprint::read_gzip_head(&found.path, max).ok()?;
+                Some((found.path, head))
+            })
+            .collect()
+    }
+
+    /// The open files with bytes not read yet, and how many bytes that is: what a stop with a
+    /// disk topic reads into it (see [`super::source`]).
+    pub fn unread_files(&mut self) -> (BTreeSet<RecordId>, u64) {
+        let mut unread_files = BTreeSet::new();
+        let mut total = 0;
+        for id in &self.open_ids {
+            let Some(open) = self.records.get_mut(id).and_then(|r| r.open.as_mut()) else {
+                continue;
+            };
+            let unread = if open.reader.is_gzip() {
+                u64::from(!open.at_eof)
+            } else {
+                let size = open
+                    .reader
+                    .file()
+                    .and_then(|file| file.metadata().ok())
+                    .map_or(open.size, |metadata| metadata.len());
+                size.saturating_sub(open.reader.position())
+            };
+            if unread > 0 {
+                open.active = true;
+                open.at_eof = false;
+                unread_files.insert(*id);
+                total += unread;
+            }
+        }
+        (unread_files, total)
+    }
+
+    /// Whether `id`'s file was read to its end (or closed) since it was last active.
+    pub fn is_drained(&self, id: RecordId) -> bool {
+        self.records
+            .get(&id)
+            .and_then(|record| record.open.as_ref())
+            .is_none_or(|open| open.at_eof)
     }
 
     /// What the source holds, for the admin API: counts against the bounds, and the open files
