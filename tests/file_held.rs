@@ -371,7 +371,7 @@ batch = {{ max_events = 2000 }}
     );
     write_lines(&logs.join("access.log"), 0..1_000);
     // Written under names include does not match, then renamed into it at once: the source
-    // finds ~60 MB at the same moment.
+    // finds ~30 MB at the same moment.
     for file in 0..FILES {
         let first = (file + 1) * 1_000_000;
         write_lines(&logs.join(format!("big{file}.tmp")), first..first + LINES);

@@ -20,9 +20,12 @@
 //! asks it to reopen and waits until it did, so `compress` never compresses a file the writer
 //! still appends to. Around a `copytruncate` rotation the writer holds still (`prerotate` asks
 //! it to), because copytruncate loses what is written between its copy and its truncation by
-//! design (see `logrotate(8)`) — that would be logrotate's loss, not sluice's. In the memory
-//! variant no rotation runs while no agent runs: what a rotation deletes then, nobody can
-//! count.
+//! design (see `logrotate(8)`) — that would be logrotate's loss, not sluice's. No rotation runs
+//! from a stop until the next agent is up: a stopping agent no longer reads its files while it
+//! waits for its sinks (up to `shutdown_timeout`, 5 s here, when PostgreSQL is down), and a
+//! rotation then can delete lines nobody has read — with these styles in turn, a `compress`
+//! rotation replaces the plain `access.log.1` of the rotation before it, 2 s after it was made.
+//! The README's rotation section says what that costs.
 //!
 //! Each variant runs [`DEFAULT_SECS`] seconds (about 75 s with the final drain; the two run in
 //! parallel), or `SLUICE_SOAK_SECS` seconds.
@@ -32,8 +35,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -94,6 +97,38 @@ enum Topics {
     Memory,
 }
 
+/// What happened when, with the next line number the writer was at: shown when the test fails,
+/// to tell which rotation or stop a missing range belongs to.
+#[derive(Clone)]
+struct Timeline {
+    started: Instant,
+    written: Arc<AtomicU64>,
+    events: Arc<Mutex<Vec<String>>>,
+}
+
+impl Timeline {
+    fn new() -> Self {
+        Timeline {
+            started: Instant::now(),
+            written: Arc::new(AtomicU64::new(0)),
+            events: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    fn note(&self, what: impl std::fmt::Display) {
+        let line = format!(
+            "{:7.2}s seq {:>9}: {what}",
+            self.started.elapsed().as_secs_f64(),
+            self.written.load(Ordering::SeqCst)
+        );
+        self.events.lock().unwrap().push(line);
+    }
+
+    fn text(&self) -> String {
+        self.events.lock().unwrap().join("\n")
+    }
+}
+
 /// The files through which logrotate's scripts and the writer talk.
 #[derive(Clone)]
 struct Flags {
@@ -123,7 +158,12 @@ fn append(path: &Path) -> File {
 }
 
 /// Writes lines at [`RATE`] until `stop`; returns how many.
-fn start_writer(logs: PathBuf, flags: Flags, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+fn start_writer(
+    logs: PathBuf,
+    flags: Flags,
+    stop: Arc<AtomicBool>,
+    timeline: Timeline,
+) -> JoinHandle<u64> {
     thread::spawn(move || {
         let path = logs.join("access.log");
         let mut file = append(&path);
@@ -154,6 +194,7 @@ fn start_writer(logs: PathBuf, flags: Flags, stop: Arc<AtomicBool>) -> JoinHandl
             }
             file.write_all(text.as_bytes()).unwrap();
             next = due;
+            timeline.written.store(next, Ordering::SeqCst);
             thread::sleep(Duration::from_millis(5));
         }
         next
@@ -207,6 +248,7 @@ fn start_rotator(
     configs: Vec<PathBuf>,
     running: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
+    timeline: Timeline,
 ) -> JoinHandle<usize> {
     thread::spawn(move || {
         let program = if Path::new("/usr/sbin/logrotate").exists() {
@@ -221,6 +263,7 @@ fn start_rotator(
                 thread::sleep(Duration::from_millis(5));
             }
             let config = &configs[rotations % configs.len()];
+            timeline.note(format_args!("logrotate {:?}", STYLES[rotations % STYLES.len()]));
             let output = std::process::Command::new(program)
                 .arg("-f")
                 .arg("-s")
@@ -287,7 +330,11 @@ impl Agent {
 }
 
 /// Keeps PostgreSQL up, but down for [`OUTAGE`] at a time, until `running` is false; then up.
-fn start_outages(mut server: Postgres, running: Arc<AtomicBool>) -> JoinHandle<Postgres> {
+fn start_outages(
+    mut server: Postgres,
+    running: Arc<AtomicBool>,
+    timeline: Timeline,
+) -> JoinHandle<Postgres> {
     thread::spawn(move || {
         let started = Instant::now();
         let mut next_outage = FIRST_OUTAGE;
@@ -301,9 +348,11 @@ fn start_outages(mut server: Postgres, running: Arc<AtomicBool>) -> JoinHandle<P
             if !running.load(Ordering::SeqCst) {
                 break;
             }
+            timeline.note("PostgreSQL down");
             server.kill();
             sleep_while_running(next_outage + OUTAGE);
             server.restart();
+            timeline.note("PostgreSQL up");
             next_outage += OUTAGE + OUTAGE_GAP;
         }
         server
@@ -399,8 +448,9 @@ table = "lines"
     );
     let flags = Flags::new(dir.path());
     let configs = logrotate_configs(dir.path(), &logs, &flags);
+    let timeline = Timeline::new();
     let stop_writer = Arc::new(AtomicBool::new(false));
-    let writer = start_writer(logs.clone(), flags, stop_writer.clone());
+    let writer = start_writer(logs.clone(), flags, stop_writer.clone(), timeline.clone());
     let running = Arc::new(AtomicBool::new(true));
     let rotation_paused = Arc::new(AtomicBool::new(false));
     let rotator = start_rotator(
@@ -408,9 +458,10 @@ table = "lines"
         configs,
         running.clone(),
         rotation_paused.clone(),
+        timeline.clone(),
     );
     let mut agent = start_agent(dir.path());
-    let outages = start_outages(server, running.clone());
+    let outages = start_outages(server, running.clone(), timeline.clone());
 
     let mut rng = Rng(SEED);
     let mut stderrs = Vec::new();
@@ -428,10 +479,14 @@ table = "lines"
             _ => libc::SIGTERM,
         };
         kills += usize::from(signal == libc::SIGKILL);
-        if topics == Topics::Memory {
-            rotation_paused.store(true, Ordering::SeqCst);
-        }
+        rotation_paused.store(true, Ordering::SeqCst);
+        timeline.note(if signal == libc::SIGKILL {
+            "SIGKILL"
+        } else {
+            "SIGTERM"
+        });
         stderrs.push(agent.stop(signal));
+        timeline.note("stopped; starting again");
         agent = start_agent(dir.path());
         // Give it time to open what is there before rotations go on.
         thread::sleep(Duration::from_millis(300));
@@ -474,7 +529,11 @@ table = "lines"
         missing.len()
     );
     eprintln!("{summary}");
-    let logs_of_runs = stderrs.join("\n----- next run -----\n");
+    let logs_of_runs = format!(
+        "{}\n\ntimeline:\n{}",
+        stderrs.join("\n----- next run -----\n"),
+        timeline.text()
+    );
     assert!(written >= duration.as_secs() * RATE * 9 / 10, "{summary}");
     assert_eq!(lost_running, 0, "{summary}\n{logs_of_runs}");
     match topics {
