@@ -81,7 +81,10 @@ impl ShutdownTrigger {
     /// Idempotent; a deadline given later replaces none.
     pub fn trigger_by(&self, deadline: Instant) {
         self.sender.send_if_modified(|signal| {
-            let unset = matches!(signal, Signal::Running | Signal::Stopping { deadline: None });
+            let unset = matches!(
+                signal,
+                Signal::Running | Signal::Stopping { deadline: None }
+            );
             if unset {
                 *signal = Signal::Stopping {
                     deadline: Some(deadline),
@@ -153,9 +156,7 @@ impl Shutdown {
     pub async fn wait(&self) {
         let mut receiver = self.receiver.clone();
         // An error means the trigger is gone, which also means stop.
-        let _ = receiver
-            .wait_for(|signal| *signal != Signal::Running)
-            .await;
+        let _ = receiver.wait_for(|signal| *signal != Signal::Running).await;
     }
 }
 

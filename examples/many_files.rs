@@ -19,9 +19,9 @@
 //! peak RSS come from `wait4` on the agent after a SIGTERM.
 #![allow(missing_docs)]
 
+use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -167,7 +167,11 @@ fn watch_opens(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<HashM
                     };
                     let name = target.file_name().map(|n| n.to_string_lossy().into_owned());
                     let Some(file) = name.as_deref().and_then(|name| {
-                        name.strip_prefix('f')?.split('.').next()?.parse::<u64>().ok()
+                        name.strip_prefix('f')?
+                            .split('.')
+                            .next()?
+                            .parse::<u64>()
+                            .ok()
                     }) else {
                         continue;
                     };

@@ -428,11 +428,10 @@ batch = {{ max_events = 2000 }}
         .collect();
     let agent = start(dir.path(), "warn");
     let all = wait_until(Duration::from_secs(120), || {
-        store.bodies.lock().unwrap().len() as u64 >= 36 * expected.len() as u64
-            && {
-                let counts = counts(&arrived(&store));
-                expected.iter().all(|seq| counts.contains_key(seq))
-            }
+        store.bodies.lock().unwrap().len() as u64 >= 36 * expected.len() as u64 && {
+            let counts = counts(&arrived(&store));
+            expected.iter().all(|seq| counts.contains_key(seq))
+        }
     });
     let (status, stderr) = stop(agent);
     let counts = counts(&arrived(&store));

@@ -263,7 +263,10 @@ fn start_rotator(
                 thread::sleep(Duration::from_millis(5));
             }
             let config = &configs[rotations % configs.len()];
-            timeline.note(format_args!("logrotate {:?}", STYLES[rotations % STYLES.len()]));
+            timeline.note(format_args!(
+                "logrotate {:?}",
+                STYLES[rotations % STYLES.len()]
+            ));
             let output = std::process::Command::new(program)
                 .arg("-f")
                 .arg("-s")
@@ -397,7 +400,10 @@ async fn delivered(server: &Postgres) -> HashMap<u64, u32> {
 async fn distinct_delivered(server: &Postgres) -> u64 {
     let client = server.client().await;
     let row = client
-        .query_one("SELECT count(DISTINCT substr(message, 5, 10)) FROM lines", &[])
+        .query_one(
+            "SELECT count(DISTINCT substr(message, 5, 10)) FROM lines",
+            &[],
+        )
         .await
         .unwrap();
     row.get::<_, i64>(0) as u64
@@ -514,7 +520,9 @@ table = "lines"
     }
     stderrs.push(agent.stop(libc::SIGTERM));
     let counts = runtime.block_on(delivered(&server));
-    let missing: Vec<u64> = (0..written).filter(|seq| !counts.contains_key(seq)).collect();
+    let missing: Vec<u64> = (0..written)
+        .filter(|seq| !counts.contains_key(seq))
+        .collect();
     let twice: u64 = counts.values().map(|count| u64::from(*count - 1)).sum();
     let (lost_at_stops, lost_running) = stderrs
         .iter()
