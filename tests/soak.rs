@@ -481,7 +481,7 @@ table = "lines"
         }
         thread::sleep(next.saturating_sub(started.elapsed()));
         let signal = match topics {
-            Topics::Disk if rng.next() % 2 == 0 => libc::SIGKILL,
+            Topics::Disk if rng.next().is_multiple_of(2) => libc::SIGKILL,
             _ => libc::SIGTERM,
         };
         kills += usize::from(signal == libc::SIGKILL);
