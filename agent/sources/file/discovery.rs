@@ -433,6 +433,7 @@ impl Tailer {
     /// is not lost. Returns the lines and bytes.
     pub fn account_unread_deleted(&mut self) -> (u64, u64) {
         let delimiter = self.settings.format.delimiter().to_vec();
+        let max_decompressed = self.settings.max_decompressed_bytes;
         let mut unread = Vec::new();
         for (id, record) in &self.records {
             let (mut lines, mut bytes) = (0, 0);
@@ -442,11 +443,15 @@ impl Tailer {
                     .metadata()
                     .is_ok_and(|metadata| link_count(&metadata) == 0);
                 if deleted {
-                    let resume = record
-                        .open
-                        .as_ref()
-                        .map_or(0, |open| open.reader.resume_offset());
-                    (lines, bytes) = count_lines(file, resume, &delimiter);
+                    let (resume, gzip) = record.open.as_ref().map_or((0, false), |open| {
+                        (open.reader.resume_offset(), open.reader.is_gzip())
+                    });
+                    (lines, bytes) = if gzip {
+                        // Offsets in a gzip file are into its decompressed stream.
+                        count_gzip_lines(file, resume, &delimiter, max_decompressed)
+                    } else {
+                        count_lines(file, resume, &delimiter)
+                    };
                 }
             }
             if !deleted {
@@ -634,6 +639,53 @@ fn count_lines(file: &File, from: u64, delimiter: &[u8]) -> (u64, u64) {
     (lines + u64::from(at > last), at - from)
 }
 
+/// Lines and bytes of the decompressed stream of the gzip `file` after its first `from` bytes,
+/// up to `max` decompressed bytes in all (the cap reading has too).
+fn count_gzip_lines(file: &File, from: u64, delimiter: &[u8], max: u64) -> (u64, u64) {
+    /// Reads `file` from an offset of its own, leaving the descriptor's position alone.
+    struct At<'a> {
+        file: &'a File,
+        at: u64,
+    }
+    impl std::io::Read for At<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let read = read_at(self.file, buf, self.at)?;
+            self.at += read as u64;
+            Ok(read)
+        }
+    }
+    let decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(At { file, at: 0 }));
+    let mut stream = std::io::Read::take(decoder, max);
+    let mut buffer = vec![0; 64 << 10];
+    let (mut position, mut lines, mut bytes) = (0u64, 0u64, 0u64);
+    let mut carry: Vec<u8> = Vec::new();
+    let mut partial = false;
+    loop {
+        let read = match std::io::Read::read(&mut stream, &mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        let chunk_start = position;
+        position += read as u64;
+        if position <= from {
+            continue;
+        }
+        let skip = usize::try_from(from.saturating_sub(chunk_start)).unwrap_or(read);
+        let rest = &buffer[skip..read];
+        bytes += rest.len() as u64;
+        carry.extend_from_slice(rest);
+        let mut end = 0;
+        for found in memchr::memmem::find_iter(&carry, delimiter) {
+            lines += 1;
+            end = found + delimiter.len();
+        }
+        partial = carry.len() > end;
+        let keep = delimiter.len().saturating_sub(1).min(carry.len() - end);
+        carry.drain(..carry.len() - keep);
+    }
+    (lines + u64::from(partial), bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -645,6 +697,17 @@ mod tests {
         temp.write_all(bytes).unwrap();
         let file = File::open(temp.path()).unwrap();
         (temp, file)
+    }
+
+    #[test]
+    fn gzip_lines_are_counted_from_an_offset_in_the_decompressed_stream() {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(b"one\ntwo\nthree").unwrap();
+        let (_temp, file) = file_with(&encoder.finish().unwrap());
+        assert_eq!(count_gzip_lines(&file, 4, b"\n", u64::MAX), (2, 9));
+        assert_eq!(count_gzip_lines(&file, 8, b"\n", u64::MAX), (1, 5));
+        assert_eq!(count_gzip_lines(&file, 13, b"\n", u64::MAX), (0, 0));
+        assert_eq!(count_gzip_lines(&file, 0, b"\n", 8), (2, 8));
     }
 
     #[test]
