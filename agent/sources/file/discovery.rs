@@ -654,8 +654,8 @@ fn count_gzip_lines(file: &File, from: u64, delimiter: &[u8], max: u64) -> (u64,
             Ok(read)
         }
     }
-    let decoder = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(At { file, at: 0 }));
-    let mut stream = std::io::Read::take(decoder, max);
+    let mut stream =
+        sluice_sink::gunzip::CappedGunzip::new(std::io::BufReader::new(At { file, at: 0 }), max);
     let mut buffer = vec![0; 64 << 10];
     let (mut position, mut lines, mut bytes) = (0u64, 0u64, 0u64);
     let mut carry: Vec<u8> = Vec::new();
