@@ -10,15 +10,16 @@
 //!
 //! Kinds: [`file`](mod@file) (tails files), [`stdin`] (reads standard input), [`generator`]
 //! (synthetic nginx and clickstream lines), [`http_server`] (events POSTed over HTTP),
-//! [`http_poll`] (events fetched from an HTTP API). The
-//! line-oriented ones share [`lines`]: zero-copy line splitting and batching; the HTTP ones share
-//! `body`: NDJSON / JSON body decoding.
+//! [`http_poll`] (events fetched from an HTTP API), [`kafka`] (a Kafka consumer group). The
+//! line-oriented ones share [`lines`]: zero-copy line splitting and batching; the HTTP and broker
+//! ones share `body`: NDJSON / JSON body decoding.
 
 pub(crate) mod body;
 pub mod file;
 pub mod generator;
 pub mod http_poll;
 pub mod http_server;
+pub mod kafka;
 pub mod lines;
 pub mod stdin;
 pub mod throttle;
@@ -38,6 +39,7 @@ pub use file::FileConfig;
 pub use generator::GeneratorConfig;
 pub use http_poll::HttpPollConfig;
 pub use http_server::HttpServerConfig;
+pub use kafka::KafkaConfig;
 pub use stdin::StdinConfig;
 
 /// How many events a source aims to put in one batch.
@@ -79,6 +81,9 @@ pub enum SourceError {
     /// Its saved state could not be read, and starting without it is not safe.
     #[error("cannot read the state: {0}")]
     State(tokio::task::JoinError),
+    /// Its broker client could not be set up (a config the client refused, a subscription).
+    #[error("{0}")]
+    Broker(String),
 }
 
 /// What a running source gets from the topology.
@@ -197,6 +202,8 @@ component_kinds! {
         HttpServer(HttpServerConfig) = "http_server",
         /// Events fetched from an HTTP API on an interval.
         HttpPoll(HttpPollConfig) = "http_poll",
+        /// Messages of Kafka topics, read in a consumer group.
+        Kafka(KafkaConfig) = "kafka",
     }
 }
 
@@ -212,6 +219,7 @@ impl SourceConfig {
             SourceConfig::Generator(config) => config.validate().map(drop),
             SourceConfig::HttpServer(config) => config.validate().map(drop),
             SourceConfig::HttpPoll(config) => config.validate().map(drop),
+            SourceConfig::Kafka(config) => config.validate().map(drop),
         }
     }
 
@@ -226,6 +234,10 @@ impl SourceConfig {
             SourceConfig::Generator(config) => Box::new(config.build()?),
             SourceConfig::HttpServer(config) => Box::new(config.build()?),
             SourceConfig::HttpPoll(config) => Box::new(config.build()?),
+            #[cfg(feature = "kafka")]
+            SourceConfig::Kafka(config) => Box::new(config.build()?),
+            #[cfg(not(feature = "kafka"))]
+            SourceConfig::Kafka(config) => config.build()?,
         })
     }
 
@@ -267,7 +279,9 @@ impl SourceConfig {
             SourceConfig::File(config) => !config.follow,
             SourceConfig::Stdin(_) => true,
             SourceConfig::Generator(config) => config.count.is_some(),
-            SourceConfig::HttpServer(_) | SourceConfig::HttpPoll(_) => false,
+            SourceConfig::HttpServer(_) | SourceConfig::HttpPoll(_) | SourceConfig::Kafka(_) => {
+                false
+            }
         }
     }
 }

@@ -6,6 +6,8 @@
 
 mod clickhouse;
 mod http;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod postgres;
 
 use sluice_store_support as support;
