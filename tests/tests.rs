@@ -16,6 +16,7 @@ mod http_sources;
 #[cfg(feature = "kafka")]
 mod kafka_two_tier;
 mod run;
+mod soak;
 mod stores;
 mod topics;
 mod topology;

@@ -52,6 +52,9 @@ pub struct TopologyError {
     pub source: BuildError,
 }
 
+/// How long a timed-out shutdown waits for the threads of aborted sources to finish.
+const FINISHING_GRACE: Duration = Duration::from_secs(5);
+
 /// How often disk topics run their retention.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -512,8 +515,8 @@ impl RunningTopology {
             }
         }
         tracing::info!(timeout = ?self.shutdown_timeout, "Shutting down: draining in-flight events");
-        self.trigger.trigger();
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        self.trigger.trigger_by(deadline.into_std());
         loop {
             if self.sink_failed() && !self.names.values().any(|name| name.starts_with("sinks.")) {
                 // Nothing acknowledges events any more: what still waits would wait in vain.
@@ -525,6 +528,7 @@ impl RunningTopology {
                         self.names.remove(&error.id());
                     }
                 }
+                self.wait_finishing().await;
                 return RunOutcome::ShutDown;
             }
             match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
@@ -539,7 +543,16 @@ impl RunningTopology {
         pending.dedup();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        self.wait_finishing().await;
         RunOutcome::TimedOut(pending)
+    }
+
+    /// Gives the threads of aborted sources (see [`crate::shutdown::Finishing`]) a moment to
+    /// count their losses and write their last checkpoints, so the run summary includes them.
+    async fn wait_finishing(&self) {
+        if !self.trigger.wait_finished(FINISHING_GRACE).await {
+            tracing::warn!(grace = ?FINISHING_GRACE, "A source was still finishing after the shutdown timeout");
+        }
     }
 
     /// Whether a sink failed.

@@ -26,8 +26,11 @@
 //! A file deleted while open can only be read while it is open: what a stopping source has not
 //! read of it is gone when the process exits. [`Tailer::account_unread_deleted`] counts it,
 //! per file, in lines and bytes (reason `deleted_unread`), so a stop never drops lines silently.
+//! Before that, a stop with a disk topic reads the files it holds into the topic
+//! ([`Tailer::unread_files`], see [`super::source`]), so only what it had no time or room for
+//! is lost.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
@@ -424,11 +427,14 @@ impl Tailer {
 
     /// Counts, logs and returns what deleted files hold that a stopping source has not
     /// published: the rest of each one still open, and what was read from it (or from one
-    /// already closed) but not published. Nothing can read it any more (`deleted_unread`).
-    /// Returns the lines and bytes.
+    /// already closed) but not published. Nothing can read it any more (`deleted_unread`) —
+    /// unless a compressed copy of it is still there (logrotate's `compress` deletes the file it
+    /// compressed at once): the next run reads on from the checkpoint inside the `.gz`, so that
+    /// is not lost. Returns the lines and bytes.
     pub fn account_unread_deleted(&mut self) -> (u64, u64) {
         let delimiter = self.settings.format.delimiter().to_vec();
-        let mut total = (0, 0);
+        let max_decompressed = self.settings.max_decompressed_bytes;
+        let mut unread = Vec::new();
         for (id, record) in &self.records {
             let (mut lines, mut bytes) = (0, 0);
             let mut deleted = record.orphan == Some(Orphan::Deleted);
@@ -437,11 +443,15 @@ impl Tailer {
                     .metadata()
                     .is_ok_and(|metadata| link_count(&metadata) == 0);
                 if deleted {
-                    let resume = record
-                        .open
-                        .as_ref()
-                        .map_or(0, |open| open.reader.resume_offset());
-                    (lines, bytes) = count_lines(file, resume, &delimiter);
+                    let (resume, gzip) = record.open.as_ref().map_or((0, false), |open| {
+                        (open.reader.resume_offset(), open.reader.is_gzip())
+                    });
+                    (lines, bytes) = if gzip {
+                        // Offsets in a gzip file are into its decompressed stream.
+                        count_gzip_lines(file, resume, &delimiter, max_decompressed)
+                    } else {
+                        count_lines(file, resume, &delimiter)
+                    };
                 }
             }
             if !deleted {
@@ -451,7 +461,29 @@ impl Tailer {
                 lines += unpublished_lines;
                 bytes += unpublished_bytes;
             }
-            if lines == 0 {
+            if lines > 0 {
+                unread.push((*id, lines, bytes));
+            }
+        }
+        if unread.is_empty() {
+            return (0, 0);
+        }
+        let compressed = self.compressed_heads();
+        let mut total = (0, 0);
+        for (id, lines, bytes) in unread {
+            let Some(record) = self.records.get(&id) else {
+                continue;
+            };
+            if compressed
+                .iter()
+                .any(|(_, head)| record.fingerprint.matches(head))
+            {
+                tracing::info!(
+                    source = %self.name,
+                    path = %record.path.display(),
+                    unread_lines = lines,
+                    "Stopping with unread lines in a deleted file whose compressed copy is still there; the next run reads them from it"
+                );
                 continue;
             }
             total.0 += lines;
@@ -469,6 +501,65 @@ impl Tailer {
             );
         }
         total
+    }
+
+    /// The decompressed heads of the gzip files `include` matches that are not open.
+    fn compressed_heads(&mut self) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let open: HashSet<super::fingerprint::FileKey> = self
+            .open_records()
+            .filter_map(|(_, record, _)| record.key)
+            .collect();
+        let max = self.settings.fingerprint_bytes;
+        self.find()
+            .into_iter()
+            .filter(|found| !open.contains(&found.key))
+            .filter_map(|found| {
+                let file = File::open(&found.path).ok()?;
+                let magic = super::fingerprint::read_head(&file, 2).ok()?;
+                if !super::fingerprint::is_gzip(&magic) {
+                    return None;
+                }
+                let head = super::fingerprint::read_gzip_head(&found.path, max).ok()?;
+                Some((found.path, head))
+            })
+            .collect()
+    }
+
+    /// The open files with bytes not read yet, and how many bytes that is: what a stop with a
+    /// disk topic reads into it (see [`super::source`]).
+    pub fn unread_files(&mut self) -> (BTreeSet<RecordId>, u64) {
+        let mut unread_files = BTreeSet::new();
+        let mut total = 0;
+        for id in &self.open_ids {
+            let Some(open) = self.records.get_mut(id).and_then(|r| r.open.as_mut()) else {
+                continue;
+            };
+            let unread = if open.reader.is_gzip() {
+                u64::from(!open.at_eof)
+            } else {
+                let size = open
+                    .reader
+                    .file()
+                    .and_then(|file| file.metadata().ok())
+                    .map_or(open.size, |metadata| metadata.len());
+                size.saturating_sub(open.reader.position())
+            };
+            if unread > 0 {
+                open.active = true;
+                open.at_eof = false;
+                unread_files.insert(*id);
+                total += unread;
+            }
+        }
+        (unread_files, total)
+    }
+
+    /// Whether `id`'s file was read to its end (or closed) since it was last active.
+    pub fn is_drained(&self, id: RecordId) -> bool {
+        self.records
+            .get(&id)
+            .and_then(|record| record.open.as_ref())
+            .is_none_or(|open| open.at_eof)
     }
 
     /// What the source holds, for the admin API: counts against the bounds, and the open files
@@ -548,6 +639,53 @@ fn count_lines(file: &File, from: u64, delimiter: &[u8]) -> (u64, u64) {
     (lines + u64::from(at > last), at - from)
 }
 
+/// Lines and bytes of the decompressed stream of the gzip `file` after its first `from` bytes,
+/// up to `max` decompressed bytes in all (the cap reading has too).
+fn count_gzip_lines(file: &File, from: u64, delimiter: &[u8], max: u64) -> (u64, u64) {
+    /// Reads `file` from an offset of its own, leaving the descriptor's position alone.
+    struct At<'a> {
+        file: &'a File,
+        at: u64,
+    }
+    impl std::io::Read for At<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let read = read_at(self.file, buf, self.at)?;
+            self.at += read as u64;
+            Ok(read)
+        }
+    }
+    let mut stream =
+        sluice_sink::gunzip::CappedGunzip::new(std::io::BufReader::new(At { file, at: 0 }), max);
+    let mut buffer = vec![0; 64 << 10];
+    let (mut position, mut lines, mut bytes) = (0u64, 0u64, 0u64);
+    let mut carry: Vec<u8> = Vec::new();
+    let mut partial = false;
+    loop {
+        let read = match std::io::Read::read(&mut stream, &mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        let chunk_start = position;
+        position += read as u64;
+        if position <= from {
+            continue;
+        }
+        let skip = usize::try_from(from.saturating_sub(chunk_start)).unwrap_or(read);
+        let rest = &buffer[skip..read];
+        bytes += rest.len() as u64;
+        carry.extend_from_slice(rest);
+        let mut end = 0;
+        for found in memchr::memmem::find_iter(&carry, delimiter) {
+            lines += 1;
+            end = found + delimiter.len();
+        }
+        partial = carry.len() > end;
+        let keep = delimiter.len().saturating_sub(1).min(carry.len() - end);
+        carry.drain(..carry.len() - keep);
+    }
+    (lines + u64::from(partial), bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -559,6 +697,17 @@ mod tests {
         temp.write_all(bytes).unwrap();
         let file = File::open(temp.path()).unwrap();
         (temp, file)
+    }
+
+    #[test]
+    fn gzip_lines_are_counted_from_an_offset_in_the_decompressed_stream() {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(b"one\ntwo\nthree").unwrap();
+        let (_temp, file) = file_with(&encoder.finish().unwrap());
+        assert_eq!(count_gzip_lines(&file, 4, b"\n", u64::MAX), (2, 9));
+        assert_eq!(count_gzip_lines(&file, 8, b"\n", u64::MAX), (1, 5));
+        assert_eq!(count_gzip_lines(&file, 13, b"\n", u64::MAX), (0, 0));
+        assert_eq!(count_gzip_lines(&file, 0, b"\n", 8), (2, 8));
     }
 
     #[test]

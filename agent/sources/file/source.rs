@@ -24,7 +24,24 @@
 //! stops reading, drops its producer so the topic can drain, waits until what it published is
 //! safe — writing checkpoints as it goes — and writes a last checkpoint. If the topology gives up
 //! waiting and drops the source's future, the thread writes what is safe so far and exits.
+//!
+//! # Stops
+//!
+//! A file deleted while held open can be read only while it is open. So at a stop whose output
+//! is a **disk topic** — which takes events while it has room, whatever the sinks do — the
+//! thread first *drains*: it goes on reading the files it holds (oldest first, so deleted and
+//! rotated files before the active one), each up to the end it reaches, and publishes into the
+//! topic until all are read or three quarters of the time left before the shutdown deadline
+//! (`shutdown_timeout`) have passed, leaving the rest for the last checkpoint. With a memory
+//! topic it stops reading at once (what it publishes there is lost with the process anyway
+//! unless a sink takes it within the timeout). Either way, what deleted files still hold is
+//! then counted lost (`deleted_unread`): their unread rest, what was read but not published,
+//! and what was published but never became safe (a memory topic whose sinks did not take it
+//! before the deadline). Only after that are the checkpoints written, reflecting what the topic
+//! took. A thread whose future the topology dropped at the deadline holds a
+//! [`Finishing`] guard until then, so the run summary includes its losses.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,13 +54,13 @@ use sluice_pipelines::Batch;
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 
-use super::checkpoint::{Acks, CheckpointStore, Mark};
+use super::checkpoint::{Acks, CheckpointStore, Mark, RecordId};
 use super::config::{FileSettings, WatchMode};
 use super::glob::PathPattern;
 use super::tailer::{Tailer, Turn};
 use super::watcher::{Change, Wake, WatchError, Watcher};
 use crate::metrics::ComponentMetrics;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Finishing, Shutdown};
 use crate::sources::lines::ReadyBatch;
 use crate::sources::{Source, SourceContext, SourceError, SourceFuture};
 use crate::topic::{Offset, Producer, Published};
@@ -70,6 +87,10 @@ pub const HELD_TICK: Duration = Duration::from_millis(250);
 /// Least time between two looks at the paths watcher events named: each look goes through
 /// every record once, so a burst of new files is looked at in batches.
 pub const DISCOVER_GAP: Duration = Duration::from_millis(40);
+
+/// The share of the time left before the shutdown deadline that a stop spends reading held
+/// files into a disk topic, in quarters (the rest is for the last checkpoint).
+const DRAIN_QUARTERS: u32 = 3;
 
 /// How soon a scan retries files that waited for a descriptor.
 pub const STARVED_RESCAN: Duration = Duration::from_millis(200);
@@ -157,6 +178,9 @@ async fn run(settings: FileSettings, ctx: SourceContext) -> Result<(), SourceErr
     };
     let tailer = Tailer::new(settings.clone(), &name, id, &metrics, checkpoints);
     let shell = Shell {
+        _finishing: shutdown.finishing(),
+        draining_until: None,
+        in_flight: VecDeque::new(),
         safe: output.safe_offset(),
         producer: Some(output),
         tailer,
@@ -237,6 +261,23 @@ struct Shell {
     discover: Vec<PathBuf>,
     /// Whether a send had to wait for room since the source last caught up.
     held_back: bool,
+    /// Until when a stop reads held files into a disk topic (see the module doc).
+    draining_until: Option<Instant>,
+    /// Published batches not yet safe, in order: the end offset, the record, lines and bytes.
+    in_flight: VecDeque<(Offset, RecordId, u64, u64)>,
+    /// Held while the thread runs (see the module doc).
+    _finishing: Finishing,
+}
+
+/// How waiting for room in the topic ended.
+enum Waited {
+    Published(Published),
+    /// Stopping interrupted it.
+    Stopped,
+    /// Shutdown was signalled: drain or stop.
+    Shutdown,
+    /// Time for housekeeping.
+    Woken,
 }
 
 /// What the loop has to do besides reading.
@@ -308,7 +349,68 @@ impl Shell {
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
             }
         }
+        if self.draining_until.is_some() || self.begin_drain() {
+            self.drain();
+        }
         self.finish()
+    }
+
+    /// Starts draining if the output is a disk topic and the shutdown has a deadline (see the
+    /// module doc); returns whether it did.
+    fn begin_drain(&mut self) -> bool {
+        let persistent = self.producer.as_ref().is_some_and(Producer::is_persistent);
+        let Some(deadline) = self.shutdown.deadline() else {
+            return false;
+        };
+        if !persistent || self.hard_stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        let now = Instant::now();
+        let until = now + deadline.saturating_duration_since(now) * DRAIN_QUARTERS / 4;
+        self.draining_until = Some(until);
+        true
+    }
+
+    /// Reads the held files into the disk topic until each reached its end, or the drain's
+    /// time is up, or the source is stopped hard.
+    fn drain(&mut self) {
+        let Some(until) = self.draining_until else {
+            return;
+        };
+        let (mut pending, unread_bytes) = self.tailer.unread_files();
+        if pending.is_empty() {
+            return;
+        }
+        tracing::info!(source = %self.name, files = pending.len(), unread_bytes,
+            "Stopping: reading the files held open into the disk topic first");
+        let started = Instant::now();
+        while !pending.is_empty()
+            && Instant::now() < until
+            && !self.hard_stop.load(Ordering::SeqCst)
+        {
+            let (turns, progressed) = self.tailer.read_slice(Instant::now(), SLICE_BUDGET, true);
+            let mut turns = turns.into_iter();
+            while let Some(turn) = turns.next() {
+                if !self.publish(turn) {
+                    for rest in turns {
+                        self.unpublished(rest.batches);
+                    }
+                    return;
+                }
+            }
+            self.release_safe();
+            self.checkpoint_if_due(false);
+            pending.retain(|id| !self.tailer.is_drained(*id));
+            if !progressed {
+                break;
+            }
+        }
+        if pending.is_empty() {
+            tracing::info!(source = %self.name, took = ?started.elapsed(), "Read the files held open into the disk topic");
+        } else {
+            tracing::warn!(source = %self.name, files = pending.len(), took = ?started.elapsed(),
+                "Stopping before the files held open were read into the disk topic: the shutdown timeout is near");
+        }
     }
 
     /// Everything besides reading: watcher events, ticks, looking at new files, scans and the
@@ -511,7 +613,11 @@ impl Shell {
             let published = self.send(&producer, ready.batch);
             self.producer = Some(producer);
             match published {
-                Some(Published::Stored(range)) => self.acks.published(range.end),
+                Some(Published::Stored(range)) => {
+                    self.acks.published(range.end);
+                    self.in_flight
+                        .push_back((range.end, record, events, raw_bytes));
+                }
                 Some(Published::Dropped) => {}
                 None => {
                     self.tailer.unpublished(record, events, raw_bytes);
@@ -550,6 +656,7 @@ impl Shell {
         }
         self.held_back = true;
         loop {
+            let draining_until = self.draining_until;
             let deadline = self.next_housekeeping().min(Instant::now() + HELD_TICK);
             let (shutdown, hard_notify, hard_stop, doorbell) = (
                 &self.shutdown,
@@ -557,26 +664,39 @@ impl Shell {
                 &self.hard_stop,
                 &self.doorbell,
             );
-            let outcome = handle.block_on(async {
+            let waited = handle.block_on(async {
                 let stopped = hard_notify.notified();
                 tokio::pin!(stopped);
                 stopped.as_mut().enable();
                 if hard_stop.load(Ordering::SeqCst) {
-                    return Some(None);
+                    return Waited::Stopped;
                 }
+                // Draining, the shutdown is what started it; its time limit ends it.
+                let drain_end = draining_until.unwrap_or_else(Instant::now);
                 tokio::select! {
                     biased;
-                    published = &mut send => Some(Some(published)),
-                    () = shutdown.wait() => Some(None),
-                    () = stopped => Some(None),
-                    () = doorbell.notified() => None,
-                    () = tokio::time::sleep_until(deadline.into()) => None,
+                    published = &mut send => Waited::Published(published),
+                    () = shutdown.wait(), if draining_until.is_none() => Waited::Shutdown,
+                    () = stopped => Waited::Stopped,
+                    () = tokio::time::sleep_until(drain_end.into()), if draining_until.is_some() => Waited::Stopped,
+                    () = doorbell.notified() => Waited::Woken,
+                    () = tokio::time::sleep_until(deadline.into()) => Waited::Woken,
                 }
             });
-            if let Some(published) = outcome {
-                return published;
+            match waited {
+                Waited::Published(published) => return Some(published),
+                Waited::Stopped => return None,
+                Waited::Shutdown => {
+                    if !self.begin_drain() {
+                        return None;
+                    }
+                }
+                Waited::Woken => {
+                    if self.draining_until.is_none() {
+                        self.housekeeping(Instant::now());
+                    }
+                }
             }
-            self.housekeeping(Instant::now());
             self.release_safe();
             self.checkpoint_if_due(false);
         }
@@ -588,6 +708,9 @@ impl Shell {
         for mark in self.acks.release(safe) {
             self.tailer.acknowledge(mark);
             self.acked_since_save = true;
+        }
+        while self.in_flight.front().is_some_and(|(end, ..)| *end <= safe) {
+            self.in_flight.pop_front();
         }
     }
 
@@ -615,9 +738,6 @@ impl Shell {
                 missing_directories = %self.missing_dirs(),
                 "Read nothing: no file matched include (follow = false, so the source is done)");
         }
-        // Nothing more is read: what deleted files still hold is lost with the process.
-        self.tailer.account_unread_deleted();
-        self.metrics.set_state(self.tailer.held_state());
         self.producer = None;
         self.watcher = None;
         loop {
@@ -633,6 +753,13 @@ impl Shell {
             self.checkpoint_if_due(false);
             std::thread::sleep(Duration::from_millis(5));
         }
+        // Nothing more is read, and what never became safe will not: what deleted files still
+        // hold is lost with the process.
+        for (_, record, lines, bytes) in std::mem::take(&mut self.in_flight) {
+            self.tailer.unpublished(record, lines, bytes);
+        }
+        self.tailer.account_unread_deleted();
+        self.metrics.set_state(self.tailer.held_state());
         self.checkpoint_if_due(true);
         Ok(())
     }

@@ -481,7 +481,7 @@ impl Tailer {
     }
 
     /// Every file matching `include` and not `exclude`, each path once.
-    fn find(&mut self) -> Vec<Found> {
+    pub(super) fn find(&mut self) -> Vec<Found> {
         let mut paths = Vec::new();
         let mut seen = HashSet::new();
         for pattern in &self.settings.include {

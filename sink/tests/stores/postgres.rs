@@ -419,11 +419,13 @@ async fn postgres_refusals_say_what_to_fix() {
     assert!(matches!(error, SinkError::Unreachable(_)), "{error:?}");
 }
 
-/// Issue 14, item 5: after an outage of 20 s, with the default retry settings (whose backoff
-/// for failed requests grows to 30 s), the first row lands within 2 s of the server accepting
-/// connections again: an unreachable store is retried at least every second.
+/// Issue 14, item 5: after an outage of a minute (60 s: the issue's "a minute or more"), with
+/// the default retry settings (whose backoff for failed requests grows to 30 s), the first row
+/// lands within 2 s of the server accepting connections again: an unreachable store is retried
+/// at least every second. It waits most of its time, so it runs beside the other tests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_rows_flow_within_two_seconds_of_the_server_coming_back() {
+    const OUTAGE: Duration = Duration::from_secs(60);
     let mut server = Postgres::start();
     let client = server.client().await;
     client
@@ -438,7 +440,7 @@ async fn postgres_rows_flow_within_two_seconds_of_the_server_coming_back() {
         .unwrap();
     let mut run = Run::start(Box::new(sink), DriverConfig::default());
     run.send(requests(0..100)).await;
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    tokio::time::sleep(OUTAGE).await;
 
     // Watch for the first moment the server takes a connection and answers a query.
     let url = server.url();
