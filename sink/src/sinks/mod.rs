@@ -11,6 +11,7 @@ pub mod clickhouse;
 pub mod console;
 pub mod file;
 pub mod http;
+pub mod nats;
 pub mod postgres;
 
 use sluice_pipelines::component_kinds;
@@ -22,6 +23,7 @@ pub use clickhouse::{ClickhouseConfig, ClickhouseSink};
 pub use console::{ConsoleConfig, ConsoleSink};
 pub use file::{FileConfig, FileSink};
 pub use http::{HttpConfig, HttpSink};
+pub use nats::{NatsConfig, NatsSink};
 pub use postgres::{PostgresConfig, PostgresSink};
 
 component_kinds! {
@@ -38,6 +40,8 @@ component_kinds! {
         File(FileConfig) = "file",
         /// POSTs or PUTs batches to an HTTP endpoint.
         Http(HttpConfig) = "http",
+        /// Publishes each event as a NATS message, to JetStream (acknowledged) or core NATS.
+        Nats(NatsConfig) = "nats",
         /// Inserts rows into a PostgreSQL table (binary COPY).
         Postgres(PostgresConfig) = "postgres",
     }
@@ -55,6 +59,7 @@ impl SinkConfig {
             SinkConfig::Console(config) => config.validate(),
             SinkConfig::File(config) => config.validate(),
             SinkConfig::Http(config) => config.validate(),
+            SinkConfig::Nats(config) => config.validate(),
             SinkConfig::Postgres(config) => config.validate(),
         }
     }
@@ -70,6 +75,7 @@ impl SinkConfig {
             SinkConfig::Console(config) => Box::new(config.build()?),
             SinkConfig::File(config) => Box::new(config.build(ctx).await?),
             SinkConfig::Http(config) => Box::new(config.build()?),
+            SinkConfig::Nats(config) => Box::new(config.build(ctx).await?),
             SinkConfig::Postgres(config) => Box::new(config.build().await?),
         })
     }
@@ -93,6 +99,7 @@ mod tests {
                 "console",
                 "file",
                 "http",
+                "nats",
                 "postgres"
             ]
         );
