@@ -10,7 +10,7 @@
 //!
 //! Kinds: [`file`](mod@file) (tails files), [`stdin`] (reads standard input), [`generator`]
 //! (synthetic nginx and clickstream lines), [`http_server`] (events POSTed over HTTP),
-//! [`http_poll`] (events fetched from an HTTP API). The
+//! [`http_poll`] (events fetched from an HTTP API), [`nats`] (JetStream or core NATS messages). The
 //! line-oriented ones share [`lines`]: zero-copy line splitting and batching.
 
 pub mod file;
@@ -18,6 +18,7 @@ pub mod generator;
 pub mod http_poll;
 pub mod http_server;
 pub mod lines;
+pub mod nats;
 pub mod stdin;
 pub mod throttle;
 
@@ -36,6 +37,7 @@ pub use file::FileConfig;
 pub use generator::GeneratorConfig;
 pub use http_poll::HttpPollConfig;
 pub use http_server::HttpServerConfig;
+pub use nats::NatsSourceConfig;
 pub use stdin::StdinConfig;
 
 /// How many events a source aims to put in one batch.
@@ -187,6 +189,8 @@ component_kinds! {
         HttpServer(HttpServerConfig) = "http_server",
         /// Events fetched from an HTTP API on an interval.
         HttpPoll(HttpPollConfig) = "http_poll",
+        /// Messages of a JetStream durable consumer or a core NATS subscription.
+        Nats(NatsSourceConfig) = "nats",
     }
 }
 
@@ -202,6 +206,7 @@ impl SourceConfig {
             SourceConfig::Generator(config) => config.validate().map(drop),
             SourceConfig::HttpServer(config) => config.validate().map(drop),
             SourceConfig::HttpPoll(config) => config.validate().map(drop),
+            SourceConfig::Nats(config) => config.validate(),
         }
     }
 
@@ -216,6 +221,7 @@ impl SourceConfig {
             SourceConfig::Generator(config) => Box::new(config.build()?),
             SourceConfig::HttpServer(config) => Box::new(config.build()?),
             SourceConfig::HttpPoll(config) => Box::new(config.build()?),
+            SourceConfig::Nats(config) => Box::new(config.build()?),
         })
     }
 
@@ -257,7 +263,7 @@ impl SourceConfig {
             SourceConfig::File(config) => !config.follow,
             SourceConfig::Stdin(_) => true,
             SourceConfig::Generator(config) => config.count.is_some(),
-            SourceConfig::HttpServer(_) | SourceConfig::HttpPoll(_) => false,
+            SourceConfig::HttpServer(_) | SourceConfig::HttpPoll(_) | SourceConfig::Nats(_) => false,
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod clickhouse;
 mod http;
+mod nats;
 mod postgres;
 
 use sluice_store_support as support;
