@@ -12,6 +12,7 @@ mod examples;
 mod file_held;
 mod file_tailing;
 mod http_sources;
+mod nats;
 mod run;
 mod stores;
 mod topics;

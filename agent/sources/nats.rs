@@ -405,10 +405,13 @@ impl Runner {
                 break;
             }
         }
-        // The acknowledgements go on as the topic drains; the task ends when everything sent
-        // was acknowledged or the topic is gone.
+        // The topic drains once its producers are gone (windows flush, sinks write), and the
+        // last acknowledgements go out meanwhile: drop the producers, then wait for them (the
+        // agent's `shutdown_timeout` bounds the wait).
         drop(pending_tx);
-        drop(acks);
+        let Runner { ctx, .. } = self;
+        drop(ctx);
+        let _ = acks.await;
         Ok(())
     }
 
