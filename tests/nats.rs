@@ -198,7 +198,10 @@ fn two_edges_two_aggregators_one_durable_survive_an_aggregator_kill_and_a_broker
         expected.iter().all(|id| all.contains_key(id))
     });
     let all = counts(&[&central1, &central2]);
-    let missing: Vec<&String> = expected.iter().filter(|id| !all.contains_key(*id)).collect();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|id| !all.contains_key(*id))
+        .collect();
     for edge in edges {
         assert!(terminate(edge).success());
     }

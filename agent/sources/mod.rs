@@ -263,7 +263,9 @@ impl SourceConfig {
             SourceConfig::File(config) => !config.follow,
             SourceConfig::Stdin(_) => true,
             SourceConfig::Generator(config) => config.count.is_some(),
-            SourceConfig::HttpServer(_) | SourceConfig::HttpPoll(_) | SourceConfig::Nats(_) => false,
+            SourceConfig::HttpServer(_) | SourceConfig::HttpPoll(_) | SourceConfig::Nats(_) => {
+                false
+            }
         }
     }
 }

@@ -77,8 +77,8 @@ use tokio::time::Instant;
 
 use crate::metrics::Counter;
 use crate::sources::http_server::Decoding;
-use crate::sources::http_server::decode::{Choice, Format, Stamp, decode};
 use crate::sources::http_server::Partial;
+use crate::sources::http_server::decode::{Choice, Format, Stamp, decode};
 use crate::sources::{BATCH_EVENTS, Source, SourceContext, SourceError, SourceFuture};
 use crate::topic::{Offset, Published};
 
@@ -317,7 +317,10 @@ impl Runner {
             None => self.client.subscribe(self.config.subject.clone()).await,
         };
         let mut subscriber = subscribed.map_err(|error| {
-            SourceError::new(format!("cannot subscribe to {}: {error}", self.config.subject))
+            SourceError::new(format!(
+                "cannot subscribe to {}: {error}",
+                self.config.subject
+            ))
         })?;
         loop {
             let Some(messages) = self.gather(&mut subscriber, |message| Some(message)).await else {
@@ -489,7 +492,12 @@ impl Runner {
                 },
             )
             .await
-            .map_err(|error| format!("consumer {} on stream {}: {error}", config.durable, config.stream))
+            .map_err(|error| {
+                format!(
+                    "consumer {} on stream {}: {error}",
+                    config.durable, config.stream
+                )
+            })
     }
 
     /// Logs (the first failure of a run of them, then every tenth) and waits before retrying.
@@ -510,7 +518,11 @@ impl Runner {
     /// Up to [`BATCH_EVENTS`] messages: waits for the first, then takes what comes within
     /// [`BATCH_WAIT`]. `None` at shutdown or when the stream ended or `take` refused an item
     /// (after the messages before it, if any, were returned... on the next call).
-    async fn gather<S, T, M>(&self, stream: &mut S, mut take: impl FnMut(T) -> Option<M>) -> Option<Vec<M>>
+    async fn gather<S, T, M>(
+        &self,
+        stream: &mut S,
+        mut take: impl FnMut(T) -> Option<M>,
+    ) -> Option<Vec<M>>
     where
         S: futures_util::Stream<Item = T> + Unpin,
     {
@@ -564,7 +576,10 @@ impl Runner {
             }
             if let Some((sequence, published)) = info {
                 if let Some(name) = &self.fields.sequence {
-                    stamp.push((name.clone(), Value::Int(i64::try_from(sequence).unwrap_or(i64::MAX))));
+                    stamp.push((
+                        name.clone(),
+                        Value::Int(i64::try_from(sequence).unwrap_or(i64::MAX)),
+                    ));
                 }
                 if let Some(name) = &self.fields.timestamp {
                     stamp.push((name.clone(), Value::Timestamp(published)));
@@ -674,11 +689,17 @@ mod tests {
             json!({"url": "nats://127.0.0.1:4222", "subject": "web.>", "jetstream": jetstream})
         };
         assert_eq!(key(json!({"url": "http://x", "subject": "a"})), "url");
-        assert_eq!(key(json!({"url": "nats://x:1", "subject": "a.>.b"})), "subject");
+        assert_eq!(
+            key(json!({"url": "nats://x:1", "subject": "a.>.b"})),
+            "subject"
+        );
         assert_eq!(key(js(json!({"stream": "W.B"}))), "jetstream.stream");
         assert_eq!(key(js(json!({"durable": "a b"}))), "jetstream.durable");
         assert_eq!(key(js(json!({"ack_wait": "10ms"}))), "jetstream.ack_wait");
-        assert_eq!(key(js(json!({"max_ack_pending": 0}))), "jetstream.max_ack_pending");
+        assert_eq!(
+            key(js(json!({"max_ack_pending": 0}))),
+            "jetstream.max_ack_pending"
+        );
         let mut queued = js(json!({}));
         queued["queue"] = json!("central");
         assert_eq!(key(queued), "queue");
