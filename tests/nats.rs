@@ -244,3 +244,226 @@ fn two_edges_two_aggregators_one_durable_survive_an_aggregator_kill_and_a_broker
         "{duplicates} duplicates: more than the kills can have had in flight"
     );
 }
+
+/// Waits for the JSON lines of `path` to number `n` (a minute at most) and returns them.
+fn wait_for_rows(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let rows = || -> Vec<serde_json::Value> {
+        crate::support::read_lines(path)
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    };
+    wait_until(Duration::from_secs(60), || rows().len() >= n);
+    rows()
+}
+
+#[test]
+fn jetstream_source_decodes_payloads_stamps_fields_and_acks_only_delivered_messages() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let jetstream = runtime.block_on(async {
+        let jetstream = async_nats::jetstream::new(nats.client().await);
+        jetstream
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: "WEB".into(),
+                subjects: vec!["web.>".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        // Published before the consumer exists: `deliver_policy = "all"` reads them.
+        for payload in [
+            "{\"n\":1}\n{\"n\":2}\n",
+            "[{\"n\":3},{\"n\":4}]",
+            "a text line\nanother",
+            "{\"n\": broken",
+        ] {
+            jetstream
+                .publish("web.click", payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        jetstream
+    });
+    let out = dir.path().join("out.ndjson");
+    std::fs::write(
+        dir.path().join("sluice.toml"),
+        format!(
+            r#"
+data_dir = "{dir}/data"
+
+[sources.edges]
+type = "nats"
+topic = "events"
+url = "{url}"
+subject = "web.>"
+jetstream = {{ stream = "WEB", durable = "central", ack_wait = "2s" }}
+sequence_field = "seq"
+
+[sinks.out]
+type = "file"
+input = "events"
+path = "{out}"
+batch = {{ timeout = "50ms" }}
+
+[sinks.bad]
+type = "file"
+input = "dead_letter"
+path = "{dir}/dead.ndjson"
+batch = {{ timeout = "50ms" }}
+"#,
+            dir = dir.path().display(),
+            url = nats.url(),
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    let agent = spawn(dir.path(), "sluice.toml");
+    let rows = wait_for_rows(&out, 6);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    let numbers: Vec<i64> = rows.iter().filter_map(|row| row["n"].as_i64()).collect();
+    assert_eq!(numbers, [1, 2, 3, 4]);
+    assert_eq!(rows[4]["message"], "a text line");
+    assert_eq!(rows[5]["message"], "another");
+    for row in &rows {
+        assert_eq!(row["nats_subject"], "web.click");
+        assert!(row["nats_timestamp"].as_str().unwrap().starts_with("20"));
+    }
+    assert_eq!(rows[0]["seq"], 1);
+    assert_eq!(rows[5]["seq"], 3);
+    let dead = wait_for_rows(&dir.path().join("dead.ndjson"), 1);
+    assert_eq!(dead[0]["dead_letter"]["source"], "edges", "{dead:?}");
+
+    // Delivered, so acknowledged: the durable has nothing pending or unacknowledged, and a
+    // restart reads nothing again.
+    let settled = wait_until(Duration::from_secs(10), || {
+        runtime.block_on(async {
+            let mut consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
+                .get_consumer_from_stream("central", "WEB")
+                .await
+                .unwrap();
+            let info = consumer.info().await.unwrap();
+            info.num_ack_pending == 0 && info.num_pending == 0
+        })
+    });
+    assert!(settled, "every message acknowledged");
+    assert!(terminate(agent).success());
+    let agent = spawn(dir.path(), "sluice.toml");
+    runtime.block_on(async {
+        jetstream
+            .publish("web.view", "{\"n\":5}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    });
+    let rows = wait_for_rows(&out, 7);
+    assert!(terminate(agent).success());
+    assert_eq!(
+        rows.len(),
+        7,
+        "only the new message after a restart: {rows:?}"
+    );
+    assert_eq!(rows[6]["n"], 5);
+    assert_eq!(rows[6]["nats_subject"], "web.view");
+}
+
+#[test]
+fn core_nats_source_shares_a_queue_group() {
+    let nats = Nats::start();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let agents: Vec<Child> = dirs
+        .iter()
+        .map(|dir| {
+            std::fs::write(
+                dir.path().join("sluice.toml"),
+                format!(
+                    r#"
+data_dir = "{dir}/data"
+
+[sources.beacons]
+type = "nats"
+topic = "events"
+url = "{url}"
+subject = "beacons.*"
+queue = "central"
+
+[sinks.out]
+type = "file"
+input = "events"
+path = "{dir}/out.ndjson"
+batch = {{ timeout = "50ms" }}
+"#,
+                    dir = dir.path().display(),
+                    url = nats.url()
+                ),
+            )
+            .unwrap();
+            spawn(dir.path(), "sluice.toml")
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(nats.client());
+    // Core NATS keeps nothing for a subscriber that is not there yet: probe until both members
+    // have received something.
+    let both_listen = wait_until(Duration::from_secs(30), || {
+        runtime.block_on(async {
+            for _ in 0..10 {
+                client
+                    .publish("beacons.probe", "{\"probe\":true}".into())
+                    .await
+                    .unwrap();
+            }
+            client.flush().await.unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        dirs.iter().all(|dir| {
+            std::fs::read_to_string(dir.path().join("out.ndjson"))
+                .is_ok_and(|text| text.contains("probe"))
+        })
+    });
+    assert!(both_listen, "both members subscribed");
+    runtime.block_on(async {
+        for n in 0..1000 {
+            client
+                .publish("beacons.click", format!("{{\"n\":{n}}}").into())
+                .await
+                .unwrap();
+        }
+        client.flush().await.unwrap();
+    });
+    let total = || -> Vec<Vec<i64>> {
+        dirs.iter()
+            .map(|dir| {
+                crate::support::read_lines(&dir.path().join("out.ndjson"))
+                    .iter()
+                    .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                    .filter_map(|row| row["n"].as_i64())
+                    .collect()
+            })
+            .collect()
+    };
+    assert!(wait_until(Duration::from_secs(30), || total()
+        .iter()
+        .map(Vec::len)
+        .sum::<usize>()
+        >= 1000));
+    for agent in agents {
+        assert!(terminate(agent).success());
+    }
+    let shares = total();
+    let mut all: Vec<i64> = shares.concat();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..1000).collect::<Vec<_>>(),
+        "each message to one member"
+    );
+    assert!(
+        shares.iter().all(|share| !share.is_empty()),
+        "both members got some"
+    );
+}

@@ -323,7 +323,7 @@ impl Runner {
             ))
         })?;
         loop {
-            let Some(messages) = self.gather(&mut subscriber, |message| Some(message)).await else {
+            let Some(messages) = self.gather(&mut subscriber, Some).await else {
                 return Ok(());
             };
             let (batch, raw_bytes) = self.decode(messages.iter().map(|m| (m, None))).await;
@@ -504,7 +504,7 @@ impl Runner {
     async fn fetch_failed(&self, failures: &mut u32, error: &str) {
         self.counters.fetch_errors.add(1);
         self.ctx.metrics.errors.add(1);
-        if *failures % 10 == 0 {
+        if (*failures).is_multiple_of(10) {
             tracing::warn!(source = %self.ctx.name, %error, failures = *failures + 1, "Cannot read from JetStream; retrying");
         }
         *failures += 1;
@@ -516,8 +516,8 @@ impl Runner {
     }
 
     /// Up to [`BATCH_EVENTS`] messages: waits for the first, then takes what comes within
-    /// [`BATCH_WAIT`]. `None` at shutdown or when the stream ended or `take` refused an item
-    /// (after the messages before it, if any, were returned... on the next call).
+    /// [`BATCH_WAIT`], stopping early at an item `take` refuses (an error, which `take` keeps).
+    /// `None` when shutdown fires before the first item or the stream has ended.
     async fn gather<S, T, M>(
         &self,
         stream: &mut S,
