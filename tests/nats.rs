@@ -467,3 +467,40 @@ batch = {{ timeout = "50ms" }}
         "both members got some"
     );
 }
+
+#[test]
+fn bad_nats_configs_name_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        r#"[sources.edges]
+type = "nats"
+topic = "events"
+url = "nats://127.0.0.1:4222"
+subject = "web.>"
+jetstream = { stream = "WEB.X", durable = "central" }
+
+[sinks.out]
+type = "nats"
+input = "events"
+url = "nats://127.0.0.1:4222"
+subject = "web..{event}"
+"#,
+    )
+    .unwrap();
+    let mut command = sluice(dir.path());
+    command.args(["validate", "-c", "bad.toml"]);
+    let output = crate::support::run_with_timeout(command, Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "bad.toml:6:15: sources.edges.jetstream.stream: \"WEB.X\" is not a stream name"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("bad.toml:12:1: sinks.out.subject: \"web..{event}\" is not a NATS subject: it has an empty token"),
+        "{stderr}"
+    );
+}

@@ -425,11 +425,15 @@ impl SubjectTemplate {
         };
         // Every placeholder renders as at least one character, so checking the subject with
         // `x` for each is checking every subject the template can produce.
-        check_subject(
-            "subject",
-            &parsed.render_with(|_, out| out.push('x')),
-            false,
-        )?;
+        let sample = parsed.render_with(|_, out| out.push('x'));
+        check_subject("subject", &sample, false).map_err(|error| {
+            BuildError::at(
+                "subject",
+                error
+                    .message
+                    .replacen(&format!("{sample:?}"), &format!("{template:?}"), 1),
+            )
+        })?;
         Ok(parsed)
     }
 
