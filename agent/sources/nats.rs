@@ -57,7 +57,8 @@
 //! The client connects in the background and reconnects by itself, at most a second apart; the
 //! source binds its consumer again after an outage (`reconnects`), and logs and counts what fails
 //! (`fetch_errors`). Counters: `messages`, `invalid_events`, `acked_messages`, `fetch_errors`,
-//! `reconnects`; `/components` shows the pending acknowledgements.
+//! `reconnects`; `/components` shows the connection and how many messages await their
+//! acknowledgement.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -75,7 +76,7 @@ use sluice_sink::sinks::nats::{check_stream_name, check_subject, connect, server
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::metrics::Counter;
+use crate::metrics::{ComponentMetrics, Counter};
 use crate::sources::http_server::Decoding;
 use crate::sources::http_server::Partial;
 use crate::sources::http_server::decode::{Choice, Format, Stamp, decode};
@@ -342,6 +343,7 @@ impl Runner {
             self.ctx.output.safe_offset(),
             config.ack_wait.get(),
             self.counters.clone(),
+            self.ctx.metrics.clone(),
             self.client.clone(),
         ));
         let mut failures = 0u32;
@@ -613,9 +615,11 @@ async fn acknowledge(
     mut safe: watch::Receiver<Offset>,
     ack_wait: Duration,
     counters: Arc<Counters>,
+    metrics: Arc<ComponentMetrics>,
     client: Client,
 ) {
     let mut pending: VecDeque<PendingAcks> = VecDeque::new();
+    let mut unacknowledged = 0usize;
     let mut open = true;
     let mut progress = tokio::time::interval(ack_wait / 3);
     progress.tick().await;
@@ -628,14 +632,22 @@ async fn acknowledge(
                     let _ = acker.ack().await;
                 }
                 counters.acked_messages.add(batch.ackers.len() as u64);
+                unacknowledged -= batch.ackers.len();
             }
         }
+        metrics.set_state(serde_json::json!({
+            "connection": format!("{:?}", client.connection_state()).to_lowercase(),
+            "unacknowledged_messages": unacknowledged,
+        }));
         if !open && pending.is_empty() {
             break;
         }
         tokio::select! {
             received = incoming.recv(), if open => match received {
-                Some(batch) => pending.push_back(batch),
+                Some(batch) => {
+                    unacknowledged += batch.ackers.len();
+                    pending.push_back(batch);
+                }
                 None => open = false,
             },
             changed = safe.changed() => if changed.is_err() {
