@@ -877,16 +877,24 @@ fn nats_round_trip(options: &Options, binary: &Path) -> Result<String, String> {
         .map_err(|e| e.to_string())?
         .port();
     let server = "/usr/sbin/nats-server";
-    let mut nats = Command::new(server)
+    /// Kills the server however the runs end (a panic included).
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let nats = Command::new(server)
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(&store)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {server} (apt-get install -y nats-server): {e}"))?;
+    let nats = Server(nats);
     let result = nats_runs(options, binary, &data, &log, port, input_bytes);
-    let _ = nats.kill();
-    let _ = nats.wait();
+    drop(nats);
     let _ = fs::remove_dir_all(&store);
     result
 }
@@ -957,6 +965,8 @@ input = "raw"
     let client = runtime
         .block_on(async_nats::connect(url.as_str()))
         .map_err(|e| e.to_string())?;
+    // The JetStream context spawns a task: it needs the runtime entered.
+    let _entered = runtime.enter();
     let jetstream = async_nats::jetstream::new(client);
     let consumed = measure_until(binary, &out_path, || {
         runtime.block_on(async {
