@@ -282,6 +282,9 @@ pub async fn connect(
                     async_nats::Event::Disconnected => {
                         tracing::warn!(client = %name, %url, "Disconnected from NATS; reconnecting");
                     }
+                    async_nats::Event::Closed => {
+                        tracing::debug!(client = %name, %url, "Closed the NATS connection");
+                    }
                     other => tracing::warn!(client = %name, %url, event = %other, "NATS client event"),
                 }
             }
