@@ -120,12 +120,23 @@ pub enum Position {
     Time(i64),
 }
 
+/// A position that is neither a name, an offset nor a time.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "expected earliest, latest, an offset or an RFC 3339 time such as 2026-12-03T10:00:00Z, \
+     found {text:?}"
+)]
+pub struct PositionError {
+    /// The position as written.
+    pub text: String,
+}
+
 impl Position {
     /// Parses `earliest`, `latest`, an offset or an RFC 3339 time.
     ///
     /// # Errors
-    /// A message showing the accepted forms.
-    pub fn parse(text: &str) -> Result<Position, String> {
+    /// A [`PositionError`] showing the accepted forms.
+    pub fn parse(text: &str) -> Result<Position, PositionError> {
         match text {
             "earliest" => return Ok(Position::Earliest),
             "latest" => return Ok(Position::Latest),
@@ -136,11 +147,8 @@ impl Position {
         }
         chrono::DateTime::parse_from_rfc3339(text)
             .map(|time| Position::Time(time.timestamp_millis()))
-            .map_err(|_| {
-                format!(
-                    "expected earliest, latest, an offset or an RFC 3339 time such as \
-                     2026-12-03T10:00:00Z, found {text:?}"
-                )
+            .map_err(|_| PositionError {
+                text: text.to_owned(),
             })
     }
 }

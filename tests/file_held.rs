@@ -53,7 +53,7 @@ topic = "raw"
 [sinks.store]
 type = "http"
 input = "raw"
-uri = "http://127.0.0.1:{}/"
+url = "http://127.0.0.1:{}/"
 encoding = "text"
 batch = {{ max_events = 500 }}
 {sink_extra}

@@ -385,7 +385,7 @@ fn http_poll_reads_json_ndjson_etags_cursors_and_survives_failures() {
     let source = |name: &str, extra: &str| {
         format!(
             "[sources.{name}]\ntype = \"http_poll\"\ntopic = \"raw\"\ninterval = \"200ms\"\n\
-             retries = 1\nretry_backoff = \"50ms\"\n{extra}\n\n"
+             retry = {{ max_attempts = 2, initial = \"50ms\" }}\n{extra}\n\n"
         )
     };
     let config = [

@@ -293,7 +293,7 @@ topic = "raw"
 [sinks.down]
 type = "http"
 input = "raw"
-uri = "http://127.0.0.1:{dead_port}/"
+url = "http://127.0.0.1:{dead_port}/"
 
 [pipelines.parse]
 input = "raw"
@@ -306,7 +306,7 @@ storage = "disk"
 [sinks.down_too]
 type = "http"
 input = "parsed"
-uri = "http://127.0.0.1:{dead_port}/"
+url = "http://127.0.0.1:{dead_port}/"
 "#
         ),
     );

@@ -460,7 +460,7 @@ impl<'a> Reader<'a> {
     /// Reads `start_at`: `earliest`, `latest`, an offset or an RFC 3339 time.
     fn start_at<T: Tree>(&mut self, value: T, path: &KeyPath) -> Option<StartAt> {
         let parsed = if let Some(text) = value.as_str() {
-            StartAt::parse(text)
+            StartAt::parse(text).map_err(|error| error.to_string())
         } else {
             let found = value.describe();
             value

@@ -11,8 +11,10 @@
 //! Kinds: [`file`](mod@file) (tails files), [`stdin`] (reads standard input), [`generator`]
 //! (synthetic nginx and clickstream lines), [`http_server`] (events POSTed over HTTP),
 //! [`http_poll`] (events fetched from an HTTP API), [`nats`] (JetStream or core NATS messages). The
-//! line-oriented ones share [`lines`]: zero-copy line splitting and batching.
+//! line-oriented ones share [`lines`]: zero-copy line splitting and batching; the HTTP ones (and
+//! `nats`) share `body`: NDJSON / JSON body decoding.
 
+pub(crate) mod body;
 pub mod file;
 pub mod generator;
 pub mod http_poll;
@@ -58,19 +60,36 @@ pub trait Source: Send {
 
 /// Why a source stopped early.
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct SourceError {
-    /// What went wrong.
-    pub message: String,
-}
-
-impl SourceError {
-    /// An error with `message`.
-    pub fn new(message: impl Into<String>) -> Self {
-        SourceError {
-            message: message.into(),
-        }
-    }
+pub enum SourceError {
+    /// Its input could not be read (stdin).
+    #[error("cannot read input: {0}")]
+    Read(std::io::Error),
+    /// Its reader thread could not be started.
+    #[error("cannot start the reader thread: {0}")]
+    StartThread(std::io::Error),
+    /// Its worker thread failed (it panicked or was cancelled).
+    #[error("{kind} source thread failed: {error}")]
+    Thread {
+        /// The source's kind.
+        kind: &'static str,
+        /// What the runtime said.
+        error: tokio::task::JoinError,
+    },
+    /// The listening socket it was given could not be used.
+    #[error("cannot use the listening socket: {0}")]
+    Listen(std::io::Error),
+    /// Its saved state could not be read, and starting without it is not safe.
+    #[error("cannot read the state: {0}")]
+    State(tokio::task::JoinError),
+    /// NATS could not be used as configured (a `nats` source): the URL, or a subscription the
+    /// server refused.
+    #[error("cannot use NATS at {url}: {message}")]
+    Nats {
+        /// The configured `url`.
+        url: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 /// What a running source gets from the topology.

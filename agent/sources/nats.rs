@@ -45,7 +45,7 @@
 //! client drops what overflows its buffer (counted by NATS as a slow consumer, and logged).
 //!
 //! # Payloads
-//! Each message's payload is decoded like an `http_server` body (the same decoder): NDJSON (one
+//! Each message's payload is decoded like an `http_server` body (the shared decoder, `sources/body.rs`): NDJSON (one
 //! event per line), JSON (an object, an array of objects, or objects one per line), or text
 //! lines; `auto` picks JSON when the payload starts with `{` or `[`, text otherwise. A payload or
 //! line that does not decode goes to the dead-letter topic with the reason (counted in
@@ -77,9 +77,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::metrics::{ComponentMetrics, Counter};
-use crate::sources::http_server::Decoding;
-use crate::sources::http_server::Partial;
-use crate::sources::http_server::decode::{Choice, Format, Stamp, decode};
+use crate::sources::body::{Choice, Decoding, Format, Partial, Stamp, decode};
 use crate::sources::{BATCH_EVENTS, Source, SourceContext, SourceError, SourceFuture};
 use crate::topic::{Offset, Published};
 
@@ -235,7 +233,10 @@ impl Source for NatsSource {
                 Duration::from_secs(10),
             )
             .await
-            .map_err(|error| SourceError::new(error.message))?;
+            .map_err(|error| SourceError::Nats {
+                url: self.config.url.clone(),
+                message: error.message,
+            })?;
             let runner = Runner::new(self.config, ctx, client);
             runner.run().await
         })
@@ -317,11 +318,9 @@ impl Runner {
             }
             None => self.client.subscribe(self.config.subject.clone()).await,
         };
-        let mut subscriber = subscribed.map_err(|error| {
-            SourceError::new(format!(
-                "cannot subscribe to {}: {error}",
-                self.config.subject
-            ))
+        let mut subscriber = subscribed.map_err(|error| SourceError::Nats {
+            url: self.config.url.clone(),
+            message: format!("cannot subscribe to {}: {error}", self.config.subject),
         })?;
         loop {
             let Some(messages) = self.gather(&mut subscriber, Some).await else {

@@ -119,7 +119,7 @@ where
     std::thread::Builder::new()
         .name(format!("sluice-{}", ctx.name))
         .spawn(move || read_blocking(input, &format, &events, &sender))
-        .map_err(|error| SourceError::new(format!("cannot start the reader thread: {error}")))?;
+        .map_err(SourceError::StartThread)?;
     loop {
         let message = tokio::select! {
             message = receiver.recv() => message,
@@ -138,7 +138,7 @@ where
             }
             Some(Err(error)) => {
                 ctx.metrics.errors.add(1);
-                return Err(SourceError::new(format!("cannot read input: {error}")));
+                return Err(SourceError::Read(error));
             }
         }
     }

@@ -145,26 +145,45 @@ pub enum StartAt {
     Time(i64),
 }
 
+/// Why a `start_at` value was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StartAtError {
+    /// Digits that do not fit an offset.
+    #[error("offset {text} is too large")]
+    OffsetTooLarge {
+        /// The value as written.
+        text: String,
+    },
+    /// Neither a name, an offset nor a time.
+    #[error(
+        "expected `earliest`, `latest`, an offset or an RFC 3339 time such as \
+         \"2026-12-01T00:00:00Z\", found {text:?}"
+    )]
+    Unknown {
+        /// The value as written.
+        text: String,
+    },
+}
+
 impl StartAt {
     /// Parses `earliest`, `latest`, an offset (digits) or an RFC 3339 time.
     ///
     /// # Errors
-    /// A message saying what was expected.
-    pub fn parse(text: &str) -> Result<StartAt, String> {
+    /// A [`StartAtError`] saying what was expected.
+    pub fn parse(text: &str) -> Result<StartAt, StartAtError> {
         match text {
             "earliest" => Ok(StartAt::Earliest),
             "latest" => Ok(StartAt::Latest),
             _ if !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) => text
                 .parse()
                 .map(|offset| StartAt::Offset(Offset(offset)))
-                .map_err(|_| format!("offset {text} is too large")),
+                .map_err(|_| StartAtError::OffsetTooLarge {
+                    text: text.to_owned(),
+                }),
             _ => chrono::DateTime::parse_from_rfc3339(text)
                 .map(|time| StartAt::Time(time.timestamp_millis()))
-                .map_err(|_| {
-                    format!(
-                        "expected `earliest`, `latest`, an offset or an RFC 3339 time such as \
-                         \"2026-12-01T00:00:00Z\", found {text:?}"
-                    )
+                .map_err(|_| StartAtError::Unknown {
+                    text: text.to_owned(),
                 }),
         }
     }

@@ -109,7 +109,7 @@ fn positions_parse_from_names_offsets_and_times() {
         Position::parse("2026-12-03T10:00:00.5+01:00"),
         Ok(Position::Time(1_796_288_400_500))
     );
-    let error = Position::parse("yesterday").unwrap_err();
+    let error = Position::parse("yesterday").unwrap_err().to_string();
     assert!(
         error.contains("expected earliest, latest, an offset or an RFC 3339 time"),
         "{error}"

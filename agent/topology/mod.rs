@@ -35,11 +35,11 @@ use crate::config::{
 use crate::metrics::{Metrics, Role};
 use crate::rejections::Destination;
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
-use crate::sources::{Source, SourceContext};
+use crate::sources::{Source, SourceContext, SourceError};
 use crate::topic::{Subscription, SubscriptionSettings, Topic};
 
 pub use pipeline::{NamedStep, PipelineWorker, dead_letter_event, run_steps};
-pub use sink::SinkRunner;
+pub use sink::{SinkRunError, SinkRunner};
 
 /// Why a topology could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -347,7 +347,7 @@ impl Topology {
         let mut tasks = JoinSet::new();
         let mut names = HashMap::new();
         for (name, worker) in self.sinks {
-            let id = tasks.spawn(worker.run());
+            let id = tasks.spawn(async move { worker.run().await.map_err(ComponentError::from) });
             names.insert(id.id(), format!("sinks.{name}"));
         }
         for (name, worker) in self.pipelines {
@@ -358,7 +358,8 @@ impl Topology {
             names.insert(id.id(), format!("pipelines.{name}"));
         }
         for (name, source, ctx) in self.sources {
-            let id = tasks.spawn(async move { source.run(ctx).await.map_err(|e| e.message) });
+            let id =
+                tasks.spawn(async move { source.run(ctx).await.map_err(ComponentError::from) });
             names.insert(id.id(), format!("sources.{name}"));
         }
         let persistent: Vec<Topic> = self
@@ -407,9 +408,20 @@ pub enum RunOutcome {
     TimedOut(Vec<String>),
 }
 
+/// Why a component's task ended early (pipelines do not fail: their errors are per event).
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    /// A source stopped.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A sink stopped.
+    #[error(transparent)]
+    Sink(#[from] SinkRunError),
+}
+
 /// A started graph.
 pub struct RunningTopology {
-    tasks: JoinSet<Result<(), String>>,
+    tasks: JoinSet<Result<(), ComponentError>>,
     names: HashMap<tokio::task::Id, String>,
     /// Retention of disk topics, every few seconds.
     maintenance: Option<tokio::task::JoinHandle<()>>,
@@ -544,7 +556,7 @@ impl RunningTopology {
 
     fn record(
         &mut self,
-        result: Result<(tokio::task::Id, Result<(), String>), tokio::task::JoinError>,
+        result: Result<(tokio::task::Id, Result<(), ComponentError>), tokio::task::JoinError>,
     ) {
         match result {
             Ok((id, Ok(()))) => {
@@ -553,7 +565,7 @@ impl RunningTopology {
             Ok((id, Err(error))) => {
                 let name = self.names.remove(&id).unwrap_or_default();
                 tracing::error!(component = %name, %error, "Component failed");
-                self.failures.push((name, error));
+                self.failures.push((name, error.to_string()));
             }
             Err(error) => {
                 let name = self.names.remove(&error.id()).unwrap_or_default();

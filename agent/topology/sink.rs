@@ -19,7 +19,9 @@ use std::time::Duration;
 use chrono::Utc;
 use sluice_pipelines::{Batch, Event, Fields, Value};
 use sluice_sink::SinkError;
-use sluice_sink::driver::{Acker, Driver, DriverInput, DriverStats, Outcome, Rejection};
+use sluice_sink::driver::{
+    Acker, Driver, DriverError, DriverInput, DriverStats, Outcome, Rejection,
+};
 
 use crate::metrics::{ComponentMetrics, Counter};
 use crate::topic::{Delivery, Producer, Subscription};
@@ -47,9 +49,9 @@ impl SinkRunner {
     /// Runs until the input topic ends and the driver has flushed and closed the sink.
     ///
     /// # Errors
-    /// The driver's error, as text, when the store refused the sink and nobody waits for a fix,
-    /// or the driver failed: the deliveries not yet acknowledged stay unacknowledged.
-    pub async fn run(self) -> Result<(), String> {
+    /// A [`SinkRunError`] when the store refused the sink and nobody waits for a fix, or the
+    /// driver failed: the deliveries not yet acknowledged stay unacknowledged.
+    pub async fn run(self) -> Result<(), SinkRunError> {
         let stats = StatsCopier::new(self.driver.stats(), &self.metrics);
         let copier = {
             let stats = stats.clone();
@@ -79,10 +81,10 @@ impl SinkRunner {
         // cannot end, and are stopped.
         let result = match driver.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
+            Ok(Err(error)) => Err(SinkRunError::Driver(error)),
             Err(error) => {
                 tracing::error!(sink = %self.name, %error, "Sink driver stopped");
-                Err(format!("the sink driver stopped: {error}"))
+                Err(SinkRunError::Stopped(error))
             }
         };
         if result.is_err() {
@@ -103,6 +105,17 @@ impl SinkRunner {
         stats.copy();
         result
     }
+}
+
+/// Why a sink stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkRunError {
+    /// The driver gave up: the store refused the sink.
+    #[error(transparent)]
+    Driver(DriverError),
+    /// The driver's task failed (it panicked or was cancelled).
+    #[error("the sink driver stopped: {0}")]
+    Stopped(tokio::task::JoinError),
 }
 
 /// How often the driver's counts are copied into the sink's metrics while it runs.

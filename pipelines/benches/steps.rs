@@ -4,11 +4,16 @@
 //! nginx lines or NDJSON clickstream events (`sluice_pipelines::test_engine::sample`). Throughput is
 //! reported in bytes of input lines, so criterion's MiB/s compare with the end-to-end targets;
 //! events/s is MiB/s divided by the average line size printed at the start.
+//!
+//! `encode_json` measures the JSON encoder every sink's hot path runs (`codec::json`): the nginx
+//! events parsed by the preset (strings, integers, a float and a timestamp each) encoded as NDJSON
+//! into one reused buffer; throughput in bytes of JSON written.
 
 use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use sluice_pipelines::codec::json::encode_event;
 use sluice_pipelines::test_engine::sample;
 use sluice_pipelines::{Event, EventMeta, OnError, Step, StepConfig, StepContext};
 
@@ -182,6 +187,36 @@ fn all(c: &mut Criterion) {
         &wrap(&[JSON]),
         &wrap(&[AGGREGATE_JSON]),
     );
+    encode_json(c, &nginx, &wrap(&[PRESET]));
+}
+
+/// Encodes the events `prepare` makes of `input` as NDJSON, batch by batch, into one buffer.
+fn encode_json(c: &mut Criterion, input: &Input, prepare: &str) {
+    let mut ctx = StepContext::new(OnError::Drop);
+    let mut events = input.events();
+    for step in &mut steps(prepare) {
+        step.process(&mut events, &mut ctx);
+    }
+    let mut out = Vec::new();
+    for event in &events {
+        encode_event(event, &mut out);
+        out.push(b'\n');
+    }
+    let mut group = c.benchmark_group("encode");
+    group.throughput(Throughput::Bytes(out.len() as u64));
+    group.bench_function("encode_json", |b| {
+        b.iter(|| {
+            for batch in events.chunks(BATCH) {
+                out.clear();
+                for event in batch {
+                    encode_event(event, &mut out);
+                    out.push(b'\n');
+                }
+                black_box(&out);
+            }
+        })
+    });
+    group.finish();
 }
 
 criterion_group! {

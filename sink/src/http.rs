@@ -16,6 +16,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::Deserialize;
 
+use crate::encoding::Encoder;
 use crate::{BuildError, SinkError};
 
 /// How much of an error answer's body goes into an error.
@@ -169,17 +170,71 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
-/// The request body made of the encoded `buffer`: gzipped when `gzip`, else the buffer itself,
-/// handed over whole (the client owns the body; the next request starts a new buffer of the
-/// same capacity).
-pub fn take_body(buffer: &mut Vec<u8>, gzip: bool) -> Bytes {
-    if gzip {
-        let mut compressed = Vec::with_capacity(buffer.len() / 4);
-        crate::encoding::gzip(buffer, &mut compressed);
-        Bytes::from(compressed)
-    } else {
-        let capacity = buffer.len();
-        Bytes::from(std::mem::replace(buffer, Vec::with_capacity(capacity)))
+/// The bodies of an HTTP sink: its encoder, whether bodies are gzipped, the buffer it encodes
+/// into, and the size of the last body the server accepted (the sink's `bytes_written`).
+#[derive(Debug)]
+pub struct BodyEncoder {
+    encoder: Encoder,
+    gzip: bool,
+    buffer: Vec<u8>,
+    /// Encoded bytes of the last body the server accepted.
+    written: u64,
+}
+
+impl BodyEncoder {
+    /// Bodies encoded by `encoder`, gzipped when `gzip`.
+    pub fn new(encoder: Encoder, gzip: bool) -> Self {
+        BodyEncoder {
+            encoder,
+            gzip,
+            buffer: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// The same settings with a buffer of its own, for a forked sink.
+    pub fn fork(&self) -> Self {
+        BodyEncoder::new(self.encoder.clone(), self.gzip)
+    }
+
+    /// Whether bodies are gzipped.
+    pub fn gzip(&self) -> bool {
+        self.gzip
+    }
+
+    /// Encoded bytes of the last body the server accepted.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Encodes the next body with `write` (into the emptied buffer) and returns its encoded size;
+    /// nothing counts as written until [`BodyEncoder::accepted`].
+    pub fn encode(&mut self, write: impl FnOnce(&Encoder, &mut Vec<u8>)) -> u64 {
+        self.buffer.clear();
+        self.written = 0;
+        write(&self.encoder, &mut self.buffer);
+        self.buffer.len() as u64
+    }
+
+    /// The encoded body: gzipped, or the buffer itself handed over whole (the client owns the
+    /// body; the next one starts a new buffer of the same capacity).
+    pub fn take(&mut self) -> Bytes {
+        if self.gzip {
+            let mut compressed = Vec::with_capacity(self.buffer.len() / 4);
+            crate::encoding::gzip(&self.buffer, &mut compressed);
+            Bytes::from(compressed)
+        } else {
+            let capacity = self.buffer.len();
+            Bytes::from(std::mem::replace(
+                &mut self.buffer,
+                Vec::with_capacity(capacity),
+            ))
+        }
+    }
+
+    /// The server accepted the body of `encoded` bytes.
+    pub fn accepted(&mut self, encoded: u64) {
+        self.written = encoded;
     }
 }
 

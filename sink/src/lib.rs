@@ -15,8 +15,10 @@
 //!
 //! Modules: [`driver`] (batching, concurrency, retries, acknowledgement), [`encoding`] (NDJSON,
 //! JSON array, CSV, text; field selection; timestamp formats; gzip), [`http`] (the HTTP client
-//! code the `http` and `clickhouse` sinks and the agent's `http_poll` source share), [`sinks`] (every sink kind
-//! and the closed [`SinkConfig`] enum), [`units`] (sizes and durations in configs).
+//! code the `http` and `clickhouse` sinks and the agent's `http_poll` source share), [`gunzip`]
+//! (the one capped gzip decoder, shared with the agent's sources), [`fs`] (file-system helpers
+//! shared with the agent), [`sinks`] (every sink kind and the closed [`SinkConfig`] enum),
+//! [`units`] (sizes and durations in configs).
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -25,6 +27,8 @@
 
 pub mod driver;
 pub mod encoding;
+pub mod fs;
+pub mod gunzip;
 pub mod http;
 pub mod sinks;
 pub mod units;

@@ -27,6 +27,8 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use sluice_sink::fs::sync_dir;
+
 use super::fingerprint::Fingerprint;
 use crate::topic::Offset;
 
@@ -198,16 +200,6 @@ impl CheckpointStore {
         self.last = Some(bytes);
         Ok(true)
     }
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
 }
 
 /// A source name as a directory name: anything but ASCII letters, digits, `-`, `_` and `.`

@@ -255,8 +255,9 @@ impl FileConfig {
                 .iter()
                 .enumerate()
                 .map(|(index, path)| {
-                    PathPattern::parse(path)
-                        .map_err(|message| BuildError::at(format!("{key}[{index}]"), message))
+                    PathPattern::parse(path).map_err(|error| {
+                        BuildError::at(format!("{key}[{index}]"), error.to_string())
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()
         };

@@ -18,6 +18,8 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
+use sluice_sink::gunzip::CappedGunzip;
+
 /// Device and inode of a file: what stays the same across a rename.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileKey {
@@ -203,7 +205,7 @@ pub fn is_gzip(head: &[u8]) -> bool {
 /// The error of opening or reading the file; a corrupt stream gives the bytes decoded before it.
 pub fn read_gzip_head(path: &Path, max: usize) -> io::Result<Vec<u8>> {
     let file = File::open(path)?;
-    let mut decoder = flate2::read::MultiGzDecoder::new(io::BufReader::new(file));
+    let mut decoder = CappedGunzip::new(io::BufReader::new(file), max as u64);
     let mut head = vec![0; max];
     let mut filled = 0;
     while filled < max {

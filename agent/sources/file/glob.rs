@@ -1,47 +1,92 @@
-//! Path patterns of `include` and `exclude`: `*`, `?` and `**`.
+//! Path patterns of `include` and `exclude`: `*`, `?`, `[…]`, `{a,b}` and `**`.
 //!
 //! A pattern is cut into path components. The leading components without wildcards form its
 //! *base*, the directory that is listed (and watched); the rest are matched one component at a
-//! time: `*` matches any run of characters within a name (also none, also a leading dot), `?`
-//! exactly one character, and a component that is exactly `**` any number of directories (also
-//! none). So `/var/log/**/*.log` finds `/var/log/a.log` and `/var/log/app/x/b.log`.
+//! time, each by a [`globset`] matcher: `*` matches any run of characters within a name (also
+//! none, also a leading dot), `?` exactly one character, `[0-9]` / `[!a]` one character of (not
+//! of) a class, `{a,b}` either alternative, and a component that is exactly `**` any number of
+//! directories (also none). So `/var/log/**/*.{log,txt}` finds `/var/log/a.log` and
+//! `/var/log/app/x/b.txt`. `\` escapes a special character.
 //!
-//! Listing goes no deeper than the pattern allows, never follows a symbolic link to a directory
-//! below a `**` (no loops), and stops at [`MAX_DEPTH`] levels below the base. Names that are not
-//! UTF-8 are matched on their lossy text; that is enough for patterns, which are UTF-8 text.
+//! The walk is ours, not globset's: listing goes no deeper than the pattern allows, never follows
+//! a symbolic link to a directory below a `**` (no loops), and stops at [`MAX_DEPTH`] levels
+//! below the base. Names are matched on their bytes, so names that are not UTF-8 match too.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Component, Path, PathBuf};
+
+use globset::{GlobBuilder, GlobMatcher};
 
 /// How many directory levels below a pattern's base are listed at most.
 pub const MAX_DEPTH: usize = 32;
 
+/// Why a path pattern was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// The pattern is empty.
+    #[error("an empty path names no file")]
+    Empty,
+    /// The pattern ends in `/`, `.` or `..`.
+    #[error("`{pattern}` does not name a file")]
+    NotAFile {
+        /// The pattern as written.
+        pattern: String,
+    },
+    /// `..` after a wildcard component.
+    #[error("`{pattern}`: `..` cannot follow a wildcard")]
+    ParentAfterWildcard {
+        /// The pattern as written.
+        pattern: String,
+    },
+    /// A component is not a valid glob (an unclosed `[` or `{`, say).
+    #[error("`{pattern}`: {message}")]
+    Invalid {
+        /// The pattern as written.
+        pattern: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
 /// One compiled `include` or `exclude` pattern.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct PathPattern {
     text: String,
     base: PathBuf,
     parts: Vec<Part>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 enum Part {
     /// A name matched exactly.
     Literal(OsString),
-    /// A name with `*` / `?`.
-    Wild(Vec<char>),
+    /// A name with wildcards.
+    Wild(GlobMatcher),
     /// `**`: any number of directories.
     AnyDirs,
 }
 
+/// The characters that make a component a glob rather than a literal name.
+const GLOB_CHARS: [char; 4] = ['*', '?', '[', '{'];
+
 impl Part {
-    fn matches(&self, name: &std::ffi::OsStr) -> bool {
+    /// A wildcard component. `**` inside a name means what `*` does there (globset accepts
+    /// `**` only as a whole component).
+    fn wild(component: &str) -> Result<Part, globset::Error> {
+        let mut component = component.to_owned();
+        while component.contains("**") {
+            component = component.replace("**", "*");
+        }
+        let glob = GlobBuilder::new(&component)
+            .literal_separator(true)
+            .build()?;
+        Ok(Part::Wild(glob.compile_matcher()))
+    }
+
+    fn matches(&self, name: &OsStr) -> bool {
         match self {
             Part::Literal(literal) => literal == name,
-            Part::Wild(pattern) => {
-                let name: Vec<char> = name.to_string_lossy().chars().collect();
-                wildcard_match(pattern, &name)
-            }
+            Part::Wild(matcher) => matcher.is_match(name),
             Part::AnyDirs => true,
         }
     }
@@ -51,18 +96,17 @@ impl PathPattern {
     /// Compiles `path`.
     ///
     /// # Errors
-    /// A message when the pattern does not name a file (empty, or ending in `/`, `.` or `..`),
-    /// or when `..` follows a wildcard.
-    pub fn parse(path: &Path) -> Result<Self, String> {
-        let shown = path.display();
+    /// A [`PatternError`] when the pattern does not name a file (empty, or ending in `/`, `.` or
+    /// `..`), when `..` follows a wildcard, or when a component is not a valid glob.
+    pub fn parse(path: &Path) -> Result<Self, PatternError> {
         let text = path.to_string_lossy().into_owned();
         if text.is_empty() {
-            return Err("an empty path names no file".into());
+            return Err(PatternError::Empty);
         }
         if text.ends_with('/')
             || !matches!(path.components().next_back(), Some(Component::Normal(_)))
         {
-            return Err(format!("`{shown}` does not name a file"));
+            return Err(PatternError::NotAFile { pattern: text });
         }
         let mut base = PathBuf::new();
         let mut parts = Vec::new();
@@ -72,8 +116,11 @@ impl PathPattern {
                     let lossy = name.to_string_lossy();
                     let part = if lossy == "**" {
                         Part::AnyDirs
-                    } else if lossy.contains(['*', '?']) {
-                        Part::Wild(lossy.chars().collect())
+                    } else if lossy.contains(GLOB_CHARS) {
+                        Part::wild(&lossy).map_err(|error| PatternError::Invalid {
+                            pattern: text.clone(),
+                            message: error.kind().to_string(),
+                        })?
                     } else {
                         Part::Literal(name.to_os_string())
                     };
@@ -84,7 +131,7 @@ impl PathPattern {
                     }
                 }
                 Component::ParentDir if !parts.is_empty() => {
-                    return Err(format!("`{shown}`: `..` cannot follow a wildcard"));
+                    return Err(PatternError::ParentAfterWildcard { pattern: text });
                 }
                 other => base.push(other.as_os_str()),
             }
@@ -134,7 +181,7 @@ impl PathPattern {
         let Ok(rest) = path.strip_prefix(&self.base) else {
             return false;
         };
-        let names: Vec<&std::ffi::OsStr> = rest
+        let names: Vec<&OsStr> = rest
             .components()
             .filter_map(|component| match component {
                 Component::Normal(name) => Some(name),
@@ -195,7 +242,7 @@ impl PathPattern {
                 continue;
             };
             names.push(name);
-            let refs: Vec<&std::ffi::OsStr> = names.iter().map(OsString::as_os_str).collect();
+            let refs: Vec<&OsStr> = names.iter().map(OsString::as_os_str).collect();
             let (is_dir, is_file) = if file_type.is_symlink() {
                 match std::fs::metadata(&path) {
                     Ok(meta) => (
@@ -228,7 +275,7 @@ impl PathPattern {
 
 /// Whether `names` match `parts` whole, or (with `prefix`) could be the leading directories of
 /// a match.
-fn match_parts(parts: &[Part], names: &[&std::ffi::OsStr], prefix: bool) -> bool {
+fn match_parts(parts: &[Part], names: &[&OsStr], prefix: bool) -> bool {
     match (parts.first(), names.first()) {
         (_, None) => prefix || parts.iter().all(|part| matches!(part, Part::AnyDirs)),
         (None, Some(_)) => false,
@@ -242,35 +289,6 @@ fn match_parts(parts: &[Part], names: &[&std::ffi::OsStr], prefix: bool) -> bool
     }
 }
 
-/// Whether `name` matches `pattern`: `*` any run of characters (also none), `?` exactly one,
-/// anything else itself.
-pub fn wildcard_match(pattern: &[char], name: &[char]) -> bool {
-    let (mut p, mut n) = (0, 0);
-    // Where the last `*` was, and the name position it currently absorbs up to.
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        match pattern.get(p) {
-            Some('*') => {
-                star = Some((p, n));
-                p += 1;
-            }
-            Some(&c) if c == '?' || c == name[n] => {
-                p += 1;
-                n += 1;
-            }
-            _ => match star {
-                Some((star_p, star_n)) => {
-                    p = star_p + 1;
-                    n = star_n + 1;
-                    star = Some((star_p, star_n + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == '*')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,9 +298,7 @@ mod tests {
     }
 
     fn wild(pattern: &str, name: &str) -> bool {
-        let pattern: Vec<char> = pattern.chars().collect();
-        let name: Vec<char> = name.chars().collect();
-        wildcard_match(&pattern, &name)
+        Part::wild(pattern).unwrap().matches(OsStr::new(name))
     }
 
     #[test]
@@ -362,6 +378,45 @@ mod tests {
         assert_eq!(names(&plain), ["x/c.log"]);
         let missing = PathPattern::parse(&root.join("nope/**/*.log")).unwrap();
         assert!(names(&missing).is_empty());
+    }
+
+    #[test]
+    fn classes_and_alternatives_match_within_a_name() {
+        assert!(wild("app-[0-9].log", "app-7.log"));
+        assert!(!wild("app-[0-9].log", "app-x.log"));
+        assert!(wild("app-[!0-9].log", "app-x.log"));
+        assert!(wild("*.{log,txt}", "a.txt"));
+        assert!(wild("*.{log,txt}", "a.log"));
+        assert!(!wild("*.{log,txt}", "a.gz"));
+        assert!(wild(r"\*.log", "*.log"));
+        assert!(!wild(r"\*.log", "a.log"));
+        // `**` inside a name is `*`, as before globset.
+        assert!(wild("a**b", "aXXb"));
+        let p = pattern("/srv/{api,web}/*.log");
+        assert_eq!(p.base(), Path::new("/srv"));
+        assert!(p.matches(Path::new("/srv/api/a.log")));
+        assert!(!p.matches(Path::new("/srv/db/a.log")));
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_match_on_their_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let p = pattern("/var/log/*.log");
+        assert!(p.matches(Path::new(OsStr::from_bytes(b"/var/log/\xff.log"))));
+    }
+
+    #[test]
+    fn bad_globs_are_refused_with_the_pattern() {
+        let error = PathPattern::parse(Path::new("/var/log/app-[0-9.log")).unwrap_err();
+        assert!(matches!(error, PatternError::Invalid { .. }), "{error:?}");
+        assert!(
+            error.to_string().starts_with("`/var/log/app-[0-9.log`: "),
+            "{error}"
+        );
+        assert_eq!(
+            PathPattern::parse(Path::new("")).unwrap_err(),
+            PatternError::Empty
+        );
     }
 
     #[test]

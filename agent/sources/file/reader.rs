@@ -20,6 +20,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::time::Instant;
 
 use bytes::Bytes;
+use sluice_sink::gunzip::CappedGunzip;
 
 use super::config::LongLines;
 use super::multiline::{Multiline, MultilineSettings};
@@ -56,7 +57,7 @@ pub struct LineOptions {
 
 enum Input {
     Plain(File),
-    Gzip(Box<Capped<flate2::read::MultiGzDecoder<BufReader<File>>>>),
+    Gzip(Box<CappedGunzip<BufReader<File>>>),
 }
 
 impl std::fmt::Debug for Input {
@@ -65,33 +66,6 @@ impl std::fmt::Debug for Input {
             Input::Plain(file) => f.debug_tuple("Plain").field(file).finish(),
             Input::Gzip(_) => f.write_str("Gzip"),
         }
-    }
-}
-
-/// A reader that ends (reads 0) after `remaining` bytes and remembers that it was cut: the
-/// decompression cap.
-struct Capped<R> {
-    inner: R,
-    remaining: u64,
-    capped: bool,
-}
-
-impl<R: Read> Read for Capped<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 {
-            // Only a real cut if more was there.
-            let mut probe = [0u8; 1];
-            if !self.capped && self.inner.read(&mut probe)? > 0 {
-                self.capped = true;
-            }
-            return Ok(0);
-        }
-        let max = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-        let read = self.inner.read(&mut buf[..max])?;
-        self.remaining -= read as u64;
-        Ok(read)
     }
 }
 
@@ -137,11 +111,7 @@ impl FileReader {
         options: &LineOptions,
         events: LineEvents,
     ) -> io::Result<Self> {
-        let mut decoder = Capped {
-            inner: flate2::read::MultiGzDecoder::new(BufReader::with_capacity(64 << 10, file)),
-            remaining: cap,
-            capped: false,
-        };
+        let mut decoder = CappedGunzip::new(BufReader::with_capacity(64 << 10, file), cap);
         let skipped = io::copy(&mut (&mut decoder).take(position), &mut io::sink())?;
         Ok(Self::new(
             Input::Gzip(Box::new(decoder)),
@@ -191,7 +161,7 @@ impl FileReader {
     /// Whether the gzip decompression cap cut the file short.
     pub fn was_capped(&self) -> bool {
         match &self.input {
-            Input::Gzip(decoder) => decoder.capped,
+            Input::Gzip(decoder) => decoder.was_capped(),
             Input::Plain(_) => false,
         }
     }

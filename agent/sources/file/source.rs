@@ -193,7 +193,10 @@ async fn run(settings: FileSettings, ctx: SourceContext) -> Result<(), SourceErr
     let result = tokio::task::spawn_blocking(move || shell.run()).await;
     waker.abort();
     drop(stop);
-    result.map_err(|error| SourceError::new(format!("file source thread failed: {error}")))?
+    result.map_err(|error| SourceError::Thread {
+        kind: "file",
+        error,
+    })?
 }
 
 /// The tailer's thread.

@@ -10,14 +10,13 @@
 //! auth = { strategy = "bearer", token = "${ORDERS_TOKEN}" }   # or basic: user, password
 //! interval = "60s"                      # from the start of one poll to the next
 //! jitter = "5s"                         # up to this much more, at random
-//! timeout = "10s"                       # per request
+//! request_timeout = "10s"               # per request
 //! decoding = "auto"                     # NDJSON by Content-Type, else JSON; or "json", "ndjson"
 //! items_path = "data.items"             # the array of items inside a JSON object
 //! cursor = "id"                         # a field of the items...
 //! cursor_param = "since"                # ...whose largest value is sent as ?since=...
-//! retries = 3                           # per poll: connection errors, timeouts, 408, 429, 5xx
-//! retry_backoff = "1s"                  # doubled per retry, up to max_retry_backoff
-//! max_retry_backoff = "30s"
+//! # per poll: connection errors, timeouts, 408, 429, 5xx; the wait doubles per retry up to `max`
+//! retry = { initial = "1s", max = "30s", max_attempts = 4 }
 //! max_body_bytes = "64MiB"
 //! ```
 //!
@@ -44,8 +43,8 @@
 //! # Failures
 //!
 //! Nothing stops the source but shutdown. A failed request is retried with exponential backoff
-//! (a `Retry-After` is honoured, capped by `max_retry_backoff`); after `retries` the poll is
-//! given up until the next interval. Other answers (4xx) and undecodable bodies are not retried.
+//! (a `Retry-After` is honoured, capped by `retry.max`); after `retry.max_attempts` requests the
+//! poll is given up until the next interval. Other answers (4xx) and undecodable bodies are not retried.
 //! Every failure is counted (`poll_errors`, `retries`, `errors`) and logged at most once per 10
 //! seconds with the number left out.
 //!

@@ -10,7 +10,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
-use sluice_pipelines::codec::json::{JsonDecoder, encode_value};
+use sluice_pipelines::codec::json::JsonDecoder;
 use sluice_pipelines::{Batch, BuildError, Event, EventMeta, Value};
 use sluice_sink::http::{client, is_retryable_status, retry_after, with_auth};
 use tokio::sync::watch;
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::config::{PollDecoding, Settings};
 use super::state::{self, Cursor, PollState};
 use crate::metrics::Counter;
-use crate::sources::lines::numbered_lines;
+use crate::sources::body::{self, Choice, Decoding, Format, Partial, Stamp};
 use crate::sources::throttle::Throttle;
 use crate::sources::{BATCH_EVENTS, Source, SourceContext, SourceError, SourceFuture};
 use crate::topic::{Offset, Published};
@@ -165,7 +165,7 @@ impl Poller {
                 self.counters.state_errors.add(1);
                 tracing::error!(source = %self.ctx.name, %error, "Cannot read the poll state; starting without a cursor");
             }
-            Err(error) => return Err(SourceError::new(format!("cannot read the state: {error}"))),
+            Err(error) => return Err(SourceError::State(error)),
         }
         let mut topic_alive = true;
         let mut next = Instant::now();
@@ -326,22 +326,14 @@ impl Poller {
         let ndjson = match settings.decoding {
             PollDecoding::Ndjson => true,
             PollDecoding::Json => false,
-            PollDecoding::Auto => header(CONTENT_TYPE).is_some_and(|content_type| {
-                let media = content_type
-                    .split(';')
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_ascii_lowercase();
-                matches!(
-                    media.as_str(),
-                    "application/x-ndjson"
-                        | "application/ndjson"
-                        | "application/jsonl"
-                        | "application/x-jsonlines"
-                        | "application/jsonlines"
-                )
-            }),
+            // The media types the http_server source reads as NDJSON.
+            PollDecoding::Auto => matches!(
+                body::choose(
+                    Decoding::Auto,
+                    header(CONTENT_TYPE).as_deref().map(str::as_bytes)
+                ),
+                Ok(Choice::Format(Format::Ndjson))
+            ),
         };
         let mut body = BytesMut::new();
         while let Some(chunk) = response.chunk().await.map_err(FetchError::request)? {
@@ -453,19 +445,14 @@ impl Poller {
     /// The objects of an NDJSON answer, and the lines that are not objects (raw, with the
     /// reason).
     fn ndjson(&mut self, body: &Bytes) -> Result<Decoded, String> {
-        let mut events = Vec::new();
-        let mut rejected = Vec::new();
-        for (number, line) in numbered_lines(body) {
-            let line = body.slice_ref(line);
-            match self.decoder.decode_object_shared(&line) {
-                Ok(fields) => events.push(Event::from_fields(fields)),
-                Err(error) => rejected.push((
-                    Event::from_raw(line, self.meta()),
-                    format!("line {number}: {error}"),
-                )),
-            }
-        }
-        Ok((events, rejected))
+        let decoded = body::decode(
+            body,
+            Format::Ndjson,
+            Partial::AcceptValid,
+            self.meta(),
+            &Stamp::new(),
+        );
+        Ok((decoded.events, decoded.rejected))
     }
 
     /// The objects of a JSON answer (one object, or the array at `items_path`), and the array
@@ -495,7 +482,7 @@ impl Poller {
                     return Err(format!(
                         "items_path `{}` holds {}, not an array",
                         shown(),
-                        other.kind()
+                        other.json_kind()
                     ));
                 }
                 None => return Err(format!("items_path `{}` is not in the answer", shown())),
@@ -503,27 +490,20 @@ impl Poller {
         };
         match items {
             Value::Array(items) => {
-                let mut events = Vec::with_capacity(items.len());
-                let mut rejected = Vec::new();
-                for (index, item) in items.into_iter().enumerate() {
-                    match item {
-                        Value::Map(fields) => events.push(Event::from_fields(fields)),
-                        other => {
-                            let error =
-                                format!("item {}: {}, not an object", index + 1, other.kind());
-                            let mut raw = Vec::new();
-                            encode_value(&other, &mut raw);
-                            let raw = Event::from_raw(Bytes::from(raw), self.meta());
-                            rejected.push((raw, error));
-                        }
-                    }
-                }
-                Ok((events, rejected))
+                let mut decoded = body::Decoded::default();
+                body::objects(
+                    items,
+                    Partial::AcceptValid,
+                    self.meta(),
+                    &Stamp::new(),
+                    &mut decoded,
+                );
+                Ok((decoded.events, decoded.rejected))
             }
             Value::Map(fields) => Ok((vec![Event::from_fields(fields)], Vec::new())),
             other => Err(format!(
                 "expected a JSON object or array, found {}",
-                other.kind()
+                other.json_kind()
             )),
         }
     }

@@ -157,9 +157,7 @@ pub fn save(path: &Path, state: &PollState) -> Result<(), StateError> {
     drop(file);
     std::fs::rename(&temporary, path).map_err(|e| error(format!("cannot replace it: {e}")))?;
     // The rename is durable once the directory is.
-    if let Ok(dir) = std::fs::File::open(dir) {
-        let _ = dir.sync_all();
-    }
+    let _ = sluice_sink::fs::sync_dir(dir);
     Ok(())
 }
 

@@ -293,7 +293,7 @@ async fn json_arrays_objects_and_nested_items_become_events() {
         polling.dead_letter().await,
         (
             "3".into(),
-            "item 3: int, not an object".into(),
+            "item 3: expected a JSON object, found a number".into(),
             "api".into()
         )
     );

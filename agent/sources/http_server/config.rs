@@ -10,6 +10,8 @@ use axum::http::HeaderName;
 use sluice_pipelines::units::{ByteSize, HumanDuration};
 use sluice_pipelines::{BuildError, FieldName};
 
+pub use crate::sources::body::{Decoding, Partial};
+
 use super::server::HttpServer;
 
 /// Default `path`.
@@ -128,34 +130,6 @@ pub struct TlsConfig {
     pub cert_file: PathBuf,
     /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
-}
-
-/// How request bodies are decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Decoding {
-    /// By Content-Type: NDJSON, JSON (object, array, or objects one per line) or text lines;
-    /// without a Content-Type, by the first byte of the body. Other types get 415.
-    #[default]
-    Auto,
-    /// One JSON object per line, whatever the Content-Type.
-    Ndjson,
-    /// A JSON array of objects, one object, or objects one per line.
-    Json,
-    /// Plain text: every non-blank line is a raw event (see `sources::lines::is_blank`).
-    Text,
-}
-
-/// What a body with bad lines does to its good ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Partial {
-    /// The whole body is refused (400) and nothing is kept: the client fixes and resends it.
-    #[default]
-    Reject,
-    /// The good lines are kept; the answer is still 400, naming the first bad line and saying how
-    /// many were accepted.
-    AcceptValid,
 }
 
 fn default_path() -> String {

@@ -32,11 +32,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::config::{Partial, Settings};
-use super::decode::{self, ACCEPTED_TYPES, Choice, Decoded, GunzipError, Stamp};
 use crate::metrics::{ComponentMetrics, Counter};
 use crate::shutdown::Shutdown;
+use crate::sources::body::{self as decode, ACCEPTED_TYPES, Choice, Decoded, Stamp};
 use crate::sources::dead_letter_events;
 use crate::topic::{Producer, Published};
+use sluice_sink::gunzip::{GunzipError, gunzip_capped};
 
 /// Bodies at least this large (on the wire) are decoded on the blocking pool, not inline.
 const BLOCKING_BODY_BYTES: usize = 256 * 1024;
@@ -716,15 +717,16 @@ fn prepare(
                 Err(_) => false,
             }
         };
-        let plain = decode::gunzip_capped(&wire, settings.max_decompressed_bytes, &mut reserve)
-            .map_err(|error| {
+        let plain = gunzip_capped(&wire, settings.max_decompressed_bytes, &mut reserve).map_err(
+            |error| {
                 let reason = match error {
                     GunzipError::TooLarge { .. } => Reason::TooLarge,
                     GunzipError::Corrupt { .. } => Reason::BadRequest,
                     GunzipError::NoBudget => Reason::Busy,
                 };
                 Rejection::new(reason, error.to_string())
-            })?;
+            },
+        )?;
         // The compressed body is no longer held.
         let wire_len = wire.len();
         drop(wire);

@@ -70,12 +70,10 @@
 //! `connection_errors`; and `events_out`, `bytes_out` (decompressed body bytes), `errors`.
 
 mod config;
-pub(crate) mod decode;
 mod handler;
 mod server;
 #[cfg(test)]
 mod tests;
 
 pub use config::{Decoding, HttpServerConfig, Partial, Settings, TlsConfig};
-pub use decode::{GunzipError, gunzip_capped};
 pub use server::HttpServer;

@@ -103,8 +103,7 @@ impl Source for HttpServer {
 /// Accepts connections until shutdown, then lets the open ones finish.
 async fn serve(server: HttpServer, ctx: SourceContext) -> Result<(), SourceError> {
     let settings = server.settings;
-    let listener = TcpListener::from_std(server.listener)
-        .map_err(|error| SourceError::new(format!("cannot use the listening socket: {error}")))?;
+    let listener = TcpListener::from_std(server.listener).map_err(SourceError::Listen)?;
     #[cfg(feature = "tls")]
     let tls = server.tls;
     let shared = Arc::new(Shared {

@@ -128,23 +128,9 @@ impl LogReader {
             }
             let index = Index::load(&segment::index_path(dir, base), file_len)
                 .map_err(io_error("read index of", &path))?;
-            let mut info = SegmentInfo::new(base);
-            let mut resume = 0;
-            if let (Some(first), Some(last_entry)) = (index.entries().first(), index.last()) {
-                info.first_time_ms = Some(first.time_ms);
-                info.len = last_entry.position;
-                info.end = last_entry.offset;
-                resume = last_entry.position;
-                info.index = index;
-            }
-            let mut bad = segment::scan(&file, &mut info, resume, file_len, INDEX_INTERVAL_BYTES)
-                .map_err(io_error("scan", &path))?;
-            if resume > 0 && bad.is_some_and(|bad| bad.position == resume) {
-                // The index points at something that is not the record it promised.
-                info = SegmentInfo::new(base);
-                bad = segment::scan(&file, &mut info, 0, file_len, INDEX_INTERVAL_BYTES)
+            let (info, bad) =
+                segment::scan_indexed(&file, base, index, file_len, INDEX_INTERVAL_BYTES)
                     .map_err(io_error("scan", &path))?;
-            }
             if let Some(bad) = bad {
                 damage.push(Damage::new(base, &bad, file_len, last));
             }

@@ -1,12 +1,13 @@
-//! The log: segments in a directory, recovery on open, reads through bounded caches, retention.
+//! The log: segments in a directory, reads through bounded caches, retention (recovery on open
+//! is in [`super::recovery`]).
 //!
 //! See the module doc of [`super`] for the format and the guarantees; this file holds the
 //! [`Log`] handle that the topic's storage drives (synchronously, under the topic's lock: no
 //! call here waits for a write or an fsync, only reads of old batches touch the disk).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,10 +20,10 @@ use sluice_pipelines::codec::binary;
 
 use super::super::offset::{Offset, OffsetRange};
 use super::super::storage::Stored;
-use super::index::Index;
 use super::offsets::OffsetStore;
 use super::record::RecordHeader;
-use super::segment::{self, BadRecord, SegmentInfo};
+use super::recovery::{count_quarantine, quarantine, recover};
+use super::segment::{self, SegmentInfo};
 use super::writer::{Command, Pending, Writer};
 use super::{FsyncPolicy, LogConfig};
 
@@ -62,7 +63,10 @@ pub enum LogError {
     WriterGone,
 }
 
-fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LogError + use<> {
+pub(super) fn io_error(
+    operation: &'static str,
+    path: &Path,
+) -> impl FnOnce(io::Error) -> LogError + use<> {
     let path = path.to_owned();
     move |source| LogError::Io {
         operation,
@@ -885,7 +889,7 @@ fn find_recent(recent: &VecDeque<Stored>, offset: u64) -> Option<Stored> {
     (stored.range.start.0 <= offset).then(|| stored.clone())
 }
 
-fn remove_if_exists(path: &Path) {
+pub(super) fn remove_if_exists(path: &Path) {
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
@@ -893,153 +897,4 @@ fn remove_if_exists(path: &Path) {
             tracing::warn!(path = %path.display(), %error, "Could not delete a disk topic file");
         }
     }
-}
-
-fn count_quarantine(counters: &AtomicCounters, bytes: u64) {
-    counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
-    counters
-        .quarantined_bytes
-        .fetch_add(bytes, Ordering::Relaxed);
-}
-
-/// Moves bytes `from..len` of segment `base` into `quarantine/` and cuts the segment there.
-/// Returns the bytes moved.
-fn quarantine(dir: &Path, base: u64, from: u64, len: u64) -> Result<u64, LogError> {
-    let quarantine_dir = dir.join(QUARANTINE_DIR);
-    fs::create_dir_all(&quarantine_dir).map_err(io_error("create", &quarantine_dir))?;
-    let path = segment::log_path(dir, base);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io_error("open", &path))?;
-    let file_len = file.metadata().map_err(io_error("stat", &path))?.len();
-    let end = file_len.max(len);
-    let name = format!(
-        "{}.from-{from}",
-        path.file_name()
-            .and_then(|name| name.to_str())
-            .unwrap_or("segment")
-    );
-    let target = quarantine_dir.join(name);
-    let mut moved = Vec::new();
-    file.seek(SeekFrom::Start(from))
-        .map_err(io_error("seek", &path))?;
-    Read::by_ref(&mut file)
-        .take(end - from)
-        .read_to_end(&mut moved)
-        .map_err(io_error("read", &path))?;
-    let mut out = File::create(&target).map_err(io_error("create", &target))?;
-    out.write_all(&moved).map_err(io_error("write", &target))?;
-    out.sync_all().map_err(io_error("sync", &target))?;
-    file.set_len(from).map_err(io_error("truncate", &path))?;
-    file.sync_all().map_err(io_error("sync", &path))?;
-    Ok(moved.len() as u64)
-}
-
-/// Opens every segment in `dir`, validating and repairing as the module doc says.
-fn recover(
-    dir: &Path,
-    config: &LogConfig,
-    counters: &AtomicCounters,
-) -> Result<BTreeMap<u64, SegmentInfo>, LogError> {
-    let mut logs = Vec::new();
-    let mut indexes = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_error("list", dir))? {
-        let entry = entry.map_err(io_error("list", dir))?;
-        let name = entry.file_name();
-        if let Some((base, is_log)) = name.to_str().and_then(segment::parse_name) {
-            if is_log {
-                logs.push(base);
-            } else {
-                indexes.push(base);
-            }
-        }
-    }
-    logs.sort_unstable();
-    for base in indexes {
-        if logs.binary_search(&base).is_err() {
-            // Its segment was deleted and the crash came before the index went too.
-            remove_if_exists(&segment::index_path(dir, base));
-        }
-    }
-    let interval = config.index_interval_bytes;
-    let mut segments = BTreeMap::new();
-    let mut previous_end: Option<u64> = None;
-    for (i, &base) in logs.iter().enumerate() {
-        let last = i + 1 == logs.len();
-        let path = segment::log_path(dir, base);
-        if previous_end.is_some_and(|end| base < end) {
-            // Overlaps the segment before: cannot be placed in the log.
-            let len = fs::metadata(&path).map_or(0, |m| m.len());
-            let moved = quarantine(dir, base, 0, len)?;
-            count_quarantine(counters, moved);
-            tracing::error!(dir = %dir.display(), segment = base, "A segment overlaps the one before it; moved to quarantine");
-            remove_if_exists(&path);
-            remove_if_exists(&segment::index_path(dir, base));
-            continue;
-        }
-        let file = File::open(&path).map_err(io_error("open", &path))?;
-        let file_len = file.metadata().map_err(io_error("stat", &path))?.len();
-        let index = Index::load(&segment::index_path(dir, base), file_len)
-            .map_err(io_error("read index of", &path))?;
-        let mut info = SegmentInfo::new(base);
-        let mut resume = 0;
-        if let (Some(first), Some(last_entry)) = (index.entries().first(), index.last()) {
-            info.first_time_ms = Some(first.time_ms);
-            info.len = last_entry.position;
-            info.end = last_entry.offset;
-            resume = last_entry.position;
-            info.index = index;
-        }
-        let mut bad = segment::scan(&file, &mut info, resume, file_len, interval)
-            .map_err(io_error("scan", &path))?;
-        if resume > 0 && bad.is_some_and(|bad: BadRecord| bad.position == resume) {
-            // The index pointed at something that is not the record it promised: distrust it.
-            info = SegmentInfo::new(base);
-            bad = segment::scan(&file, &mut info, 0, file_len, interval)
-                .map_err(io_error("scan", &path))?;
-        }
-        if let Some(bad) = bad {
-            if last && bad.reaches_end {
-                let cut = file_len - bad.position;
-                OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|file| {
-                        file.set_len(bad.position)?;
-                        file.sync_all()
-                    })
-                    .map_err(io_error("truncate", &path))?;
-                counters.torn_tails.fetch_add(1, Ordering::Relaxed);
-                counters.torn_bytes.fetch_add(cut, Ordering::Relaxed);
-                tracing::warn!(dir = %dir.display(), segment = base, position = bad.position, bytes = cut, problem = %bad.problem, "Cut a torn write off the end of a disk topic");
-            } else {
-                let moved = quarantine(dir, base, bad.position, file_len)?;
-                count_quarantine(counters, moved);
-                tracing::error!(dir = %dir.display(), segment = base, position = bad.position, bytes = moved, problem = %bad.problem, "Corrupt record in a disk topic: the rest of its segment was moved to quarantine and is skipped");
-            }
-            info.index.truncate_at(bad.position);
-        }
-        if info.len == 0 && !last {
-            remove_if_exists(&path);
-            remove_if_exists(&segment::index_path(dir, base));
-            continue;
-        }
-        if !last {
-            // Closed segments keep their index file in step with what was recovered.
-            let index_path = segment::index_path(dir, base);
-            let bytes = info.index.encode_all();
-            if fs::read(&index_path).ok().as_deref() != Some(&bytes[..]) {
-                let _ = fs::write(&index_path, &bytes);
-            }
-        }
-        previous_end = Some(info.end);
-        segments.insert(base, info);
-    }
-    if segments.is_empty() {
-        let base = previous_end.unwrap_or(0);
-        segments.insert(base, SegmentInfo::new(base));
-    }
-    Ok(segments)
 }

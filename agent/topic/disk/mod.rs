@@ -74,7 +74,7 @@
 //!   rotted on disk) is handled the same way.
 //!
 //! Neither stops the topic or makes it refuse to start: no crash loop, no silent stop, no need to
-//! delete the directory.
+//! delete the directory. (The code: recovery.rs, called by [`Log::open`].)
 //!
 //! # Retention
 //!
@@ -101,6 +101,7 @@ pub mod inspect;
 mod log;
 mod offsets;
 mod record;
+mod recovery;
 mod segment;
 mod storage;
 #[cfg(test)]

@@ -287,7 +287,7 @@ impl OffsetStore {
         }
         fs::rename(&temp, &path)?;
         if self.sync {
-            File::open(&self.dir)?.sync_all()?;
+            sluice_sink::fs::sync_dir(&self.dir)?;
         }
         if let Some(entry) = self.entries.get_mut(name) {
             entry.persisted = Some(offset);

@@ -117,6 +117,37 @@ pub enum Problem {
     },
 }
 
+/// Validates segment `base` from the last entry of its `index` on (the whole file when the index
+/// is empty, or when it points at something that is not the record it promised): the segment's
+/// info and its first bad record, if any.
+///
+/// # Errors
+/// The error of reading the file.
+pub fn scan_indexed(
+    file: &File,
+    base: u64,
+    index: Index,
+    file_len: u64,
+    interval: u64,
+) -> io::Result<(SegmentInfo, Option<BadRecord>)> {
+    let mut info = SegmentInfo::new(base);
+    let mut resume = 0;
+    if let (Some(first), Some(last_entry)) = (index.entries().first(), index.last()) {
+        info.first_time_ms = Some(first.time_ms);
+        info.len = last_entry.position;
+        info.end = last_entry.offset;
+        resume = last_entry.position;
+        info.index = index;
+    }
+    let mut bad = scan(file, &mut info, resume, file_len, interval)?;
+    if resume > 0 && bad.is_some_and(|bad| bad.position == resume) {
+        // The index pointed at something that is not the record it promised: distrust it.
+        info = SegmentInfo::new(base);
+        bad = scan(file, &mut info, 0, file_len, interval)?;
+    }
+    Ok((info, bad))
+}
+
 /// Scans `file` from `position` (where a record whose first offset is `info.end` starts) to
 /// `file_len`, checking every record and adding it to `info`. Stops at the first bad record and
 /// returns it; `info.len` is then where the valid records end.

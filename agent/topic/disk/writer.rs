@@ -98,7 +98,7 @@ impl Writer {
         let (file, index_file, index_len) = open_active(&shared, active)?;
         if config.fsync != FsyncPolicy::Never {
             // A new segment's name must survive a power failure as its data will.
-            File::open(&shared.dir)?.sync_all()?;
+            sluice_sink::fs::sync_dir(&shared.dir)?;
         }
         Ok(Writer {
             shared,
@@ -448,7 +448,7 @@ impl Writer {
         let (file, index_file, index_len) = open_active(&self.shared, &info)?;
         if self.config.fsync != FsyncPolicy::Never {
             // The new file's name must survive a crash too.
-            File::open(&self.shared.dir)?.sync_all()?;
+            sluice_sink::fs::sync_dir(&self.shared.dir)?;
         }
         self.shared.segments.lock().insert(info.base, info);
         self.file = file;

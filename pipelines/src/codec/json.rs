@@ -13,7 +13,9 @@
 use std::fmt;
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use std::io::Write as _;
+
+use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
 use crate::event::{Event, FieldName, Fields, MESSAGE, NameCache, Str, Value};
@@ -47,28 +49,12 @@ pub fn encode_value(value: &Value, out: &mut Vec<u8>) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Int(i) => {
-            let mut buf = itoa_buf(*i);
-            out.extend_from_slice(buf.as_bytes_mut());
-        }
-        Value::Float(f) => {
-            if f.is_finite() {
-                // Ryu-style shortest representation via Display; keep a decimal point so the value
-                // reads back as a float.
-                let text = format!("{f}");
-                out.extend_from_slice(text.as_bytes());
-                if !text.contains(['.', 'e', 'E']) {
-                    out.extend_from_slice(b".0");
-                }
-            } else {
-                // JSON has no NaN or infinity.
-                out.extend_from_slice(b"null");
-            }
-        }
+        Value::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
+        Value::Float(f) => write_float(*f, out),
         Value::String(s) => write_string(s.as_str(), out),
         Value::Timestamp(ts) => {
             out.push(b'"');
-            out.extend_from_slice(format_timestamp(ts).as_bytes());
+            write_timestamp(ts, out);
             out.push(b'"');
         }
         Value::Array(items) => {
@@ -101,36 +87,62 @@ pub fn format_timestamp(ts: &DateTime<Utc>) -> String {
     ts.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-struct IntBuf {
-    bytes: [u8; 20],
-    start: usize,
-}
-
-impl IntBuf {
-    fn as_bytes_mut(&mut self) -> &[u8] {
-        &self.bytes[self.start..]
+/// Appends `value` as JSON: the shortest digits that read back as the same float, written out
+/// in full (never an exponent) and always with a decimal point, so it reads back as a float;
+/// `null` for NaN and the infinities, which JSON cannot hold. Written in place: no allocation.
+fn write_float(value: f64, out: &mut Vec<u8>) {
+    if !value.is_finite() {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    let start = out.len();
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{value}");
+    if !out[start..].contains(&b'.') {
+        out.extend_from_slice(b".0");
     }
 }
 
-fn itoa_buf(value: i64) -> IntBuf {
-    let mut bytes = [0u8; 20];
-    let mut pos = bytes.len();
-    let negative = value < 0;
-    let mut n = value.unsigned_abs();
-    loop {
-        pos -= 1;
-        bytes[pos] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+/// Appends the last `width` decimal digits of `value`, zero-padded.
+fn push_digits(out: &mut Vec<u8>, value: u32, width: u32) {
+    for power in (0..width).rev() {
+        out.push(b'0' + (value / 10u32.pow(power) % 10) as u8);
     }
-    if negative {
-        // i64::MIN has 19 digits, so there is always room for the sign.
-        pos -= 1;
-        bytes[pos] = b'-';
+}
+
+/// Appends `ts` exactly as [`format_timestamp`] writes it, without allocating: RFC 3339 UTC
+/// with 0, 3, 6 or 9 fractional digits, as many as it needs.
+pub fn write_timestamp(ts: &DateTime<Utc>, out: &mut Vec<u8>) {
+    let year = ts.year();
+    let nanos = ts.nanosecond();
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        // Years chrono writes with a sign, and leap seconds: rare, left to chrono.
+        out.extend_from_slice(format_timestamp(ts).as_bytes());
+        return;
     }
-    IntBuf { bytes, start: pos }
+    push_digits(out, year as u32, 4);
+    out.push(b'-');
+    push_digits(out, ts.month(), 2);
+    out.push(b'-');
+    push_digits(out, ts.day(), 2);
+    out.push(b'T');
+    push_digits(out, ts.hour(), 2);
+    out.push(b':');
+    push_digits(out, ts.minute(), 2);
+    out.push(b':');
+    push_digits(out, ts.second(), 2);
+    if nanos != 0 {
+        let (fraction, width) = if nanos.is_multiple_of(1_000_000) {
+            (nanos / 1_000_000, 3)
+        } else if nanos.is_multiple_of(1_000) {
+            (nanos / 1_000, 6)
+        } else {
+            (nanos, 9)
+        };
+        out.push(b'.');
+        push_digits(out, fraction, width);
+    }
+    out.push(b'Z');
 }
 
 fn write_key(key: &str, out: &mut Vec<u8>) {
@@ -515,6 +527,35 @@ mod tests {
             encode(&event),
             r#"{"min":-9223372036854775808,"max":9223372036854775807,"zero":0,"whole":2.0,"frac":-0.125,"tiny":0.0000001}"#
         );
+    }
+
+    proptest::proptest! {
+        /// The in-place writers give exactly what the allocating formatters did.
+        #[test]
+        fn floats_and_timestamps_write_as_their_formatters_did(
+            float in proptest::num::f64::ANY,
+            seconds in -62_135_596_800i64..253_402_300_799,
+            nanos in proptest::prop_oneof![
+                proptest::strategy::Just(0u32),
+                (0u32..1000).prop_map(|ms| ms * 1_000_000),
+                (0u32..1_000_000).prop_map(|us| us * 1_000),
+                0u32..1_000_000_000,
+            ],
+        ) {
+            let mut out = Vec::new();
+            write_float(float, &mut out);
+            let expected = if float.is_finite() {
+                let text = format!("{float}");
+                if text.contains(['.', 'e', 'E']) { text } else { format!("{text}.0") }
+            } else {
+                "null".to_owned()
+            };
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), expected);
+            let ts = DateTime::from_timestamp(seconds, nanos).unwrap();
+            let mut out = Vec::new();
+            write_timestamp(&ts, &mut out);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), format_timestamp(&ts));
+        }
     }
 
     #[test]

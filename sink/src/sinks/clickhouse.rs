@@ -55,10 +55,10 @@ use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use sluice_pipelines::Event;
 
-use crate::encoding::{Compression, Encoder, Encoding, EncodingConfig};
+use crate::encoding::{Compression, Encoding, EncodingConfig};
 use crate::http::{
-    Auth, client, error_body, is_retryable_status, parse_url, request_error, retry_after,
-    take_body, with_auth,
+    Auth, BodyEncoder, client, error_body, is_retryable_status, parse_url, request_error,
+    retry_after, with_auth,
 };
 use crate::units::HumanDuration;
 use crate::{BuildError, Sink, SinkError, SinkFuture, chunk_events};
@@ -180,10 +180,10 @@ impl ClickhouseConfig {
             insert,
             exists,
             auth: self.auth.clone(),
-            encoder: self.encoding.encoder()?,
-            gzip: self.compression == Compression::Gzip,
-            buffer: Vec::new(),
-            written: 0,
+            body: BodyEncoder::new(
+                self.encoding.encoder()?,
+                self.compression == Compression::Gzip,
+            ),
         })
     }
 }
@@ -209,11 +209,7 @@ pub struct ClickhouseSink {
     insert: Url,
     exists: Url,
     auth: Option<Auth>,
-    encoder: Encoder,
-    gzip: bool,
-    buffer: Vec<u8>,
-    /// Bytes of the last body ClickHouse accepted.
-    written: u64,
+    body: BodyEncoder,
 }
 
 impl Sink for ClickhouseSink {
@@ -263,33 +259,29 @@ impl Sink for ClickhouseSink {
             insert: self.insert.clone(),
             exists: self.exists.clone(),
             auth: self.auth.clone(),
-            encoder: self.encoder.clone(),
-            gzip: self.gzip,
-            buffer: Vec::new(),
-            written: 0,
+            body: self.body.fork(),
         }))
     }
 
     fn bytes_written(&self) -> u64 {
-        self.written
+        self.body.written()
     }
 }
 
 impl ClickhouseSink {
     async fn insert(&mut self, chunks: &[&[Event]]) -> Result<(), SinkError> {
-        self.buffer.clear();
-        for event in chunk_events(chunks) {
-            self.encoder.encode_record(event, &mut self.buffer);
-        }
-        if self.buffer.is_empty() {
-            self.written = 0;
+        let encoded = self.body.encode(|encoder, buffer| {
+            for event in chunk_events(chunks) {
+                encoder.encode_record(event, buffer);
+            }
+        });
+        if encoded == 0 {
             return Ok(());
         }
-        let encoded = self.buffer.len() as u64;
-        let body = take_body(&mut self.buffer, self.gzip);
-        self.written = 0;
-        self.post(self.insert.clone(), body, self.gzip).await?;
-        self.written = encoded;
+        let body = self.body.take();
+        self.post(self.insert.clone(), body, self.body.gzip())
+            .await?;
+        self.body.accepted(encoded);
         Ok(())
     }
 

@@ -40,10 +40,10 @@ use reqwest::{Method, Url};
 use serde::Deserialize;
 use sluice_pipelines::Event;
 
-use crate::encoding::{Compression, Encoder, EncodingConfig, deserialize_encoding};
+use crate::encoding::{Compression, EncodingConfig, deserialize_encoding};
 use crate::http::{
-    Auth, check_response, client, error_body, header_map, is_retryable_status, parse_url, refusal,
-    request_error, take_body, with_auth,
+    Auth, BodyEncoder, check_response, client, error_body, header_map, is_retryable_status,
+    parse_url, refusal, request_error, with_auth,
 };
 use crate::units::HumanDuration;
 use crate::{BuildError, Sink, SinkError, SinkFuture, chunk_events};
@@ -143,10 +143,7 @@ impl HttpConfig {
             },
             headers,
             auth: self.auth.clone(),
-            encoder,
-            gzip: self.compression == Compression::Gzip,
-            buffer: Vec::new(),
-            written: 0,
+            body: BodyEncoder::new(encoder, self.compression == Compression::Gzip),
         })
     }
 }
@@ -159,11 +156,7 @@ pub struct HttpSink {
     method: Method,
     headers: HeaderMap,
     auth: Option<Auth>,
-    encoder: Encoder,
-    gzip: bool,
-    buffer: Vec<u8>,
-    /// Bytes of the last body the server accepted.
-    written: u64,
+    body: BodyEncoder,
 }
 
 impl Sink for HttpSink {
@@ -206,35 +199,30 @@ impl Sink for HttpSink {
             method: self.method.clone(),
             headers: self.headers.clone(),
             auth: self.auth.clone(),
-            encoder: self.encoder.clone(),
-            gzip: self.gzip,
-            buffer: Vec::new(),
-            written: 0,
+            body: self.body.fork(),
         }))
     }
 
     fn bytes_written(&self) -> u64 {
-        self.written
+        self.body.written()
     }
 }
 
 impl HttpSink {
     async fn send(&mut self, chunks: &[&[Event]]) -> Result<(), SinkError> {
-        self.buffer.clear();
-        self.encoder
-            .encode_batch(chunk_events(chunks), &mut self.buffer);
-        let encoded = self.buffer.len() as u64;
-        let body = take_body(&mut self.buffer, self.gzip);
+        let encoded = self.body.encode(|encoder, buffer| {
+            encoder.encode_batch(chunk_events(chunks), buffer);
+        });
+        let body = self.body.take();
         let request = self
             .client
             .request(self.method.clone(), self.url.clone())
             .headers(self.headers.clone())
             .body(body);
         let request = with_auth(request, self.auth.as_ref());
-        self.written = 0;
         let response = request.send().await.map_err(request_error)?;
         check_response(response, is_retryable_status).await?;
-        self.written = encoded;
+        self.body.accepted(encoded);
         Ok(())
     }
 }

@@ -113,7 +113,8 @@ async fn http_sends_encoded_gzipped_authenticated_batches() {
     assert_eq!(headers["content-encoding"], "gzip");
     assert_eq!(headers["content-type"], "application/json");
     let mut text = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut text).unwrap();
+    let mut decoder = sluice_sink::gunzip::CappedGunzip::new(&body[..], u64::MAX);
+    std::io::Read::read_to_string(&mut decoder, &mut text).unwrap();
     let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(parsed.as_array().unwrap().len(), 3);
     assert_eq!(parsed[2]["request_id"], "req-00000002");

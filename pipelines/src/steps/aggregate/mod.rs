@@ -322,162 +322,192 @@ impl Aggregate {
         watermark: Option<i64>,
         seq: u64,
     ) -> Result<(), String> {
-        match (&mut self.state, self.spec.window) {
-            (State::Fixed(windows), WindowKind::Fixed { size, hop }) => {
-                let spec = &self.spec;
-                let starts = &mut self.starts;
-                starts.clear();
-                let first = time
-                    .checked_sub(size)
-                    .map(|earliest| earliest.div_euclid(hop) + 1)
-                    .ok_or("the event time is out of range")?;
-                let last = time.div_euclid(hop);
-                for k in first..=last {
-                    let start = k.checked_mul(hop).ok_or("the event time is out of range")?;
-                    if start.checked_add(size).is_none() {
-                        return Err("the event time is out of range".to_owned());
-                    }
-                    if watermark.is_some_and(|watermark| start + size <= watermark) {
-                        continue;
-                    }
-                    starts.push((start, None));
-                }
-                if starts.is_empty() {
+        match self.spec.window {
+            WindowKind::Fixed { size, hop } => {
+                self.insert_fixed(event, time, watermark, seq, (size, hop))
+            }
+            WindowKind::Session { gap } => self.insert_session(event, time, watermark, seq, gap),
+        }
+    }
+
+    /// Puts the event into every tumbling or hopping window of `size` every `hop` that holds
+    /// `time` and is still open.
+    fn insert_fixed(
+        &mut self,
+        event: &Event,
+        time: i64,
+        watermark: Option<i64>,
+        seq: u64,
+        (size, hop): (i64, i64),
+    ) -> Result<(), String> {
+        // The state always matches the window kind (both set at build).
+        let State::Fixed(windows) = &mut self.state else {
+            return Err("internal: window state mismatch".to_owned());
+        };
+        let spec = &self.spec;
+        let starts = &mut self.starts;
+        starts.clear();
+        let first = time
+            .checked_sub(size)
+            .map(|earliest| earliest.div_euclid(hop) + 1)
+            .ok_or("the event time is out of range")?;
+        let last = time.div_euclid(hop);
+        for k in first..=last {
+            let start = k.checked_mul(hop).ok_or("the event time is out of range")?;
+            if start.checked_add(size).is_none() {
+                return Err("the event time is out of range".to_owned());
+            }
+            if watermark.is_some_and(|watermark| start + size <= watermark) {
+                continue;
+            }
+            starts.push((start, None));
+        }
+        if starts.is_empty() {
+            return Err(format!(
+                "late event: its time {} is behind the watermark {} and its window has \
+                 closed (raise allowed_lateness to accept it)",
+                time_text(time),
+                time_text(watermark.unwrap_or(i64::MIN))
+            ));
+        }
+        let hash = spec.key_hash(event);
+        for (start, slot) in starts.iter_mut() {
+            if let Some(Window { groups, .. }) = windows.get(start) {
+                *slot = groups.find(hash, |key| spec.key_matches(event, key));
+                if slot.is_none() && groups.live >= spec.max_groups {
                     return Err(format!(
-                        "late event: its time {} is behind the watermark {} and its window has \
-                         closed (raise allowed_lateness to accept it)",
-                        time_text(time),
-                        time_text(watermark.unwrap_or(i64::MIN))
+                        "the window [{}, {}) already holds max_groups = {} groups; this \
+                         event would open another (raise max_groups or group by fewer \
+                         fields)",
+                        time_text(*start),
+                        time_text(*start + size),
+                        spec.max_groups
                     ));
-                }
-                let hash = spec.key_hash(event);
-                for (start, slot) in starts.iter_mut() {
-                    if let Some(Window { groups, .. }) = windows.get(start) {
-                        *slot = groups.find(hash, |key| spec.key_matches(event, key));
-                        if slot.is_none() && groups.live >= spec.max_groups {
-                            return Err(format!(
-                                "the window [{}, {}) already holds max_groups = {} groups; this \
-                                 event would open another (raise max_groups or group by fewer \
-                                 fields)",
-                                time_text(*start),
-                                time_text(*start + size),
-                                spec.max_groups
-                            ));
-                        }
-                    }
-                }
-                for &(start, slot) in starts.iter() {
-                    let input_seq = self.input_seq;
-                    let held_inputs = &mut self.held_inputs;
-                    let Window { groups, .. } = windows.entry(start).or_insert_with(|| {
-                        held_inputs.add(input_seq);
-                        Window {
-                            groups: Groups::default(),
-                            first_input: input_seq,
-                        }
-                    });
-                    let slot = match slot {
-                        Some(slot) => slot,
-                        None => groups.insert(hash, spec.owned_key(event), spec.new_accs()),
-                    };
-                    if let Some(group) = groups.get_mut(slot) {
-                        spec.update(&mut group.data, event, time, seq);
-                    }
                 }
             }
-            (State::Sessions(sessions), WindowKind::Session { gap }) => {
-                let spec = &self.spec;
-                if let Some(watermark) = watermark
-                    && time <= watermark
-                {
+        }
+        for &(start, slot) in starts.iter() {
+            let input_seq = self.input_seq;
+            let held_inputs = &mut self.held_inputs;
+            let Window { groups, .. } = windows.entry(start).or_insert_with(|| {
+                held_inputs.add(input_seq);
+                Window {
+                    groups: Groups::default(),
+                    first_input: input_seq,
+                }
+            });
+            let slot = match slot {
+                Some(slot) => slot,
+                None => groups.insert(hash, spec.owned_key(event), spec.new_accs()),
+            };
+            if let Some(group) = groups.get_mut(slot) {
+                spec.update(&mut group.data, event, time, seq);
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the event into its group's session that `time` touches (merging the sessions it
+    /// joins), or opens a new one.
+    fn insert_session(
+        &mut self,
+        event: &Event,
+        time: i64,
+        watermark: Option<i64>,
+        seq: u64,
+        gap: i64,
+    ) -> Result<(), String> {
+        // The state always matches the window kind (both set at build).
+        let State::Sessions(sessions) = &mut self.state else {
+            return Err("internal: window state mismatch".to_owned());
+        };
+        let spec = &self.spec;
+        if let Some(watermark) = watermark
+            && time <= watermark
+        {
+            return Err(format!(
+                "late event: its time {} is at or behind the watermark {}, so its session \
+                 may have closed (raise allowed_lateness to accept it)",
+                time_text(time),
+                time_text(watermark)
+            ));
+        }
+        let end = time
+            .checked_add(gap)
+            .ok_or("the event time is out of range")?;
+        let hash = spec.key_hash(event);
+        let slot = match sessions
+            .groups
+            .find(hash, |key| spec.key_matches(event, key))
+        {
+            Some(slot) => slot,
+            None => {
+                if sessions.groups.live >= spec.max_groups {
                     return Err(format!(
-                        "late event: its time {} is at or behind the watermark {}, so its session \
-                         may have closed (raise allowed_lateness to accept it)",
-                        time_text(time),
-                        time_text(watermark)
+                        "max_groups = {} groups already have open sessions; this event \
+                         would open another (raise max_groups or group by fewer fields)",
+                        spec.max_groups
                     ));
                 }
-                let end = time
-                    .checked_add(gap)
-                    .ok_or("the event time is out of range")?;
-                let hash = spec.key_hash(event);
-                let slot = match sessions
+                sessions
                     .groups
-                    .find(hash, |key| spec.key_matches(event, key))
-                {
-                    Some(slot) => slot,
-                    None => {
-                        if sessions.groups.live >= spec.max_groups {
-                            return Err(format!(
-                                "max_groups = {} groups already have open sessions; this event \
-                                 would open another (raise max_groups or group by fewer fields)",
-                                spec.max_groups
-                            ));
-                        }
-                        sessions
-                            .groups
-                            .insert(hash, spec.owned_key(event), Vec::new())
-                    }
-                };
-                let Some(group) = sessions.groups.get_mut(slot) else {
-                    return Err("internal: lost a session group".to_owned());
-                };
-                let list = &mut group.data;
-                // A session touches the event when its span [start, last + gap] meets
-                // [time, time + gap]. Open sessions never touch each other, so the event joins
-                // at most a run of neighbours, which it merges.
-                let touches =
-                    |session: &Session| session.start <= end && time <= session.last + gap;
-                match list.iter().position(touches) {
-                    None => {
-                        let serial = sessions.next_serial;
-                        sessions.next_serial += 1;
-                        let mut accs = spec.new_accs();
-                        spec.update(&mut accs, event, time, seq);
-                        sessions.by_end.insert((end, slot, serial));
-                        self.held_inputs.add(self.input_seq);
-                        let at = list.partition_point(|other| other.start <= time);
-                        list.insert(
-                            at,
-                            Session {
-                                serial,
-                                first_input: self.input_seq,
-                                start: time,
-                                last: time,
-                                accs,
-                            },
-                        );
-                    }
-                    Some(first) => {
-                        let old = &list[first];
-                        sessions.by_end.remove(&(old.last + gap, slot, old.serial));
-                        while list.get(first + 1).is_some_and(&touches) {
-                            let other = list.remove(first + 1);
-                            sessions
-                                .by_end
-                                .remove(&(other.last + gap, slot, other.serial));
-                            let session = &mut list[first];
-                            // The merged session is held by the older of the two first inputs.
-                            self.held_inputs
-                                .remove(session.first_input.max(other.first_input));
-                            session.first_input = session.first_input.min(other.first_input);
-                            session.last = session.last.max(other.last);
-                            for (acc, theirs) in session.accs.iter_mut().zip(other.accs) {
-                                acc.merge(theirs);
-                            }
-                        }
-                        let session = &mut list[first];
-                        session.start = session.start.min(time);
-                        session.last = session.last.max(time);
-                        spec.update(&mut session.accs, event, time, seq);
-                        sessions
-                            .by_end
-                            .insert((session.last + gap, slot, session.serial));
+                    .insert(hash, spec.owned_key(event), Vec::new())
+            }
+        };
+        let Some(group) = sessions.groups.get_mut(slot) else {
+            return Err("internal: lost a session group".to_owned());
+        };
+        let list = &mut group.data;
+        // A session touches the event when its span [start, last + gap] meets
+        // [time, time + gap]. Open sessions never touch each other, so the event joins
+        // at most a run of neighbours, which it merges.
+        let touches = |session: &Session| session.start <= end && time <= session.last + gap;
+        match list.iter().position(touches) {
+            None => {
+                let serial = sessions.next_serial;
+                sessions.next_serial += 1;
+                let mut accs = spec.new_accs();
+                spec.update(&mut accs, event, time, seq);
+                sessions.by_end.insert((end, slot, serial));
+                self.held_inputs.add(self.input_seq);
+                let at = list.partition_point(|other| other.start <= time);
+                list.insert(
+                    at,
+                    Session {
+                        serial,
+                        first_input: self.input_seq,
+                        start: time,
+                        last: time,
+                        accs,
+                    },
+                );
+            }
+            Some(first) => {
+                let old = &list[first];
+                sessions.by_end.remove(&(old.last + gap, slot, old.serial));
+                while list.get(first + 1).is_some_and(&touches) {
+                    let other = list.remove(first + 1);
+                    sessions
+                        .by_end
+                        .remove(&(other.last + gap, slot, other.serial));
+                    let session = &mut list[first];
+                    // The merged session is held by the older of the two first inputs.
+                    self.held_inputs
+                        .remove(session.first_input.max(other.first_input));
+                    session.first_input = session.first_input.min(other.first_input);
+                    session.last = session.last.max(other.last);
+                    for (acc, theirs) in session.accs.iter_mut().zip(other.accs) {
+                        acc.merge(theirs);
                     }
                 }
+                let session = &mut list[first];
+                session.start = session.start.min(time);
+                session.last = session.last.max(time);
+                spec.update(&mut session.accs, event, time, seq);
+                sessions
+                    .by_end
+                    .insert((session.last + gap, slot, session.serial));
             }
-            // The state always matches the window kind (both set at build).
-            _ => return Err("internal: window state mismatch".to_owned()),
         }
         Ok(())
     }

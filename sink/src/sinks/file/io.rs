@@ -403,15 +403,3 @@ impl Drop for OpenFile {
         }
     }
 }
-
-/// Makes a new directory entry durable.
-#[cfg(unix)]
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Directories cannot be opened for syncing here; the file's own sync has to do.
-#[cfg(not(unix))]
-pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
-}

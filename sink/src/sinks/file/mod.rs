@@ -97,6 +97,7 @@ use serde::Deserialize;
 use sluice_pipelines::{Event, Value};
 
 use crate::encoding::{Encoder, EncodingConfig, deserialize_encoding};
+use crate::fs::sync_dir;
 use crate::units::ByteSize;
 use crate::{BuildError, Sink, SinkContext, SinkError, SinkFuture};
 

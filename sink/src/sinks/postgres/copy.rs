@@ -80,9 +80,7 @@ pub(super) fn encode_cell(
             scratch.clear();
             match value {
                 Value::String(text) => scratch.extend_from_slice(text.as_bytes()),
-                Value::Timestamp(ts) => {
-                    scratch.extend_from_slice(json::format_timestamp(ts).as_bytes())
-                }
+                Value::Timestamp(ts) => json::write_timestamp(ts, scratch),
                 other => json::encode_value(other, scratch),
             }
             put_bytes(scratch, out)

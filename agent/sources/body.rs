@@ -1,23 +1,51 @@
-//! Request bodies to events: choosing the format, capped gunzip, and NDJSON / JSON / text
-//! decoding with errors that name the bad line.
+//! HTTP bodies to events, for the `http_server` source's requests and the `http_poll` source's
+//! answers: choosing the format from the Content-Type, and NDJSON / JSON / text decoding with
+//! errors that name the bad line or array item (gzip bodies are decompressed first, by
+//! [`sluice_sink::gunzip`]).
 //!
-//! Everything here is synchronous and pure, so the handler can run it inline for small bodies
-//! and on the blocking pool for large ones. JSON objects go through the shared fast path
+//! Everything here is synchronous and pure, so the http_server handler can run it inline for
+//! small bodies and on the blocking pool for large ones. JSON objects go through the shared fast path
 //! ([`JsonDecoder::decode_object_shared`]): strings without escapes stay slices of the body
 //! buffer. The decoder's key cache is per thread, so it is reused across requests without a lock.
 
 use std::cell::RefCell;
-use std::io::Read;
 
 use bytes::Bytes;
 use sluice_pipelines::codec::json::{JsonDecodeError, JsonDecoder, encode_value};
 use sluice_pipelines::{Event, EventMeta, FieldName, Fields, Value};
 
-use super::config::{Decoding, Partial};
 use crate::sources::lines::{is_blank, numbered_lines};
 
 thread_local! {
     static DECODER: RefCell<JsonDecoder> = RefCell::new(JsonDecoder::new());
+}
+
+/// How bodies are decoded (the http_server source's `decoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decoding {
+    /// By Content-Type: NDJSON, JSON (object, array, or objects one per line) or text lines;
+    /// without a Content-Type, by the first byte of the body. Other types get 415.
+    #[default]
+    Auto,
+    /// One JSON object per line, whatever the Content-Type.
+    Ndjson,
+    /// A JSON array of objects, one object, or objects one per line.
+    Json,
+    /// Plain text: every non-blank line is a raw event (see `sources::lines::is_blank`).
+    Text,
+}
+
+/// What a body with bad lines does to its good ones (the http_server source's `partial`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Partial {
+    /// The whole body is refused (400) and nothing is kept: the client fixes and resends it.
+    #[default]
+    Reject,
+    /// The good lines are kept; the answer is still 400, naming the first bad line and saying how
+    /// many were accepted.
+    AcceptValid,
 }
 
 /// How a body is read.
@@ -93,63 +121,6 @@ pub fn choose(decoding: Decoding, content_type: Option<&[u8]>) -> Result<Choice,
         }
     };
     Ok(Choice::Format(format))
-}
-
-/// Why a gzip body was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum GunzipError {
-    /// The body grows past the limit once decompressed (a gzip bomb, or a limit too low).
-    #[error("body is larger than {max} bytes once decompressed")]
-    TooLarge {
-        /// The limit.
-        max: u64,
-    },
-    /// The body is not gzip, or is cut short.
-    #[error("body is not valid gzip: {message}")]
-    Corrupt {
-        /// What the decoder said.
-        message: String,
-    },
-    /// The server's in-flight memory budget has no room for the decompressed body.
-    #[error("no memory budget left for the decompressed body")]
-    NoBudget,
-}
-
-/// Decompresses `input` (one or more gzip members), never holding more than `max` bytes of
-/// output. `reserve` is asked for every piece of output before it is kept and may refuse.
-///
-/// # Errors
-/// [`GunzipError`]: too large, not gzip, or `reserve` refused.
-pub fn gunzip_capped(
-    input: &[u8],
-    max: u64,
-    reserve: &mut dyn FnMut(usize) -> bool,
-) -> Result<Vec<u8>, GunzipError> {
-    const CHUNK: usize = 32 * 1024;
-    let mut decoder = flate2::read::MultiGzDecoder::new(input);
-    // Typical ratios for logs are 5-10x; start near it, never past the cap.
-    let guess = (input.len() as u64).saturating_mul(6).min(max) as usize;
-    let mut out = Vec::with_capacity(guess);
-    let mut chunk = vec![0u8; CHUNK];
-    loop {
-        let read = match decoder.read(&mut chunk) {
-            Ok(0) => return Ok(out),
-            Ok(read) => read,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(error) => {
-                return Err(GunzipError::Corrupt {
-                    message: error.to_string(),
-                });
-            }
-        };
-        if (out.len() + read) as u64 > max {
-            return Err(GunzipError::TooLarge { max });
-        }
-        if !reserve(read) {
-            return Err(GunzipError::NoBudget);
-        }
-        out.extend_from_slice(&chunk[..read]);
-    }
 }
 
 /// The first bad part of a body.
@@ -396,6 +367,19 @@ fn array(
             return;
         }
     };
+    objects(items, partial, meta, stamp, out);
+}
+
+/// Events from the items of a JSON array: objects become events, anything else is bad input
+/// named by its 1-based item number (kept raw, as JSON, for the dead-letter topic when
+/// `partial` keeps good input).
+pub fn objects(
+    items: Vec<Value>,
+    partial: Partial,
+    meta: EventMeta,
+    stamp: &Stamp,
+    out: &mut Decoded,
+) {
     out.events.reserve(items.len());
     for (index, item) in items.into_iter().enumerate() {
         match item {
@@ -434,6 +418,7 @@ fn whole_body_error(body: &[u8], error: &JsonDecodeError) -> BadInput {
 mod tests {
     use super::*;
     use sluice_pipelines::Str;
+    use sluice_sink::gunzip::{GunzipError, gunzip_capped};
 
     fn stamp() -> Stamp {
         vec![(FieldName::new("path"), Value::String(Str::from("/in")))]
