@@ -64,7 +64,7 @@ fn parse_args() -> Result<Options, String> {
             "--data" => options.data = PathBuf::from(value("--data")?),
             "-h" | "--help" => {
                 return Err(
-                    "usage: bench [S1 S2 S2R S3 S4 S5 S5A F100 ROT NATS | all] [--mb N] [--runs N] \
+                    "usage: bench [S1 S2 S2R S3 S4 S5 S5A F100 ROT K PIX NATS | all] [--mb N] [--runs N] \
                             [--data DIR]"
                         .into(),
                 );
@@ -74,7 +74,7 @@ fn parse_args() -> Result<Options, String> {
     }
     if options.scenarios.is_empty() || options.scenarios.iter().any(|s| s == "ALL") {
         options.scenarios = [
-            "S1", "S2", "S2R", "S3", "S4", "S5", "S5A", "F100", "ROT", "NATS",
+            "S1", "S2", "S2R", "S3", "S4", "S5", "S5A", "F100", "ROT", "K", "PIX", "NATS",
         ]
         .map(String::from)
         .to_vec();
@@ -342,11 +342,17 @@ fn run_scenario(
     if scenario == "S4" {
         return http_ingest(options, binary).map(Some);
     }
+    if scenario == "PIX" {
+        return pixel_ingest(options, binary).map(Some);
+    }
     if scenario == "F100" {
         return many_files(options, binary).map(Some);
     }
     if scenario == "ROT" {
         return rotation_share(options, binary).map(Some);
+    }
+    if scenario == "K" {
+        return kafka(options, binary).map(Some);
     }
     if scenario == "NATS" {
         return nats_round_trip(options, binary).map(Some);
@@ -519,6 +525,84 @@ input = "raw"
         report.p50_ms,
         report.p99_ms,
         report.non_2xx
+    ))
+}
+
+/// The wrk script of PIX: tracking-pixel GETs with a browser's query string (one event each),
+/// cycling through 100 pages and visitors.
+const PIX_SCRIPT: &str = r#"-- PIX pixel_ingest: GET /p.gif?... as a page view, one event per request.
+local requests = {}
+local counter = 0
+function init(args)
+  for i = 1, 100 do
+    requests[i] = wrk.format("GET", "/p.gif?event=view&page=%2Fproduct%2F" .. i ..
+      "&visitor_id=v" .. (i * 7919 % 1000) .. "&ref=https%3A%2F%2Fsearch.example%2F%3Fq%3Dshoes",
+      {["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+       ["Referer"] = "https://shop.example/product/" .. i})
+  end
+  counter = math.random(#requests)
+end
+function request()
+  counter = counter + 1
+  return requests[counter % #requests + 1]
+end
+"#;
+
+/// PIX pixel_ingest: `wrk` GETs the tracking pixel (with `cors`, the user agent copied) over 16
+/// connections to `sluice run` (http_server → topic → blackhole) for [`S4_SECONDS`]; reports the
+/// median run by events (= requests) per second, with p50/p99 latency on a second line.
+fn pixel_ingest(options: &Options, binary: &Path) -> Result<String, String> {
+    let data = fs::canonicalize(&options.data).map_err(|e| e.to_string())?;
+    let script = data.join("PIX.lua");
+    fs::write(&script, PIX_SCRIPT).map_err(|e| e.to_string())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    let config = format!(
+        r#"data_dir = "{data}/state"
+
+[sources.ingest]
+type = "http_server"
+address = "127.0.0.1:{port}"
+pixel_path = "/p.gif"
+copy_headers = ["user-agent"]
+cors = {{ allowed_origins = ["https://shop.example"] }}
+topic = "raw"
+
+[sinks.null]
+type = "blackhole"
+input = "raw"
+"#,
+        data = data.display()
+    );
+    let config_path = data.join("PIX.toml");
+    fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let mut runs = Vec::new();
+    for _ in 0..options.runs.max(1) {
+        let _ = fs::remove_dir_all(data.join("state"));
+        runs.push(measure_server(binary, &config_path, port, |url| {
+            run_wrk(url, &script, &script)
+        })?);
+    }
+    let events_per_sec =
+        |report: &WrkReport| (report.requests - report.non_2xx) as f64 / report.seconds;
+    runs.sort_by(|a, b| events_per_sec(&a.1).total_cmp(&events_per_sec(&b.1)));
+    let (measurement, report) = runs[runs.len() / 2];
+    Ok(format!(
+        "{:<20} {:>10} {:>12.0} {:>9.3} {:>11.3} {:>10} {:>9.1}\n{:<20} p50 {:.2} ms, p99 {:.2} ms, {} non-2xx, {:.2} CPU-µs per event",
+        "PIX pixel_ingest",
+        "-",
+        events_per_sec(&report),
+        report.seconds,
+        measurement.cpu_secs,
+        "-",
+        measurement.peak_rss_mib,
+        "",
+        report.p50_ms,
+        report.p99_ms,
+        report.non_2xx,
+        measurement.cpu_secs * 1e6 / (report.requests - report.non_2xx).max(1) as f64
     ))
 }
 
@@ -859,6 +943,154 @@ encoding = "text"
     ))
 }
 
+/// K: the S1 lines into Kafka and out again, through a tansu broker (in-memory storage) started
+/// on a free port. K1 tails the file into a `kafka` sink (lz4, `acks = "all"`, idempotent) and
+/// ends when every message is confirmed; K2 reads them back with a `kafka` source in a new
+/// consumer group (`start_at = "earliest"`) into a blackhole, stopped (SIGTERM) once its
+/// blackhole counted every line. The broker shares the machine's cores.
+fn kafka(options: &Options, binary: &Path) -> Result<String, String> {
+    let log = input(options, "nginx")?;
+    let log = fs::canonicalize(&log).map_err(|e| e.to_string())?;
+    let data = fs::canonicalize(&options.data).map_err(|e| e.to_string())?;
+    let lines = count_lines(&log)?;
+    let input_bytes = fs::metadata(&log).map_err(|e| e.to_string())?.len();
+    let broker = sluice_store_support::Tansu::start();
+    broker.create_topic("bench", 4);
+    let produce = format!(
+        r#"data_dir = "{data}/state-k1"
+
+[sources.access]
+type = "file"
+include = ["{log}"]
+follow = false
+topic = "raw"
+
+[sinks.kafka]
+type = "kafka"
+input = "raw"
+brokers = ["{brokers}"]
+topic = "bench"
+encoding = "text"
+compression = "lz4"
+librdkafka_options = {{ "linger.ms" = "20", "batch.size" = "1000000" }}
+"#,
+        data = data.display(),
+        log = log.display(),
+        brokers = broker.address()
+    );
+    let produce_path = options.data.join("K1.toml");
+    fs::write(&produce_path, produce).map_err(|e| e.to_string())?;
+    let _ = fs::remove_dir_all(data.join("state-k1"));
+    let k1 = measure(binary, &produce_path)?;
+
+    let api_port = sluice_store_support::free_port();
+    let consume = format!(
+        r#"data_dir = "{data}/state-k2"
+
+[api]
+address = "127.0.0.1:{api_port}"
+
+[sources.kafka]
+type = "kafka"
+topic = "raw"
+brokers = ["{brokers}"]
+topics = ["bench"]
+group_id = "bench"
+start_at = "earliest"
+decoding = "text"
+
+[sinks.null]
+type = "blackhole"
+input = "raw"
+"#,
+        data = data.display(),
+        brokers = broker.address()
+    );
+    let consume_path = options.data.join("K2.toml");
+    fs::write(&consume_path, consume).map_err(|e| e.to_string())?;
+    let _ = fs::remove_dir_all(data.join("state-k2"));
+    let k2 = measure_until(binary, &consume_path, api_port, lines)?;
+    let mib = input_bytes as f64 / (1024.0 * 1024.0);
+    let row = |label: &str, run: &Measurement| {
+        format!(
+            "{:<20} {:>10.1} {:>12.0} {:>9.3} {:>11.3} {:>10.2} {:>9.1}",
+            label,
+            mib / run.wall_secs,
+            lines as f64 / run.wall_secs,
+            run.wall_secs,
+            run.cpu_secs,
+            run.cpu_secs / (mib / 1024.0),
+            run.peak_rss_mib
+        )
+    };
+    Ok(format!(
+        "{}\n{}",
+        row("K1 tail_to_kafka", &k1),
+        row("K2 kafka_to_null", &k2)
+    ))
+}
+
+/// Runs `sluice run -c config` until the blackhole `null` counted `events` (asked through the
+/// admin API on `api_port`), then stops it with SIGTERM and measures the run.
+fn measure_until(
+    binary: &Path,
+    config: &Path,
+    api_port: u16,
+    events: u64,
+) -> Result<Measurement, String> {
+    let started = Instant::now();
+    let child = Command::new(binary)
+        .args(["run", "--quiet", "--log", "warn", "-c"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let pid = child.id() as libc::pid_t;
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    let mut counted = 0;
+    while counted < events {
+        if Instant::now() > deadline {
+            return Err(format!("only {counted} of {events} events consumed"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        counted = blackhole_events(api_port).unwrap_or(0);
+    }
+    let wall_secs = started.elapsed().as_secs_f64();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data that wait4 fills in; the pid is our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are valid, exclusively borrowed out-parameters.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if waited != pid {
+        return Err(format!("wait4 failed: {}", std::io::Error::last_os_error()));
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Measurement {
+        wall_secs,
+        cpu_secs: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+    })
+}
+
+/// The events the sink `null` wrote, from the admin API's Prometheus metrics.
+fn blackhole_events(api_port: u16) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|line| {
+            line.starts_with("sluice_component_events_out_total") && line.contains("\"null\"")
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.trim().parse().ok())
+}
+
 /// Lines of the NATS scenarios' input: one JetStream message each.
 const NATS_LINES: u64 = 500_000;
 
@@ -968,7 +1200,7 @@ input = "raw"
     // The JetStream context spawns a task: it needs the runtime entered.
     let _entered = runtime.enter();
     let jetstream = async_nats::jetstream::new(client);
-    let consumed = measure_until(binary, &out_path, || {
+    let consumed = measure_until_done(binary, &out_path, || {
         runtime.block_on(async {
             let Ok(mut consumer) = jetstream
                 .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
@@ -1008,7 +1240,7 @@ input = "raw"
 
 /// Runs `sluice run -c config` until `done` holds (polled every 20 ms), then stops it with
 /// SIGTERM and measures it; the wall time ends when `done` first held.
-fn measure_until(
+fn measure_until_done(
     binary: &Path,
     config: &Path,
     mut done: impl FnMut() -> bool,

@@ -170,3 +170,20 @@ fn every_example_config_passes_sluice_validate() {
         );
     }
 }
+
+#[test]
+fn the_two_tier_kafka_examples_validate() {
+    for name in ["edge-kafka.toml", "central-kafka.toml"] {
+        let path = repo_root().join("examples/two-tier").join(name);
+        let mut command = sluice(&repo_root());
+        command.arg("validate").arg("-c").arg(&path);
+        let output = run_with_timeout(command, Duration::from_secs(60));
+        assert!(
+            output.status.success(),
+            "{}:\n{}{}",
+            path.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -386,24 +386,24 @@ fn ten_thousand_short_lived_files_at_a_thousand_a_second_are_all_delivered() {
     // The watcher is set up right after the data directory is locked.
     thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let deleter = thread::spawn({
-        let logs = logs.clone();
-        move || {
-            for file in 0..FILES {
-                let due = started + Duration::from_millis(file) + Duration::from_secs(2);
-                thread::sleep(due.saturating_duration_since(Instant::now()));
-                fs::remove_file(logs.join(format!("f{file:05}.log"))).unwrap();
-            }
+    // Each file is deleted 2 s after it was actually written: on a loaded machine the writer can
+    // fall behind its schedule, and a deletion due by the schedule would find no file yet.
+    let (written, deletions) = std::sync::mpsc::channel::<(PathBuf, Instant)>();
+    let deleter = thread::spawn(move || {
+        for (path, created) in deletions {
+            let due = created + Duration::from_secs(2);
+            thread::sleep(due.saturating_duration_since(Instant::now()));
+            fs::remove_file(&path).unwrap();
         }
     });
     for file in 0..FILES {
         let due = started + Duration::from_millis(file);
         thread::sleep(due.saturating_duration_since(Instant::now()));
-        write_lines(
-            &logs.join(format!("f{file:05}.log")),
-            file * LINES..(file + 1) * LINES,
-        );
+        let path = logs.join(format!("f{file:05}.log"));
+        write_lines(&path, file * LINES..(file + 1) * LINES);
+        written.send((path, Instant::now())).unwrap();
     }
+    drop(written);
     let created_in = started.elapsed();
     deleter.join().unwrap();
     let all = wait_until(Duration::from_secs(30), || {

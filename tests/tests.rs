@@ -5,6 +5,7 @@
 mod support;
 
 mod acknowledgements;
+mod browser;
 mod cli;
 mod disk_topics;
 mod durability;
@@ -12,6 +13,8 @@ mod examples;
 mod file_held;
 mod file_tailing;
 mod http_sources;
+#[cfg(feature = "kafka")]
+mod kafka_two_tier;
 mod nats;
 mod run;
 mod stores;

@@ -10,15 +10,16 @@
 //!
 //! Kinds: [`file`](mod@file) (tails files), [`stdin`] (reads standard input), [`generator`]
 //! (synthetic nginx and clickstream lines), [`http_server`] (events POSTed over HTTP),
-//! [`http_poll`] (events fetched from an HTTP API), [`nats`] (JetStream or core NATS messages). The
-//! line-oriented ones share [`lines`]: zero-copy line splitting and batching; the HTTP ones (and
-//! `nats`) share `body`: NDJSON / JSON body decoding.
+//! [`http_poll`] (events fetched from an HTTP API), [`kafka`] (a Kafka consumer group), [`nats`]
+//! (JetStream or core NATS messages). The line-oriented ones share [`lines`]: zero-copy line
+//! splitting and batching; the HTTP and broker ones share `body`: NDJSON / JSON body decoding.
 
 pub(crate) mod body;
 pub mod file;
 pub mod generator;
 pub mod http_poll;
 pub mod http_server;
+pub mod kafka;
 pub mod lines;
 pub mod nats;
 pub mod stdin;
@@ -39,6 +40,7 @@ pub use file::FileConfig;
 pub use generator::GeneratorConfig;
 pub use http_poll::HttpPollConfig;
 pub use http_server::HttpServerConfig;
+pub use kafka::KafkaConfig;
 pub use nats::NatsSourceConfig;
 pub use stdin::StdinConfig;
 
@@ -81,6 +83,9 @@ pub enum SourceError {
     /// Its saved state could not be read, and starting without it is not safe.
     #[error("cannot read the state: {0}")]
     State(tokio::task::JoinError),
+    /// Its broker client could not be set up (a config the client refused, a subscription).
+    #[error("{0}")]
+    Broker(String),
     /// NATS could not be used as configured (a `nats` source): the URL, or a subscription the
     /// server refused.
     #[error("cannot use NATS at {url}: {message}")]
@@ -208,6 +213,8 @@ component_kinds! {
         HttpServer(HttpServerConfig) = "http_server",
         /// Events fetched from an HTTP API on an interval.
         HttpPoll(HttpPollConfig) = "http_poll",
+        /// Messages of Kafka topics, read in a consumer group.
+        Kafka(KafkaConfig) = "kafka",
         /// Messages of a JetStream durable consumer or a core NATS subscription.
         Nats(NatsSourceConfig) = "nats",
     }
@@ -225,6 +232,7 @@ impl SourceConfig {
             SourceConfig::Generator(config) => config.validate().map(drop),
             SourceConfig::HttpServer(config) => config.validate().map(drop),
             SourceConfig::HttpPoll(config) => config.validate().map(drop),
+            SourceConfig::Kafka(config) => config.validate().map(drop),
             SourceConfig::Nats(config) => config.validate(),
         }
     }
@@ -240,6 +248,10 @@ impl SourceConfig {
             SourceConfig::Generator(config) => Box::new(config.build()?),
             SourceConfig::HttpServer(config) => Box::new(config.build()?),
             SourceConfig::HttpPoll(config) => Box::new(config.build()?),
+            #[cfg(feature = "kafka")]
+            SourceConfig::Kafka(config) => Box::new(config.build()?),
+            #[cfg(not(feature = "kafka"))]
+            SourceConfig::Kafka(config) => config.build()?,
             SourceConfig::Nats(config) => Box::new(config.build()?),
         })
     }
@@ -282,9 +294,10 @@ impl SourceConfig {
             SourceConfig::File(config) => !config.follow,
             SourceConfig::Stdin(_) => true,
             SourceConfig::Generator(config) => config.count.is_some(),
-            SourceConfig::HttpServer(_) | SourceConfig::HttpPoll(_) | SourceConfig::Nats(_) => {
-                false
-            }
+            SourceConfig::HttpServer(_)
+            | SourceConfig::HttpPoll(_)
+            | SourceConfig::Kafka(_)
+            | SourceConfig::Nats(_) => false,
         }
     }
 }

@@ -187,6 +187,23 @@ fn all(c: &mut Criterion) {
         &wrap(&[JSON]),
         &wrap(&[AGGREGATE_JSON]),
     );
+    bench(
+        c,
+        "user_agent",
+        &nginx,
+        &wrap(&[PRESET]),
+        &wrap(&[USER_AGENT]),
+    );
+    match geoip_database() {
+        Ok((_dir, database)) => {
+            let geoip = format!(
+                "{{ type = \"geoip\", field = \"ip\", database = {:?} }}",
+                database.display().to_string()
+            );
+            bench(c, "geoip", &nginx, &wrap(&[PRESET]), &wrap(&[&geoip]));
+        }
+        Err(why) => eprintln!("geoip skipped: {why}"),
+    }
     encode_json(c, &nginx, &wrap(&[PRESET]));
 }
 
@@ -217,6 +234,47 @@ fn encode_json(c: &mut Criterion, input: &Input, prepare: &str) {
         })
     });
     group.finish();
+}
+
+const USER_AGENT: &str = r#"{ type = "user_agent", field = "agent" }"#;
+
+/// A City database covering every public IPv4 /16 (four cities in turn), built with the PyPI
+/// package `mmdb-writer` (`pip install mmdb-writer`).
+fn geoip_database() -> Result<(tempfile::TempDir, std::path::PathBuf), String> {
+    const SCRIPT: &str = r#"
+import sys
+from mmdb_writer import MMDBWriter, MmdbF64
+from netaddr import IPSet, IPNetwork
+w = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type='GeoIP2-City',
+               languages=['en'], description='sluice bench')
+cities = [('GB', 'London', 51.5, -0.1), ('DE', 'Berlin', 52.5, 13.4),
+          ('FR', 'Paris', 48.8, 2.3), ('US', 'Boston', 42.3, -71.0)]
+nets = [[] for _ in cities]
+for a in range(1, 224):
+    for b in range(256):
+        nets[(a * 256 + b) % len(cities)].append(IPNetwork('%d.%d.0.0/16' % (a, b)))
+for (code, city, lat, lon), networks in zip(cities, nets):
+    w.insert_network(IPSet(networks), {'country': {'iso_code': code},
+                                       'city': {'names': {'en': city}},
+                                       'location': {'latitude': MmdbF64(lat),
+                                                    'longitude': MmdbF64(lon)}})
+w.to_db_file(sys.argv[1])
+"#;
+    let dir = tempfile::tempdir().map_err(|error| error.to_string())?;
+    let database = dir.path().join("bench.mmdb");
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(&database)
+        .output()
+        .map_err(|error| format!("python3: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "building the database needs `pip install mmdb-writer`: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok((dir, database))
 }
 
 criterion_group! {

@@ -17,7 +17,8 @@
 //! JSON array, CSV, text; field selection; timestamp formats; gzip), [`http`] (the HTTP client
 //! code the `http` and `clickhouse` sinks and the agent's `http_poll` source share), [`gunzip`]
 //! (the one capped gzip decoder, shared with the agent's sources), [`fs`] (file-system helpers
-//! shared with the agent), [`sinks`] (every sink kind and the closed [`SinkConfig`] enum),
+//! shared with the agent), [`kafka`] (Kafka client settings the `kafka` sink and the agent's
+//! `kafka` source share), [`sinks`] (every sink kind and the closed [`SinkConfig`] enum),
 //! [`units`] (sizes and durations in configs).
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -30,6 +31,7 @@ pub mod encoding;
 pub mod fs;
 pub mod gunzip;
 pub mod http;
+pub mod kafka;
 pub mod sinks;
 pub mod units;
 

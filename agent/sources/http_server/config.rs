@@ -10,6 +10,8 @@ use axum::http::HeaderName;
 use sluice_pipelines::units::{ByteSize, HumanDuration};
 use sluice_pipelines::{BuildError, FieldName};
 
+use super::client_ip::TrustedProxies;
+use super::cors::{Cors, CorsConfig};
 pub use crate::sources::body::{Decoding, Partial};
 
 use super::server::HttpServer;
@@ -120,6 +122,18 @@ pub struct HttpServerConfig {
     /// The field for the time the request was received (default `received_at`; `""`: none).
     #[serde(default = "default_received_at_field")]
     pub received_at_field: String,
+    /// Pages on other origins allowed to send events (see `cors.rs`); none: no origin checks
+    /// and no CORS headers.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+    /// A path answering `GET` with a 1×1 GIF, each request an event of its query parameters
+    /// (see `pixel.rs`); none: no pixel.
+    #[serde(default)]
+    pub pixel_path: Option<String>,
+    /// Proxies whose `X-Forwarded-For`/`Forwarded` headers name the client (addresses or CIDR
+    /// networks; see `client_ip.rs`); none by default.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// TLS files of the `http_server` source.
@@ -203,6 +217,9 @@ impl HttpServerConfig {
             remote_addr_field: default_remote_addr_field(),
             path_field: default_path_field(),
             received_at_field: default_received_at_field(),
+            cors: None,
+            pixel_path: None,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -228,6 +245,17 @@ impl HttpServerConfig {
                 format!("must differ from `path` (both are `{}`)", self.path),
             ));
         }
+        if let Some(pixel_path) = &self.pixel_path {
+            check_path("pixel_path", pixel_path)?;
+            if *pixel_path == self.path || *pixel_path == self.health_path {
+                return Err(BuildError::at(
+                    "pixel_path",
+                    format!("must differ from `path` and `health_path` (`{pixel_path}`)"),
+                ));
+            }
+        }
+        let cors = self.cors.as_ref().map(CorsConfig::validate).transpose()?;
+        let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies)?;
         let positive = |key: &str, size: ByteSize| {
             if size.bytes() == 0 {
                 Err(BuildError::at(key, "must be greater than zero"))
@@ -333,6 +361,9 @@ impl HttpServerConfig {
             remote_addr_field: field(&self.remote_addr_field),
             path_field: field(&self.path_field),
             received_at_field: field(&self.received_at_field),
+            cors,
+            pixel_path: self.pixel_path.clone(),
+            trusted_proxies,
         })
     }
 
@@ -402,4 +433,10 @@ pub struct Settings {
     pub path_field: Option<FieldName>,
     /// The field for the receive time, if any.
     pub received_at_field: Option<FieldName>,
+    /// Origin checks and CORS answers, if configured.
+    pub cors: Option<Cors>,
+    /// The pixel path, if any.
+    pub pixel_path: Option<String>,
+    /// Proxies believed about the client's address.
+    pub trusted_proxies: TrustedProxies,
 }

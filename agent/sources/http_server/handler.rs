@@ -11,6 +11,7 @@
 //! many clients send at once; a request that finds the budget spent waits `max_wait`, then gets
 //! 503 like one that finds the topic full.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +19,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{
-    ALLOW, AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT,
-    RETRY_AFTER, WWW_AUTHENTICATE,
+    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH,
+    CONTENT_TYPE, EXPECT, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
@@ -32,6 +33,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::config::{Partial, Settings};
+use super::cors::OriginCheck;
+use super::pixel;
 use crate::metrics::{ComponentMetrics, Counter};
 use crate::shutdown::Shutdown;
 use crate::sources::body::{self as decode, ACCEPTED_TYPES, Choice, Decoded, Stamp};
@@ -73,10 +76,12 @@ pub enum Reason {
     Busy,
     /// 503: the source is shutting down.
     ShuttingDown,
+    /// 403: an `Origin` (or, for the pixel, `Referer`) that `cors` does not allow.
+    ForbiddenOrigin,
 }
 
 impl Reason {
-    const ALL: [Reason; 10] = [
+    const ALL: [Reason; 11] = [
         Reason::Unauthorized,
         Reason::BadRequest,
         Reason::TooLarge,
@@ -87,6 +92,7 @@ impl Reason {
         Reason::TopicFull,
         Reason::Busy,
         Reason::ShuttingDown,
+        Reason::ForbiddenOrigin,
     ];
 
     /// The counter name.
@@ -102,6 +108,7 @@ impl Reason {
             Reason::TopicFull => "rejected_requests_topic_full",
             Reason::Busy => "rejected_requests_busy",
             Reason::ShuttingDown => "rejected_requests_shutting_down",
+            Reason::ForbiddenOrigin => "rejected_requests_forbidden_origin",
         }
     }
 
@@ -114,6 +121,7 @@ impl Reason {
             Reason::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Reason::NotFound => StatusCode::NOT_FOUND,
             Reason::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Reason::ForbiddenOrigin => StatusCode::FORBIDDEN,
             Reason::TopicFull | Reason::Busy | Reason::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -208,20 +216,159 @@ pub struct Shared {
 /// What the connection tells its requests.
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
-    /// The client's IP address as a field value.
-    pub remote: Value,
+    /// The address of the connection's peer (the client, or a proxy in front of it).
+    pub peer: IpAddr,
+    /// The peer's address as a field value, made once per connection.
+    pub peer_value: Value,
 }
 
-/// The router: the ingest path, the health path, and JSON answers for everything else.
+/// The router: the ingest path (with CORS preflights), the pixel path if any, the health path,
+/// and JSON answers for everything else.
 pub fn router(shared: Arc<Shared>) -> Router {
     let path = shared.settings.path.clone();
     let health = shared.settings.health_path.clone();
-    Router::new()
-        .route(&path, post(ingest).put(ingest))
-        .route(&health, get(health_check))
+    let mut router = Router::new()
+        .route(&path, post(ingest).put(ingest).options(preflight))
+        .route(&health, get(health_check));
+    if let Some(pixel_path) = &shared.settings.pixel_path {
+        router = router.route(pixel_path, get(pixel).options(preflight));
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared)
+}
+
+/// The client's address as a field value, when the source records it: the peer, or with
+/// `trusted_proxies` the address their forwarding headers name.
+fn client_address(shared: &Shared, parts: &axum::http::request::Parts) -> Option<Value> {
+    shared.settings.remote_addr_field.as_ref()?;
+    let info = parts.extensions.get::<ConnInfo>()?;
+    let proxies = &shared.settings.trusted_proxies;
+    if !proxies.trusts(info.peer) {
+        return Some(info.peer_value.clone());
+    }
+    let client = proxies.client(info.peer, &parts.headers);
+    Some(Value::String(Str::from(client.to_string())))
+}
+
+/// What the `cors` settings make of a request: `Err` with the refusal when its origin is not
+/// allowed, else the `Access-Control-Allow-Origin` its answer carries, if any.
+fn check_origin(
+    shared: &Shared,
+    headers: &HeaderMap,
+    pixel: bool,
+) -> Result<Option<HeaderValue>, Rejection> {
+    let Some(cors) = &shared.settings.cors else {
+        return Ok(None);
+    };
+    let check = if pixel {
+        cors.check_pixel(headers)
+    } else {
+        cors.check(headers)
+    };
+    match check {
+        OriginCheck::Absent => Ok(None),
+        OriginCheck::Allowed(value) => Ok(Some(value)),
+        OriginCheck::Refused(origin) => Err(Rejection::new(
+            Reason::ForbiddenOrigin,
+            format!("origin `{origin}` is not allowed to send events here"),
+        )),
+    }
+}
+
+/// Adds the CORS headers of an allowed origin to an answer.
+fn allow_origin(shared: &Shared, response: &mut Response, allowed: Option<HeaderValue>) {
+    if let (Some(cors), Some(allowed)) = (&shared.settings.cors, allowed) {
+        cors.decorate(response.headers_mut(), allowed);
+    }
+}
+
+/// `OPTIONS` on the ingest or pixel path: the CORS preflight (see `cors.rs`).
+async fn preflight(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    let pixel = shared.settings.pixel_path.as_deref() == Some(parts.uri.path());
+    let methods = if pixel { "GET, HEAD" } else { "POST, PUT" };
+    let Some(cors) = &shared.settings.cors else {
+        let message = format!(
+            "method OPTIONS is not allowed on {} (no `cors` configured); use {methods}",
+            parts.uri.path()
+        );
+        let mut response = shared.refuse(Rejection::new(Reason::MethodNotAllowed, message));
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(methods));
+        return response;
+    };
+    match cors.check(&parts.headers) {
+        OriginCheck::Refused(origin) => shared.refuse(Rejection::new(
+            Reason::ForbiddenOrigin,
+            format!("origin `{origin}` is not allowed to send events here"),
+        )),
+        check => {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(methods));
+            if let OriginCheck::Allowed(allowed) = check {
+                cors.decorate_preflight(response.headers_mut(), allowed, methods);
+            }
+            response
+        }
+    }
+}
+
+/// `GET`/`HEAD` on the pixel path: one event of the query parameters, answered with a GIF (see
+/// `pixel.rs`).
+async fn pixel(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, _body) = request.into_parts();
+    let allowed = match check_origin(&shared, &parts.headers, true) {
+        Ok(allowed) => allowed,
+        Err(rejection) => return shared.refuse(rejection),
+    };
+    let mut response = match receive_pixel(&shared, &parts).await {
+        Ok(()) => {
+            let mut response = Response::new(Body::from(pixel::gif()));
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(rejection) => shared.refuse(rejection),
+    };
+    allow_origin(&shared, &mut response, allowed);
+    response
+}
+
+/// Checks, builds and publishes a pixel request's event.
+async fn receive_pixel(
+    shared: &Shared,
+    parts: &axum::http::request::Parts,
+) -> Result<(), Rejection> {
+    if !shared.authorized(&parts.headers) {
+        return Err(Rejection::new(Reason::Unauthorized, "unauthorized"));
+    }
+    let query = parts.uri.query().unwrap_or_default();
+    let meta = EventMeta {
+        source: shared.source,
+        origin: None,
+    };
+    let path_value = Value::String(Str::from(parts.uri.path()));
+    let stamp = stamp(
+        &shared.settings,
+        &parts.headers,
+        client_address(shared, parts),
+        &path_value,
+        chrono::Utc::now(),
+    );
+    let mut event = pixel::pixel_event(query, meta);
+    for (name, value) in stamp {
+        event.fields_mut().insert(name, value);
+    }
+    publish(shared, Batch::new(vec![event]), query.len() as u64)
+        .await
+        .map_err(|(rejection, _)| rejection)
 }
 
 /// A refused request: its status comes from the reason.
@@ -317,12 +464,16 @@ impl Shared {
 /// `POST`/`PUT` on the ingest path.
 async fn ingest(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let remote = parts
-        .extensions
-        .get::<ConnInfo>()
-        .map(|info| info.remote.clone());
+    let remote = client_address(&shared, &parts);
     let expects_continue = parts.headers.contains_key(EXPECT);
-    match receive(&shared, &parts.headers, remote, body).await {
+    let (outcome, allowed) = match check_origin(&shared, &parts.headers, false) {
+        Ok(allowed) => (
+            receive(&shared, &parts.headers, remote, body).await,
+            allowed,
+        ),
+        Err(rejection) => (Err((rejection, Some(body))), None),
+    };
+    let mut response = match outcome {
         Ok(accepted) => json_response(StatusCode::OK, &serde_json::json!({ "accepted": accepted })),
         Err((rejection, unread)) => {
             let mut close = rejection.close;
@@ -339,7 +490,10 @@ async fn ingest(State(shared): State<Arc<Shared>>, request: Request) -> Response
             }
             response
         }
-    }
+    };
+    // An allowed page may read every answer, errors included (it retries on 503).
+    allow_origin(&shared, &mut response, allowed);
+    response
 }
 
 /// A refusal, with the body when it was not read to its end.
@@ -831,8 +985,10 @@ async fn health_check(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn method_not_allowed(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let health = parts.uri.path() == shared.settings.health_path;
-    let allowed = if health { "GET, HEAD" } else { "POST, PUT" };
+    let path = parts.uri.path();
+    let get_only =
+        path == shared.settings.health_path || shared.settings.pixel_path.as_deref() == Some(path);
+    let allowed = if get_only { "GET, HEAD" } else { "POST, PUT" };
     let message = format!(
         "method {} is not allowed on {}; use {allowed}",
         parts.method,

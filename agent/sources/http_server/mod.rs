@@ -69,11 +69,15 @@
 //! `connections_idle_closed`, `connections_slow_closed`, `connections_stuck_closed`,
 //! `connection_errors`; and `events_out`, `bytes_out` (decompressed body bytes), `errors`.
 
+mod client_ip;
 mod config;
+mod cors;
 mod handler;
+mod pixel;
 mod server;
 #[cfg(test)]
 mod tests;
 
 pub use config::{Decoding, HttpServerConfig, Partial, Settings, TlsConfig};
+pub use cors::CorsConfig;
 pub use server::HttpServer;

@@ -245,8 +245,10 @@ impl Connection {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let settings = &self.shared.settings;
+        let peer = self.peer.ip().to_canonical();
         let info = ConnInfo {
-            remote: Value::String(Str::from(self.peer.ip().to_string())),
+            peer,
+            peer_value: Value::String(Str::from(peer.to_string())),
         };
         let router = self.router;
         let counters_shared = self.shared.clone();

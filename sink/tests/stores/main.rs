@@ -6,6 +6,8 @@
 
 mod clickhouse;
 mod http;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod nats;
 mod postgres;
 
