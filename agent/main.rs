@@ -148,6 +148,11 @@ fn parse_size(text: &str) -> Result<u64, sluice_pipelines::units::UnitError> {
 }
 
 fn main() -> ExitCode {
+    // With `tls`, rustls has two crypto backends built in: aws-lc-rs (ours) and ring (which the
+    // NATS client needs for itself). Clients that take the process default (the NATS client for
+    // `tls://` servers) would then find none and fail, so name ours once, first.
+    #[cfg(feature = "tls")]
+    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

@@ -6,6 +6,13 @@
 //! cargo run --release --example bench -- S1 S2 [--mb 256] [--runs 3] [--data DIR]
 //! ```
 //!
+//! `NATS` needs `nats-server` (Debian's package): it runs one with JetStream on a free port, in
+//! a store dir under the data directory, and measures two runs — `N1` the S1 nginx lines from a
+//! file into a JetStream stream (one message per line, each acknowledged by the stream), `N2`
+//! the same messages out of the stream through a durable consumer into a blackhole (each
+//! acknowledged once the blackhole took it; the run is stopped once the consumer has nothing
+//! pending and nothing unacknowledged).
+//!
 //! Input files are generated once with `sluice generate` (deterministic: the same bytes on every
 //! machine) into the data directory (default `./bench-data`) and reused. Each scenario writes its config next to the data,
 //! builds `sluice` in release mode, runs it `--runs` times and reports the median run. CPU time and
@@ -57,7 +64,7 @@ fn parse_args() -> Result<Options, String> {
             "--data" => options.data = PathBuf::from(value("--data")?),
             "-h" | "--help" => {
                 return Err(
-                    "usage: bench [S1 S2 S2R S3 S4 S5 S5A F100 ROT K PIX | all] [--mb N] [--runs N] \
+                    "usage: bench [S1 S2 S2R S3 S4 S5 S5A F100 ROT K PIX NATS | all] [--mb N] [--runs N] \
                             [--data DIR]"
                         .into(),
                 );
@@ -67,7 +74,7 @@ fn parse_args() -> Result<Options, String> {
     }
     if options.scenarios.is_empty() || options.scenarios.iter().any(|s| s == "ALL") {
         options.scenarios = [
-            "S1", "S2", "S2R", "S3", "S4", "S5", "S5A", "F100", "ROT", "K", "PIX",
+            "S1", "S2", "S2R", "S3", "S4", "S5", "S5A", "F100", "ROT", "K", "PIX", "NATS",
         ]
         .map(String::from)
         .to_vec();
@@ -346,6 +353,9 @@ fn run_scenario(
     }
     if scenario == "K" {
         return kafka(options, binary).map(Some);
+    }
+    if scenario == "NATS" {
+        return nats_round_trip(options, binary).map(Some);
     }
     let Some((config, input, label)) = scenario_config(scenario, options)? else {
         return Ok(None);
@@ -1079,4 +1089,194 @@ fn blackhole_events(api_port: u16) -> Option<u64> {
         })
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.trim().parse().ok())
+}
+
+/// Lines of the NATS scenarios' input: one JetStream message each.
+const NATS_LINES: u64 = 500_000;
+
+/// N1 and N2: the S1 nginx lines into a JetStream stream (file → topic → `nats` sink, each
+/// message acknowledged by the stream) and out of it again (durable consumer → topic →
+/// blackhole), against a `nats-server -js` of its own. One line per direction.
+fn nats_round_trip(options: &Options, binary: &Path) -> Result<String, String> {
+    let data = fs::canonicalize(&options.data).map_err(|e| e.to_string())?;
+    let log = data.join(format!("nginx-{NATS_LINES}-lines.log"));
+    generate(options, "nginx", &format!("--lines={NATS_LINES}"), &log)?;
+    let input_bytes = fs::metadata(&log).map_err(|e| e.to_string())?.len();
+    let store = data.join("nats-store");
+    let _ = fs::remove_dir_all(&store);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let server = "/usr/sbin/nats-server";
+    /// Kills the server however the runs end (a panic included).
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let nats = Command::new(server)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(&store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {server} (apt-get install -y nats-server): {e}"))?;
+    let nats = Server(nats);
+    let result = nats_runs(options, binary, &data, &log, port, input_bytes);
+    drop(nats);
+    let _ = fs::remove_dir_all(&store);
+    result
+}
+
+fn nats_runs(
+    options: &Options,
+    binary: &Path,
+    data: &Path,
+    log: &Path,
+    port: u16,
+    input_bytes: u64,
+) -> Result<String, String> {
+    let url = format!("nats://127.0.0.1:{port}");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed().as_secs() > 10 {
+            return Err("nats-server did not start".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let into = format!(
+        r#"data_dir = "{data}/state"
+
+[sources.access]
+type = "file"
+include = ["{log}"]
+follow = false
+topic = "raw"
+
+[sinks.nats]
+type = "nats"
+input = "raw"
+url = "{url}"
+subject = "bench.nginx"
+jetstream = {{ stream = "BENCH" }}
+encoding = "text"
+"#,
+        data = data.display(),
+        log = log.display()
+    );
+    let out = format!(
+        r#"data_dir = "{data}/state"
+
+[sources.nats]
+type = "nats"
+topic = "raw"
+url = "{url}"
+subject = "bench.>"
+decoding = "text"
+jetstream = {{ stream = "BENCH", durable = "bench" }}
+
+[sinks.null]
+type = "blackhole"
+input = "raw"
+"#,
+        data = data.display()
+    );
+    let into_path = options.data.join("N1.toml");
+    let out_path = options.data.join("N2.toml");
+    fs::write(&into_path, into).map_err(|e| e.to_string())?;
+    fs::write(&out_path, out).map_err(|e| e.to_string())?;
+    let _ = fs::remove_dir_all(data.join("state"));
+    let published = measure(binary, &into_path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = runtime
+        .block_on(async_nats::connect(url.as_str()))
+        .map_err(|e| e.to_string())?;
+    // The JetStream context spawns a task: it needs the runtime entered.
+    let _entered = runtime.enter();
+    let jetstream = async_nats::jetstream::new(client);
+    let consumed = measure_until_done(binary, &out_path, || {
+        runtime.block_on(async {
+            let Ok(mut consumer) = jetstream
+                .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+                    "bench", "BENCH",
+                )
+                .await
+            else {
+                return false;
+            };
+            let Ok(info) = consumer.info().await else {
+                return false;
+            };
+            info.delivered.stream_sequence >= NATS_LINES
+                && info.num_pending == 0
+                && info.num_ack_pending == 0
+        })
+    })?;
+    let mib = input_bytes as f64 / (1024.0 * 1024.0);
+    let line = |name: &str, m: Measurement| {
+        format!(
+            "{:<20} {:>10.1} {:>12.0} {:>9.3} {:>11.3} {:>10.2} {:>9.1}",
+            name,
+            mib / m.wall_secs,
+            NATS_LINES as f64 / m.wall_secs,
+            m.wall_secs,
+            m.cpu_secs,
+            m.cpu_secs / (mib / 1024.0),
+            m.peak_rss_mib
+        )
+    };
+    Ok(format!(
+        "{}\n{}",
+        line("N1 file_to_jetstream", published),
+        line("N2 jetstream_to_null", consumed)
+    ))
+}
+
+/// Runs `sluice run -c config` until `done` holds (polled every 20 ms), then stops it with
+/// SIGTERM and measures it; the wall time ends when `done` first held.
+fn measure_until_done(
+    binary: &Path,
+    config: &Path,
+    mut done: impl FnMut() -> bool,
+) -> Result<Measurement, String> {
+    let started = Instant::now();
+    let child = Command::new(binary)
+        .args(["run", "--quiet", "--log", "warn", "-c"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let pid = child.id() as libc::pid_t;
+    while !done() {
+        if started.elapsed().as_secs() > 600 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let wall_secs = started.elapsed().as_secs_f64();
+    // SAFETY: signalling our own child, not yet waited for.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data that wait4 fills in; the pid is our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are valid, exclusively borrowed out-parameters.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if waited != pid {
+        return Err(format!("wait4 failed: {}", std::io::Error::last_os_error()));
+    }
+    if wall_secs > 600.0 {
+        return Err("the consumer did not catch up within 10 minutes".into());
+    }
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Measurement {
+        wall_secs,
+        cpu_secs: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+    })
 }

@@ -136,6 +136,42 @@ fn what_a_clone_reads_points_only_at_what_a_clone_has() {
 }
 
 #[test]
+fn every_example_config_passes_sluice_validate() {
+    // Every `*.toml` under examples/, subfolders (the two-tier pairs) included: each must load
+    // and validate as shipped, since users start from them.
+    fn configs(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                configs(&path, out);
+            } else if path.extension().is_some_and(|ext| ext == "toml") {
+                out.push(path);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    configs(&repo_root().join("examples"), &mut found);
+    assert!(
+        found
+            .iter()
+            .any(|path| path.ends_with("two-tier/central-nats.toml")),
+        "{found:?}"
+    );
+    for path in &found {
+        let mut command = sluice(&repo_root());
+        command.arg("validate").arg("-c").arg(path);
+        let output = run_with_timeout(command, Duration::from_secs(60));
+        assert!(
+            output.status.success(),
+            "{}:\n{}{}",
+            path.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
 fn the_two_tier_kafka_examples_validate() {
     for name in ["edge-kafka.toml", "central-kafka.toml"] {
         let path = repo_root().join("examples/two-tier").join(name);

@@ -15,6 +15,7 @@ mod file_tailing;
 mod http_sources;
 #[cfg(feature = "kafka")]
 mod kafka_two_tier;
+mod nats;
 mod run;
 mod soak;
 mod stores;

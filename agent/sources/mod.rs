@@ -10,9 +10,9 @@
 //!
 //! Kinds: [`file`](mod@file) (tails files), [`stdin`] (reads standard input), [`generator`]
 //! (synthetic nginx and clickstream lines), [`http_server`] (events POSTed over HTTP),
-//! [`http_poll`] (events fetched from an HTTP API), [`kafka`] (a Kafka consumer group). The
-//! line-oriented ones share [`lines`]: zero-copy line splitting and batching; the HTTP and broker
-//! ones share `body`: NDJSON / JSON body decoding.
+//! [`http_poll`] (events fetched from an HTTP API), [`kafka`] (a Kafka consumer group), [`nats`]
+//! (JetStream or core NATS messages). The line-oriented ones share [`lines`]: zero-copy line
+//! splitting and batching; the HTTP and broker ones share `body`: NDJSON / JSON body decoding.
 
 pub(crate) mod body;
 pub mod file;
@@ -21,6 +21,7 @@ pub mod http_poll;
 pub mod http_server;
 pub mod kafka;
 pub mod lines;
+pub mod nats;
 pub mod stdin;
 pub mod throttle;
 
@@ -40,6 +41,7 @@ pub use generator::GeneratorConfig;
 pub use http_poll::HttpPollConfig;
 pub use http_server::HttpServerConfig;
 pub use kafka::KafkaConfig;
+pub use nats::NatsSourceConfig;
 pub use stdin::StdinConfig;
 
 /// How many events a source aims to put in one batch.
@@ -84,6 +86,15 @@ pub enum SourceError {
     /// Its broker client could not be set up (a config the client refused, a subscription).
     #[error("{0}")]
     Broker(String),
+    /// NATS could not be used as configured (a `nats` source): the URL, or a subscription the
+    /// server refused.
+    #[error("cannot use NATS at {url}: {message}")]
+    Nats {
+        /// The configured `url`.
+        url: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 /// What a running source gets from the topology.
@@ -204,6 +215,8 @@ component_kinds! {
         HttpPoll(HttpPollConfig) = "http_poll",
         /// Messages of Kafka topics, read in a consumer group.
         Kafka(KafkaConfig) = "kafka",
+        /// Messages of a JetStream durable consumer or a core NATS subscription.
+        Nats(NatsSourceConfig) = "nats",
     }
 }
 
@@ -220,6 +233,7 @@ impl SourceConfig {
             SourceConfig::HttpServer(config) => config.validate().map(drop),
             SourceConfig::HttpPoll(config) => config.validate().map(drop),
             SourceConfig::Kafka(config) => config.validate().map(drop),
+            SourceConfig::Nats(config) => config.validate(),
         }
     }
 
@@ -238,6 +252,7 @@ impl SourceConfig {
             SourceConfig::Kafka(config) => Box::new(config.build()?),
             #[cfg(not(feature = "kafka"))]
             SourceConfig::Kafka(config) => config.build()?,
+            SourceConfig::Nats(config) => Box::new(config.build()?),
         })
     }
 
@@ -279,9 +294,10 @@ impl SourceConfig {
             SourceConfig::File(config) => !config.follow,
             SourceConfig::Stdin(_) => true,
             SourceConfig::Generator(config) => config.count.is_some(),
-            SourceConfig::HttpServer(_) | SourceConfig::HttpPoll(_) | SourceConfig::Kafka(_) => {
-                false
-            }
+            SourceConfig::HttpServer(_)
+            | SourceConfig::HttpPoll(_)
+            | SourceConfig::Kafka(_)
+            | SourceConfig::Nats(_) => false,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod console;
 pub mod file;
 pub mod http;
 pub mod kafka;
+pub mod nats;
 pub mod postgres;
 
 use sluice_pipelines::component_kinds;
@@ -24,6 +25,7 @@ pub use console::{ConsoleConfig, ConsoleSink};
 pub use file::{FileConfig, FileSink};
 pub use http::{HttpConfig, HttpSink};
 pub use kafka::KafkaConfig;
+pub use nats::{NatsConfig, NatsSink};
 pub use postgres::{PostgresConfig, PostgresSink};
 
 component_kinds! {
@@ -42,6 +44,8 @@ component_kinds! {
         Http(HttpConfig) = "http",
         /// Produces events to Kafka topics, acknowledged by delivery reports.
         Kafka(KafkaConfig) = "kafka",
+        /// Publishes each event as a NATS message, to JetStream (acknowledged) or core NATS.
+        Nats(NatsConfig) = "nats",
         /// Inserts rows into a PostgreSQL table (binary COPY).
         Postgres(PostgresConfig) = "postgres",
     }
@@ -60,6 +64,7 @@ impl SinkConfig {
             SinkConfig::File(config) => config.validate(),
             SinkConfig::Http(config) => config.validate(),
             SinkConfig::Kafka(config) => config.validate(),
+            SinkConfig::Nats(config) => config.validate(),
             SinkConfig::Postgres(config) => config.validate(),
         }
     }
@@ -76,6 +81,7 @@ impl SinkConfig {
             SinkConfig::File(config) => Box::new(config.build(ctx).await?),
             SinkConfig::Http(config) => Box::new(config.build()?),
             SinkConfig::Kafka(config) => config.build(ctx)?,
+            SinkConfig::Nats(config) => Box::new(config.build(ctx).await?),
             SinkConfig::Postgres(config) => Box::new(config.build().await?),
         })
     }
@@ -100,6 +106,7 @@ mod tests {
                 "file",
                 "http",
                 "kafka",
+                "nats",
                 "postgres"
             ]
         );

@@ -568,3 +568,134 @@ pub fn request(n: i64) -> Event {
 pub fn requests(range: std::ops::Range<i64>) -> Vec<Event> {
     range.map(request).collect()
 }
+
+pub const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+/// A `nats-server -js` of its own: a free port on 127.0.0.1, its JetStream store in a temp dir
+/// that outlives kills and restarts (the same dir, as after a crash of the broker).
+pub struct Nats {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        require(NATS_SERVER, "apt-get install -y nats-server");
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-nats")
+            .tempdir()
+            .unwrap();
+        let mut server = Nats {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and store dir.
+    pub fn restart(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut child = Command::new(NATS_SERVER)
+                .args([
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-sd",
+                ])
+                .arg(self.dir.path().join("store"))
+                .arg("-l")
+                .arg(self.dir.path().join("server.log"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            if wait_for_port(self.port, Duration::from_secs(10)) {
+                self.child = Some(child);
+                return;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not start; see {}",
+                self.dir.path().join("server.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGKILLs the server and waits until its port is closed.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A client of the test's own.
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(self.url()).await.unwrap()
+    }
+
+    /// Every message of `stream`, in order, as `(subject, payload)`, read with an ephemeral
+    /// consumer that acknowledges nothing.
+    pub async fn stream_messages(&self, stream: &str) -> Vec<(String, String)> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+        use futures_util::StreamExt;
+        let jetstream = async_nats::jetstream::new(self.client().await);
+        let mut stream = jetstream.get_stream(stream).await.unwrap();
+        let total = stream.info().await.unwrap().state.messages as usize;
+        let consumer = stream
+            .create_consumer(pull::Config {
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut out = Vec::with_capacity(total);
+        while out.len() < total {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(1000)
+                .messages()
+                .await
+                .unwrap();
+            while let Some(message) = batch.next().await {
+                let message = message.unwrap();
+                out.push((
+                    message.subject.to_string(),
+                    String::from_utf8_lossy(&message.payload).into_owned(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -8,6 +8,7 @@ mod clickhouse;
 mod http;
 #[cfg(feature = "kafka")]
 mod kafka;
+mod nats;
 mod postgres;
 
 use sluice_store_support as support;

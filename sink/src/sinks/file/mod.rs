@@ -106,6 +106,7 @@ pub use crate::encoding::Compression;
 pub use self::config::{DEFAULT_MAX_OPEN_FILES, EVENT_TIME_FIELD, FileConfig};
 use self::gzip::*;
 use self::io::*;
+pub(crate) use self::path_template::append_field_value;
 use self::path_template::*;
 
 /// The file options the blocking side needs.

@@ -196,6 +196,31 @@ impl PathTemplate {
 /// Appends an event's field value to a path, sanitized to stay one path component.
 pub(super) fn render_field(event: &Event, path: &[String], out: &mut String) {
     let start = out.len();
+    append_field_value(event, path, out);
+    if out.len() == start {
+        out.push('_');
+        return;
+    }
+    let value: String = out[start..]
+        .chars()
+        .enumerate()
+        .map(|(i, c)| match c {
+            '/' | '\\' | '\0' => '_',
+            c if c.is_control() => '_',
+            '.' if i == 0 => '_',
+            c => c,
+        })
+        .collect();
+    out.truncate(start);
+    out.push_str(&value);
+}
+
+/// Appends the text of an event's field (by path; `message` falls back to the raw line) to
+/// `out`, unsanitized: strings as they are, numbers and booleans as written in JSON,
+/// timestamps in RFC 3339, arrays and maps as JSON; nothing for a missing or null field. The
+/// templates of the `file` sink's paths and the `nats` sink's subjects share it, each
+/// sanitizing the result its own way.
+pub(crate) fn append_field_value(event: &Event, path: &[String], out: &mut String) {
     let value = if path.len() == 1 && path[0] == sluice_pipelines::event::MESSAGE {
         event.get_path(path).cloned().or_else(|| {
             event
@@ -226,20 +251,4 @@ pub(super) fn render_field(event: &Event, path: &[String], out: &mut String) {
             out.push_str(&String::from_utf8_lossy(&json));
         }
     }
-    if out.len() == start {
-        out.push('_');
-        return;
-    }
-    let value: String = out[start..]
-        .chars()
-        .enumerate()
-        .map(|(i, c)| match c {
-            '/' | '\\' | '\0' => '_',
-            c if c.is_control() => '_',
-            '.' if i == 0 => '_',
-            c => c,
-        })
-        .collect();
-    out.truncate(start);
-    out.push_str(&value);
 }
