@@ -19,8 +19,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::header::{
-    ALLOW, AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH,
-    CONTENT_TYPE, EXPECT, RETRY_AFTER, WWW_AUTHENTICATE,
+    ALLOW, AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT,
+    RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
@@ -32,9 +32,8 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::browser::{allow_origin, check_origin, pixel, preflight};
 use super::config::{Partial, Settings};
-use super::cors::OriginCheck;
-use super::pixel;
 use crate::metrics::{ComponentMetrics, Counter};
 use crate::shutdown::Shutdown;
 use crate::sources::body::{self as decode, ACCEPTED_TYPES, Choice, Decoded, Stamp};
@@ -241,7 +240,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 /// The client's address as a field value, when the source records it: the peer, or with
 /// `trusted_proxies` the address their forwarding headers name.
-fn client_address(shared: &Shared, parts: &axum::http::request::Parts) -> Option<Value> {
+pub(super) fn client_address(shared: &Shared, parts: &axum::http::request::Parts) -> Option<Value> {
     shared.settings.remote_addr_field.as_ref()?;
     let info = parts.extensions.get::<ConnInfo>()?;
     let proxies = &shared.settings.trusted_proxies;
@@ -252,127 +251,8 @@ fn client_address(shared: &Shared, parts: &axum::http::request::Parts) -> Option
     Some(Value::String(Str::from(client.to_string())))
 }
 
-/// What the `cors` settings make of a request: `Err` with the refusal when its origin is not
-/// allowed, else the `Access-Control-Allow-Origin` its answer carries, if any.
-fn check_origin(
-    shared: &Shared,
-    headers: &HeaderMap,
-    pixel: bool,
-) -> Result<Option<HeaderValue>, Rejection> {
-    let Some(cors) = &shared.settings.cors else {
-        return Ok(None);
-    };
-    let check = if pixel {
-        cors.check_pixel(headers)
-    } else {
-        cors.check(headers)
-    };
-    match check {
-        OriginCheck::Absent => Ok(None),
-        OriginCheck::Allowed(value) => Ok(Some(value)),
-        OriginCheck::Refused(origin) => Err(Rejection::new(
-            Reason::ForbiddenOrigin,
-            format!("origin `{origin}` is not allowed to send events here"),
-        )),
-    }
-}
-
-/// Adds the CORS headers of an allowed origin to an answer.
-fn allow_origin(shared: &Shared, response: &mut Response, allowed: Option<HeaderValue>) {
-    if let (Some(cors), Some(allowed)) = (&shared.settings.cors, allowed) {
-        cors.decorate(response.headers_mut(), allowed);
-    }
-}
-
-/// `OPTIONS` on the ingest or pixel path: the CORS preflight (see `cors.rs`).
-async fn preflight(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let (parts, _body) = request.into_parts();
-    let pixel = shared.settings.pixel_path.as_deref() == Some(parts.uri.path());
-    let methods = if pixel { "GET, HEAD" } else { "POST, PUT" };
-    let Some(cors) = &shared.settings.cors else {
-        let message = format!(
-            "method OPTIONS is not allowed on {} (no `cors` configured); use {methods}",
-            parts.uri.path()
-        );
-        let mut response = shared.refuse(Rejection::new(Reason::MethodNotAllowed, message));
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(methods));
-        return response;
-    };
-    match cors.check(&parts.headers) {
-        OriginCheck::Refused(origin) => shared.refuse(Rejection::new(
-            Reason::ForbiddenOrigin,
-            format!("origin `{origin}` is not allowed to send events here"),
-        )),
-        check => {
-            let mut response = Response::new(Body::empty());
-            *response.status_mut() = StatusCode::NO_CONTENT;
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static(methods));
-            if let OriginCheck::Allowed(allowed) = check {
-                cors.decorate_preflight(response.headers_mut(), allowed, methods);
-            }
-            response
-        }
-    }
-}
-
-/// `GET`/`HEAD` on the pixel path: one event of the query parameters, answered with a GIF (see
-/// `pixel.rs`).
-async fn pixel(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let (parts, _body) = request.into_parts();
-    let allowed = match check_origin(&shared, &parts.headers, true) {
-        Ok(allowed) => allowed,
-        Err(rejection) => return shared.refuse(rejection),
-    };
-    let mut response = match receive_pixel(&shared, &parts).await {
-        Ok(()) => {
-            let mut response = Response::new(Body::from(pixel::gif()));
-            let headers = response.headers_mut();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("image/gif"));
-            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
-        Err(rejection) => shared.refuse(rejection),
-    };
-    allow_origin(&shared, &mut response, allowed);
-    response
-}
-
-/// Checks, builds and publishes a pixel request's event.
-async fn receive_pixel(
-    shared: &Shared,
-    parts: &axum::http::request::Parts,
-) -> Result<(), Rejection> {
-    if !shared.authorized(&parts.headers) {
-        return Err(Rejection::new(Reason::Unauthorized, "unauthorized"));
-    }
-    let query = parts.uri.query().unwrap_or_default();
-    let meta = EventMeta {
-        source: shared.source,
-        origin: None,
-    };
-    let path_value = Value::String(Str::from(parts.uri.path()));
-    let stamp = stamp(
-        &shared.settings,
-        &parts.headers,
-        client_address(shared, parts),
-        &path_value,
-        chrono::Utc::now(),
-    );
-    let mut event = pixel::pixel_event(query, meta);
-    for (name, value) in stamp {
-        event.fields_mut().insert(name, value);
-    }
-    publish(shared, Batch::new(vec![event]), query.len() as u64)
-        .await
-        .map_err(|(rejection, _)| rejection)
-}
-
 /// A refused request: its status comes from the reason.
-struct Rejection {
+pub(super) struct Rejection {
     reason: Reason,
     message: String,
     /// The bad line or item, for 400.
@@ -384,7 +264,7 @@ struct Rejection {
 }
 
 impl Rejection {
-    fn new(reason: Reason, message: impl Into<String>) -> Self {
+    pub(super) fn new(reason: Reason, message: impl Into<String>) -> Self {
         Rejection {
             reason,
             message: message.into(),
@@ -407,7 +287,7 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
 
 impl Shared {
     /// Counts `rejection` and builds its answer.
-    fn refuse(&self, rejection: Rejection) -> Response {
+    pub(super) fn refuse(&self, rejection: Rejection) -> Response {
         self.counters.reject(rejection.reason);
         let mut body = serde_json::json!({ "error": rejection.message });
         if let Some(position) = rejection.position {
@@ -438,7 +318,7 @@ impl Shared {
 
     /// Whether the request carries one of the tokens (always, when none is configured). Every
     /// token is compared, in constant time, whatever the outcome.
-    fn authorized(&self, headers: &HeaderMap) -> bool {
+    pub(super) fn authorized(&self, headers: &HeaderMap) -> bool {
         let tokens = &self.settings.tokens;
         if tokens.is_empty() {
             return true;
@@ -497,7 +377,7 @@ async fn ingest(State(shared): State<Arc<Shared>>, request: Request) -> Response
 }
 
 /// A refusal, with the body when it was not read to its end.
-type Refused = (Rejection, Option<Body>);
+pub(super) type Refused = (Rejection, Option<Body>);
 
 /// What the request's headers say about its body.
 struct BodyPlan {
@@ -703,7 +583,7 @@ async fn deliver(
 }
 
 /// The fields every event of this request gets.
-fn stamp(
+pub(super) fn stamp(
     settings: &Settings,
     headers: &HeaderMap,
     remote: Option<Value>,
@@ -921,7 +801,7 @@ async fn keep_dead_letters(shared: &Shared, rejected: Vec<(Event, String)>) {
 }
 
 /// Publishes the batch, waiting at most `max_wait` for room.
-async fn publish(shared: &Shared, batch: Batch, raw_bytes: u64) -> Result<(), Refused> {
+pub(super) async fn publish(shared: &Shared, batch: Batch, raw_bytes: u64) -> Result<(), Refused> {
     let events = batch.len() as u64;
     let published = tokio::select! {
         biased;

@@ -69,6 +69,7 @@
 //! `connections_idle_closed`, `connections_slow_closed`, `connections_stuck_closed`,
 //! `connection_errors`; and `events_out`, `bytes_out` (decompressed body bytes), `errors`.
 
+mod browser;
 mod client_ip;
 mod config;
 mod cors;
